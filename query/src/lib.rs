@@ -1,0 +1,1 @@
+//! SQL layer: arrives with the SQL issue (DataFusion over basalt-storage).

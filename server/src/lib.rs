@@ -1,0 +1,1 @@
+//! Postgres-wire server: arrives with the wire-server issue.
