@@ -149,7 +149,9 @@ fn get_buffer(meta: &mut Decoder<'_>, region: &Buffer) -> Result<Buffer> {
     let at = meta.position();
     let offset = meta.u64()? as usize;
     let len = meta.u64()? as usize;
-    if offset % BUFFER_ALIGN != 0 || offset.checked_add(len).is_none_or(|end| end > region.len()) {
+    if !offset.is_multiple_of(BUFFER_ALIGN)
+        || offset.checked_add(len).is_none_or(|end| end > region.len())
+    {
         return Err(Error::corrupt(at, "buffer reference outside the payload"));
     }
     Ok(region.slice_with_length(offset, len))

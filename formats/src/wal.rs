@@ -65,11 +65,17 @@ pub fn encode_wal_record(record: &WalRecord) -> Result<Vec<u8>> {
     Ok(e.into_inner())
 }
 
+/// The sequence number of an encoded record, without decoding it.
+pub fn wal_record_seq(payload: &[u8]) -> Result<u64> {
+    Decoder::new(payload).u64()
+}
+
 /// Decodes a record; `schema_of(table_id, schema_version)` gives the schema
-/// of [`wal_batch_schema`] the writes were made under.
+/// of [`wal_batch_schema`] the writes were made under, or `None` to skip that
+/// table's write (a dropped table, or one already flushed).
 pub fn decode_wal_record(
     payload: &[u8],
-    schema_of: &mut dyn FnMut(u32, u32) -> Result<SchemaRef>,
+    schema_of: &mut dyn FnMut(u32, u32) -> Result<Option<SchemaRef>>,
 ) -> Result<WalRecord> {
     let mut d = Decoder::new(payload);
     let seq = d.u64()?;
@@ -81,7 +87,12 @@ pub fn decode_wal_record(
         let schema_version = d.u32()?;
         let num_rows = d.u32()? as usize;
         let n_columns = d.count(4)?;
-        let schema = schema_of(table_id, schema_version)?;
+        let Some(schema) = schema_of(table_id, schema_version)? else {
+            for _ in 0..n_columns {
+                d.bytes()?;
+            }
+            continue;
+        };
         if schema.fields().len() != n_columns {
             return Err(Error::corrupt(
                 at,
@@ -156,10 +167,20 @@ mod tests {
         let bytes = encode_wal_record(&record).unwrap();
         let back = decode_wal_record(&bytes, &mut |id, v| {
             assert_eq!((id, v), (3, 1));
-            Ok(schema.clone())
+            Ok(Some(schema.clone()))
         })
         .unwrap();
         assert_eq!(back, record);
+        assert_eq!(wal_record_seq(&bytes).unwrap(), record.seq);
+    }
+
+    #[test]
+    fn skipped_tables_are_left_out() {
+        let (record, _) = sample();
+        let bytes = encode_wal_record(&record).unwrap();
+        let back = decode_wal_record(&bytes, &mut |_, _| Ok(None)).unwrap();
+        assert_eq!(back.seq, record.seq);
+        assert!(back.tables.is_empty());
     }
 
     #[test]
@@ -167,7 +188,9 @@ mod tests {
         let (record, schema) = sample();
         let bytes = encode_wal_record(&record).unwrap();
         for cut in 0..bytes.len() {
-            assert!(decode_wal_record(&bytes[..cut], &mut |_, _| Ok(schema.clone())).is_err());
+            assert!(
+                decode_wal_record(&bytes[..cut], &mut |_, _| Ok(Some(schema.clone()))).is_err()
+            );
         }
     }
 }

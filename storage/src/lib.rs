@@ -1,1 +1,27 @@
+//! Basalt's storage engine: a log-structured store of columnar segments.
+//!
+//! Commits go to the write-ahead log ([`wal`](crate::Options::synchronous_commit))
+//! and a per-table memtable; full memtables are flushed in the background to
+//! immutable, memory-mapped segment files (formats/FORMAT.md) that compaction
+//! merges. Readers take [`Snapshot`]s; writers use [`Transaction`]s with
+//! snapshot isolation. Scans return Arrow record batches.
 
+mod background;
+mod db;
+mod error;
+mod manifest;
+mod memtable;
+mod options;
+mod scan;
+mod segment;
+mod txn;
+mod wal;
+
+pub use basalt_formats::key::{encode_key, encode_keys};
+pub use basalt_formats::manifest::TableDef;
+pub use basalt_formats::scalar::Scalar;
+pub use db::{Db, TableStats};
+pub use error::{Error, Result};
+pub use options::Options;
+pub use scan::{Predicate, PredicateOp, ScanOptions, ScanPlan};
+pub use txn::{Snapshot, Transaction};

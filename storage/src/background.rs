@@ -1,0 +1,288 @@
+//! Flush and compaction. Both write new segment files without holding any
+//! lock readers or committers need, then install them in one manifest edit
+//! and one state swap; replaced segments are deleted when the last snapshot
+//! reading them goes away.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_array::{new_null_array, ArrayRef, RecordBatch};
+use arrow_schema::SchemaRef;
+use basalt_formats::manifest::Edit;
+
+use crate::db::{segment_def, Inner, TableState};
+use crate::error::Result;
+use crate::scan::{compaction_picks, take_picks};
+use crate::segment::{write_segment, SegmentFile};
+
+impl Inner {
+    pub(crate) fn background_loop(self: Arc<Self>) {
+        loop {
+            {
+                let mut work = self.work.lock();
+                while !work.requested && !work.shutdown {
+                    self.work_cv.wait(&mut work);
+                }
+                if work.shutdown {
+                    return;
+                }
+                work.requested = false;
+            }
+            if self.poisoned.lock().is_some() {
+                continue;
+            }
+            if let Err(e) = self.run_flushes().and_then(|()| self.run_compactions()) {
+                self.poison(&e);
+            }
+            self.progress_cv.notify_all();
+        }
+    }
+
+    /// Flushes every frozen memtable, oldest first, then drops WAL files
+    /// whose records are all in segments.
+    pub(crate) fn run_flushes(&self) -> Result<()> {
+        let _work = self.work_lock.lock();
+        while self.flush_one()? {
+            self.progress_cv.notify_all();
+        }
+        self.remove_flushed_wal()
+    }
+
+    fn run_compactions(&self) -> Result<()> {
+        let _work = self.work_lock.lock();
+        let ids: Vec<u32> = self.current().tables.keys().copied().collect();
+        for id in ids {
+            if self.compact_table(id, false)? {
+                self.progress_cv.notify_all();
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_one(&self) -> Result<bool> {
+        let state = self.current();
+        let Some(table) = state.tables.values().find(|t| !t.frozen.is_empty()) else {
+            return Ok(false);
+        };
+        let memtable = table.frozen[0].clone();
+        let all_columns: Vec<usize> = (0..table.def.schema.fields().len()).collect();
+        let run = memtable.to_run(None, &all_columns, &table.storage_schema)?;
+        let id = self.next_file.fetch_add(1, Ordering::SeqCst);
+        let (path, _) = write_segment(
+            &self.seg_dir,
+            id,
+            table.storage_schema.clone(),
+            &[run],
+            self.options.row_group_rows,
+        )?;
+        let segment = Arc::new(SegmentFile::open(path, id, 0)?);
+
+        let mut manifest = self.manifest.lock();
+        let table_id = table.def.id;
+        let still_frozen = self
+            .current()
+            .tables
+            .get(&table_id)
+            .is_some_and(|t| t.frozen.first().is_some_and(|m| Arc::ptr_eq(m, &memtable)));
+        if !still_frozen {
+            segment.mark_obsolete();
+            return Ok(true);
+        }
+        let flushed_seq = memtable.max_seq();
+        let edits = [
+            Edit::AddSegment(segment_def(table_id, &segment)),
+            Edit::TableFlushed {
+                table_id,
+                seq: flushed_seq,
+            },
+            Edit::NextRowId {
+                table_id,
+                next: table.next_row_id.load(Ordering::SeqCst),
+            },
+            Edit::LastSeq {
+                seq: self.visible_seq.load(Ordering::SeqCst),
+            },
+            Edit::NextFileNumber {
+                next: self.next_file.load(Ordering::SeqCst),
+            },
+        ];
+        self.log_edits(&mut manifest, &edits)?;
+        self.replace_table(table_id, |t| {
+            t.frozen.remove(0);
+            t.l0.insert(0, segment.clone());
+            t.flushed_seq = flushed_seq;
+        });
+        tracing::debug!(table = %table.def.name, segment = id, "flushed memtable");
+        Ok(true)
+    }
+
+    /// Swaps in a changed copy of one table's state.
+    fn replace_table(&self, table_id: u32, change: impl FnOnce(&mut TableState)) {
+        let mut guard = self.state.write();
+        let Some(current) = guard.tables.get(&table_id) else {
+            return;
+        };
+        let mut table = (**current).clone();
+        change(&mut table);
+        let mut next = (**guard).clone();
+        next.tables.insert(table_id, Arc::new(table));
+        *guard = Arc::new(next);
+    }
+
+    /// Deletes closed WAL files that hold nothing the memtables still need.
+    pub(crate) fn remove_flushed_wal(&self) -> Result<()> {
+        let last_seq = *self.commit.lock();
+        let state = self.current();
+        let unflushed_from = state
+            .tables
+            .values()
+            .filter_map(|t| t.frozen.first().unwrap_or(&t.active).min_seq())
+            .min();
+        let flushed_through = unflushed_from.map_or(last_seq, |s| s.saturating_sub(1));
+        self.wal.remove_flushed(flushed_through)
+    }
+
+    /// Merges all of a table's segments into level 1 when level 0 has reached
+    /// the trigger (or always, when `force`). Returns whether it did.
+    pub(crate) fn compact_table(&self, table_id: u32, force: bool) -> Result<bool> {
+        let state = self.current();
+        let Some(table) = state.tables.get(&table_id) else {
+            return Ok(false);
+        };
+        let inputs: Vec<Arc<SegmentFile>> = table.segments().cloned().collect();
+        let worthwhile = if force {
+            !inputs.is_empty()
+        } else {
+            table.l0.len() >= self.options.l0_compaction_trigger
+        };
+        if !worthwhile {
+            return Ok(false);
+        }
+        let oldest = self.oldest_snapshot_seq();
+        let runs = inputs
+            .iter()
+            .map(|s| read_whole_segment(self, s, &table.storage_schema))
+            .collect::<Result<Vec<_>>>()?;
+        let picks = compaction_picks(&runs, oldest);
+        let mut outputs = Vec::new();
+        for chunk in split_at_key_boundaries(&runs, &picks, self.options.segment_max_rows) {
+            let run = take_picks(&runs, chunk, &table.storage_schema)?;
+            let id = self.next_file.fetch_add(1, Ordering::SeqCst);
+            let (path, _) = write_segment(
+                &self.seg_dir,
+                id,
+                table.storage_schema.clone(),
+                &[run],
+                self.options.row_group_rows,
+            )?;
+            outputs.push(Arc::new(SegmentFile::open(path, id, 1)?));
+        }
+        let mut manifest = self.manifest.lock();
+        if !self.current().tables.contains_key(&table_id) {
+            outputs.iter().for_each(|s| s.mark_obsolete());
+            return Ok(false);
+        }
+        let mut edits: Vec<Edit> = inputs
+            .iter()
+            .map(|s| Edit::RemoveSegment {
+                table_id,
+                segment_id: s.id,
+            })
+            .collect();
+        edits.extend(
+            outputs
+                .iter()
+                .map(|s| Edit::AddSegment(segment_def(table_id, s))),
+        );
+        edits.push(Edit::NextFileNumber {
+            next: self.next_file.load(Ordering::SeqCst),
+        });
+        self.log_edits(&mut manifest, &edits)?;
+        let input_ids: Vec<u64> = inputs.iter().map(|s| s.id).collect();
+        self.replace_table(table_id, |t| {
+            t.l0.retain(|s| !input_ids.contains(&s.id));
+            t.l1 = outputs.clone();
+        });
+        inputs.iter().for_each(|s| s.mark_obsolete());
+        tracing::debug!(table = %table.def.name, inputs = inputs.len(), outputs = outputs.len(), "compacted");
+        Ok(true)
+    }
+
+    /// Waits while a table has more pending flushes or level-0 segments than
+    /// the limits allow; writers slow down rather than fail.
+    pub(crate) fn wait_for_room(&self, table_ids: &[u32]) -> Result<()> {
+        loop {
+            self.check_poisoned()?;
+            let state = self.current();
+            let behind = table_ids
+                .iter()
+                .filter_map(|id| state.tables.get(id))
+                .any(|t| {
+                    t.frozen.len() >= self.options.max_immutable_memtables
+                        || t.l0.len() >= self.options.l0_stall_limit
+                });
+            if !behind {
+                return Ok(());
+            }
+            if !self.options.background_work {
+                self.run_flushes()?;
+                self.run_compactions()?;
+                continue;
+            }
+            self.request_work();
+            let mut work = self.work.lock();
+            self.progress_cv
+                .wait_for(&mut work, Duration::from_millis(50));
+        }
+    }
+}
+
+/// A segment's rows as one sorted run under `schema` (columns the segment
+/// predates read as nulls).
+fn read_whole_segment(
+    inner: &Inner,
+    segment: &SegmentFile,
+    schema: &SchemaRef,
+) -> Result<RecordBatch> {
+    let stored = segment.reader.schema().fields().len();
+    let mut groups = Vec::with_capacity(segment.row_groups().len());
+    for (g, meta) in segment.row_groups().iter().enumerate() {
+        let columns = (0..schema.fields().len())
+            .map(|c| {
+                if c < stored {
+                    segment.column(&inner.cache, g, c)
+                } else {
+                    Ok(new_null_array(
+                        schema.field(c).data_type(),
+                        meta.num_rows as usize,
+                    ))
+                }
+            })
+            .collect::<Result<Vec<ArrayRef>>>()?;
+        groups.push(RecordBatch::try_new(schema.clone(), columns)?);
+    }
+    Ok(arrow_select::concat::concat_batches(schema, &groups)?)
+}
+
+/// Cuts the picks into pieces of about `max_rows`, never splitting one key's
+/// versions across two pieces, so level-1 key ranges stay disjoint.
+fn split_at_key_boundaries<'a>(
+    runs: &[RecordBatch],
+    picks: &'a [(usize, usize)],
+    max_rows: usize,
+) -> Vec<&'a [(usize, usize)]> {
+    use arrow_array::cast::AsArray;
+    let key_of = |&(run, row): &(usize, usize)| runs[run].column(0).as_binary::<i32>().value(row);
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    while start < picks.len() {
+        let mut end = (start + max_rows.max(1)).min(picks.len());
+        while end < picks.len() && key_of(&picks[end]) == key_of(&picks[end - 1]) {
+            end += 1;
+        }
+        pieces.push(&picks[start..end]);
+        start = end;
+    }
+    pieces
+}

@@ -1,0 +1,726 @@
+//! The database: catalog, version state, recovery on open, and the shared
+//! machinery transactions, snapshots and background work build on.
+//!
+//! Directory layout: `LOCK`, `CURRENT`, `MANIFEST-NNNNNN`, `wal/NNNNNN.wal`,
+//! `seg/NNNNNN.bseg`. Table ids, WAL, manifest and segment numbers are all
+//! drawn from one counter, so no number is ever reused.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use arrow_array::cast::AsArray;
+use arrow_schema::{Schema, SchemaRef};
+use basalt_formats::key::{is_key_type, row_id_from_key};
+use basalt_formats::manifest::{Edit, SegmentDef, TableDef};
+use basalt_formats::schema::is_supported_type;
+use basalt_formats::segment::storage_schema;
+use basalt_formats::wal::{decode_wal_record, wal_batch_schema, wal_record_seq};
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::error::{Error, IoContext, Result};
+use crate::manifest::{read_manifest, ManifestLog};
+use crate::memtable::Memtable;
+use crate::options::Options;
+use crate::segment::{new_cache, segment_path, ChunkCache, SegmentFile};
+use crate::wal::{list_wal_files, read_wal_file, ClosedWal, Wal};
+
+const LOCK_FILE: &str = "LOCK";
+const WAL_DIR: &str = "wal";
+const SEGMENT_DIR: &str = "seg";
+
+/// One table as a version of the database sees it.
+#[derive(Clone)]
+pub(crate) struct TableState {
+    pub def: TableDef,
+    pub storage_schema: SchemaRef,
+    pub wal_schema: SchemaRef,
+    pub active: Arc<Memtable>,
+    /// Full memtables awaiting flush, oldest first.
+    pub frozen: Vec<Arc<Memtable>>,
+    /// Flushed segments, newest first.
+    pub l0: Vec<Arc<SegmentFile>>,
+    /// Compacted segments, in key order, key ranges disjoint.
+    pub l1: Vec<Arc<SegmentFile>>,
+    /// Every write with a sequence at or below this is in the segments.
+    pub flushed_seq: u64,
+    pub next_row_id: Arc<AtomicU64>,
+}
+
+impl TableState {
+    fn new(def: TableDef, flushed_seq: u64, next_row_id: u64) -> TableState {
+        TableState {
+            storage_schema: storage_schema(&def.schema),
+            wal_schema: wal_batch_schema(&def.schema),
+            def,
+            active: Arc::new(Memtable::new()),
+            frozen: Vec::new(),
+            l0: Vec::new(),
+            l1: Vec::new(),
+            flushed_seq,
+            next_row_id: Arc::new(AtomicU64::new(next_row_id)),
+        }
+    }
+
+    /// Memtables newest first.
+    pub fn memtables(&self) -> impl Iterator<Item = &Arc<Memtable>> {
+        std::iter::once(&self.active).chain(self.frozen.iter().rev())
+    }
+
+    /// Segments in the order a point lookup consults them.
+    pub fn segments(&self) -> impl Iterator<Item = &Arc<SegmentFile>> {
+        self.l0.iter().chain(self.l1.iter())
+    }
+
+    pub fn is_keyless(&self) -> bool {
+        self.def.key_columns.is_empty()
+    }
+}
+
+/// An immutable version of the catalog and of every table's data.
+#[derive(Clone, Default)]
+pub(crate) struct DbState {
+    pub tables: BTreeMap<u32, Arc<TableState>>,
+    pub by_name: BTreeMap<String, u32>,
+}
+
+impl DbState {
+    pub fn table(&self, name: &str) -> Result<&Arc<TableState>> {
+        self.by_name
+            .get(name)
+            .and_then(|id| self.tables.get(id))
+            .ok_or_else(|| Error::TableNotFound(name.to_string()))
+    }
+
+    fn with_table(&self, table: TableState) -> DbState {
+        let mut next = self.clone();
+        next.by_name.insert(table.def.name.clone(), table.def.id);
+        next.tables.insert(table.def.id, Arc::new(table));
+        next
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct WorkFlags {
+    pub requested: bool,
+    pub shutdown: bool,
+}
+
+pub(crate) struct Inner {
+    pub dir: PathBuf,
+    pub seg_dir: PathBuf,
+    pub options: Options,
+    _lock: File,
+    pub state: RwLock<Arc<DbState>>,
+    /// Serializes commits; holds the last sequence handed out.
+    pub commit: Mutex<u64>,
+    pub wal: Wal,
+    /// Serializes version changes that are logged (flush, compaction, DDL).
+    pub manifest: Mutex<ManifestLog>,
+    /// Sequences at or below this are acknowledged and visible to new snapshots.
+    pub visible_seq: AtomicU64,
+    /// Live snapshot sequences and how many snapshots hold each.
+    pub snapshots: Mutex<BTreeMap<u64, usize>>,
+    pub cache: Arc<ChunkCache>,
+    pub next_file: AtomicU64,
+    pub work: Mutex<WorkFlags>,
+    pub work_cv: Condvar,
+    pub progress_cv: Condvar,
+    /// Held while flushing or compacting, so one thread does it at a time.
+    pub work_lock: Mutex<()>,
+    pub poisoned: Mutex<Option<String>>,
+}
+
+/// An open database directory.
+pub struct Db {
+    pub(crate) inner: Arc<Inner>,
+    background: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Db({})", self.inner.dir.display())
+    }
+}
+
+/// Counts of what a table is made of, for tests, EXPLAIN and monitoring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableStats {
+    pub memtable_bytes: usize,
+    pub frozen_memtables: usize,
+    pub l0_segments: usize,
+    pub l1_segments: usize,
+    pub segment_rows: u64,
+}
+
+/// The catalog as the manifest describes it.
+#[derive(Default)]
+struct Recovered {
+    tables: BTreeMap<u32, RecoveredTable>,
+    last_seq: u64,
+    next_file: u64,
+    manifest_number: Option<u64>,
+}
+
+struct RecoveredTable {
+    def: TableDef,
+    segments: BTreeMap<u64, SegmentDef>,
+    flushed_seq: u64,
+    next_row_id: u64,
+}
+
+impl Recovered {
+    fn apply(&mut self, edit: Edit) {
+        match edit {
+            Edit::PutTable(def) => {
+                self.next_file = self.next_file.max(u64::from(def.id) + 1);
+                match self.tables.get_mut(&def.id) {
+                    Some(t) => t.def = def,
+                    None => {
+                        let table = RecoveredTable {
+                            def,
+                            segments: BTreeMap::new(),
+                            flushed_seq: 0,
+                            next_row_id: 0,
+                        };
+                        self.tables.insert(table.def.id, table);
+                    }
+                }
+            }
+            Edit::DropTable { table_id } => {
+                self.tables.remove(&table_id);
+            }
+            Edit::AddSegment(s) => {
+                self.next_file = self.next_file.max(s.segment_id + 1);
+                self.last_seq = self.last_seq.max(s.max_seq);
+                if let Some(t) = self.tables.get_mut(&s.table_id) {
+                    t.segments.insert(s.segment_id, s);
+                }
+            }
+            Edit::RemoveSegment {
+                table_id,
+                segment_id,
+            } => {
+                if let Some(t) = self.tables.get_mut(&table_id) {
+                    t.segments.remove(&segment_id);
+                }
+            }
+            Edit::TableFlushed { table_id, seq } => {
+                if let Some(t) = self.tables.get_mut(&table_id) {
+                    t.flushed_seq = t.flushed_seq.max(seq);
+                }
+            }
+            Edit::NextRowId { table_id, next } => {
+                if let Some(t) = self.tables.get_mut(&table_id) {
+                    t.next_row_id = t.next_row_id.max(next);
+                }
+            }
+            Edit::LastSeq { seq } => self.last_seq = self.last_seq.max(seq),
+            Edit::NextFileNumber { next } => self.next_file = self.next_file.max(next),
+        }
+    }
+}
+
+pub(crate) fn segment_def(table_id: u32, segment: &SegmentFile) -> SegmentDef {
+    let s = segment.summary();
+    SegmentDef {
+        table_id,
+        segment_id: segment.id,
+        level: segment.level,
+        num_rows: s.num_rows,
+        file_size: s.file_size,
+        min_seq: s.min_seq,
+        max_seq: s.max_seq,
+        min_key: s.min_key.clone(),
+        max_key: s.max_key.clone(),
+    }
+}
+
+impl Db {
+    /// Opens (creating if needed) the database in `path`: replays the manifest
+    /// and the WAL, and takes the directory lock.
+    pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Db> {
+        let dir = path.as_ref().to_path_buf();
+        let wal_dir = dir.join(WAL_DIR);
+        let seg_dir = dir.join(SEGMENT_DIR);
+        for d in [&dir, &wal_dir, &seg_dir] {
+            fs::create_dir_all(d).at(d)?;
+        }
+        let lock = take_lock(&dir)?;
+        let mut recovered = Recovered::default();
+        if let Some((number, edits)) = read_manifest(&dir)? {
+            recovered.manifest_number = Some(number);
+            recovered.next_file = number + 1;
+            edits.into_iter().for_each(|e| recovered.apply(e));
+        }
+        let mut state = load_segments(&recovered, &seg_dir)?;
+        let closed = replay_wal(&wal_dir, &mut state, &mut recovered)?;
+
+        let wal_number = recovered.next_file;
+        let manifest_number = wal_number + 1;
+        let next_file = AtomicU64::new(manifest_number + 1);
+        let wal = Wal::create(&wal_dir, wal_number, closed)?;
+        let snapshot = snapshot_edits(&state, recovered.last_seq, next_file.load(Ordering::SeqCst));
+        let manifest = ManifestLog::create(&dir, manifest_number, &snapshot)?;
+        if let Some(old) = recovered.manifest_number {
+            let old_path = dir.join(format!("MANIFEST-{old:06}"));
+            fs::remove_file(&old_path).at(&old_path)?;
+        }
+        let inner = Arc::new(Inner {
+            cache: Arc::new(new_cache(options.cache_bytes)),
+            dir,
+            seg_dir,
+            _lock: lock,
+            state: RwLock::new(Arc::new(state)),
+            commit: Mutex::new(recovered.last_seq),
+            wal,
+            manifest: Mutex::new(manifest),
+            visible_seq: AtomicU64::new(recovered.last_seq),
+            snapshots: Mutex::new(BTreeMap::new()),
+            next_file,
+            work: Mutex::new(WorkFlags::default()),
+            work_cv: Condvar::new(),
+            progress_cv: Condvar::new(),
+            work_lock: Mutex::new(()),
+            poisoned: Mutex::new(None),
+            options,
+        });
+        inner.freeze_oversized()?;
+        let background = if inner.options.background_work {
+            let worker = inner.clone();
+            let handle = std::thread::Builder::new()
+                .name("basalt-background".into())
+                .spawn(move || worker.background_loop())
+                .at(&inner.dir)?;
+            Some(handle)
+        } else {
+            None
+        };
+        inner.request_work();
+        Ok(Db { inner, background })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Creates a table. `key_columns` name the primary key; none means rows
+    /// get a hidden, increasing row id.
+    pub fn create_table(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        key_columns: &[&str],
+    ) -> Result<TableDef> {
+        validate_table(name, &schema, key_columns)?;
+        let key_columns = key_columns
+            .iter()
+            .map(|k| {
+                schema
+                    .index_of(k)
+                    .map(|i| i as u32)
+                    .map_err(|_| Error::ColumnNotFound(k.to_string()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let inner = &self.inner;
+        inner.check_poisoned()?;
+        let mut manifest = inner.manifest.lock();
+        if inner.current().by_name.contains_key(name) {
+            return Err(Error::TableExists(name.to_string()));
+        }
+        let id = u32::try_from(inner.next_file.fetch_add(1, Ordering::SeqCst))
+            .map_err(|_| Error::InvalidArgument("table id space exhausted".into()))?;
+        let def = TableDef {
+            id,
+            name: name.to_string(),
+            schema,
+            key_columns,
+            schema_version: 1,
+        };
+        let next_file = inner.next_file.load(Ordering::SeqCst);
+        inner.log_edits(
+            &mut manifest,
+            &[
+                Edit::PutTable(def.clone()),
+                Edit::NextFileNumber { next: next_file },
+            ],
+        )?;
+        let mut state = inner.state.write();
+        let flushed = inner.visible_seq.load(Ordering::SeqCst);
+        *state = Arc::new(state.with_table(TableState::new(def.clone(), flushed, 0)));
+        Ok(def)
+    }
+
+    /// Drops a table; its segments are deleted once no snapshot reads them.
+    pub fn drop_table(&self, name: &str) -> Result<()> {
+        let inner = &self.inner;
+        inner.check_poisoned()?;
+        let mut manifest = inner.manifest.lock();
+        let table = inner.current().table(name)?.clone();
+        inner.log_edits(
+            &mut manifest,
+            &[Edit::DropTable {
+                table_id: table.def.id,
+            }],
+        )?;
+        let mut guard = inner.state.write();
+        let mut next = (**guard).clone();
+        next.tables.remove(&table.def.id);
+        next.by_name.remove(name);
+        *guard = Arc::new(next);
+        drop(guard);
+        table.segments().for_each(|s| s.mark_obsolete());
+        Ok(())
+    }
+
+    pub fn table(&self, name: &str) -> Result<TableDef> {
+        Ok(self.inner.current().table(name)?.def.clone())
+    }
+
+    pub fn tables(&self) -> Vec<TableDef> {
+        self.inner
+            .current()
+            .tables
+            .values()
+            .map(|t| t.def.clone())
+            .collect()
+    }
+
+    pub fn table_stats(&self, name: &str) -> Result<TableStats> {
+        let state = self.inner.current();
+        let t = state.table(name)?;
+        Ok(TableStats {
+            memtable_bytes: t.memtables().map(|m| m.approximate_bytes()).sum(),
+            frozen_memtables: t.frozen.len(),
+            l0_segments: t.l0.len(),
+            l1_segments: t.l1.len(),
+            segment_rows: t.segments().map(|s| s.summary().num_rows).sum(),
+        })
+    }
+
+    /// The highest acknowledged commit sequence.
+    pub fn last_sequence(&self) -> u64 {
+        self.inner.visible_seq.load(Ordering::SeqCst)
+    }
+
+    /// Writes every memtable to segments and waits for it.
+    pub fn flush(&self) -> Result<()> {
+        let inner = &self.inner;
+        inner.check_poisoned()?;
+        {
+            let _commit = inner.commit.lock();
+            let ids: Vec<u32> = inner.current().tables.keys().copied().collect();
+            inner.freeze_locked(&ids)?;
+        }
+        inner.run_flushes()
+    }
+
+    /// Flushes, then merges each table's segments into one sorted level.
+    pub fn compact(&self) -> Result<()> {
+        self.flush()?;
+        let ids: Vec<u32> = self.inner.current().tables.keys().copied().collect();
+        let _work = self.inner.work_lock.lock();
+        for id in ids {
+            self.inner.compact_table(id, true)?;
+        }
+        self.inner.remove_flushed_wal()
+    }
+
+    /// Stops background work and syncs the WAL.
+    pub fn close(mut self) -> Result<()> {
+        self.stop_background();
+        self.inner.wal.sync_to(u64::MAX)
+    }
+
+    fn stop_background(&mut self) {
+        self.inner.work.lock().shutdown = true;
+        self.inner.work_cv.notify_all();
+        if let Some(handle) = self.background.take() {
+            if handle.join().is_err() {
+                tracing::error!("background thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        self.stop_background();
+        if let Err(e) = self.inner.wal.sync_to(u64::MAX) {
+            tracing::error!(error = %e, "could not sync the WAL on close");
+        }
+    }
+}
+
+fn take_lock(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .at(&path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked(dir.to_path_buf())),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+    }
+}
+
+fn validate_table(name: &str, schema: &Schema, key_columns: &[&str]) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::InvalidArgument("table name is empty".into()));
+    }
+    if schema.fields().is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "table \"{name}\" has no columns"
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for field in schema.fields() {
+        if !seen.insert(field.name()) {
+            return Err(Error::InvalidArgument(format!(
+                "column \"{}\" specified more than once",
+                field.name()
+            )));
+        }
+        if !is_supported_type(field.data_type()) {
+            return Err(Error::InvalidArgument(format!(
+                "column \"{}\" has unsupported type {}",
+                field.name(),
+                field.data_type()
+            )));
+        }
+    }
+    for key in key_columns {
+        let field = schema
+            .field_with_name(key)
+            .map_err(|_| Error::ColumnNotFound(key.to_string()))?;
+        if !is_key_type(field.data_type()) {
+            return Err(Error::InvalidArgument(format!(
+                "column \"{key}\" of type {} cannot be part of a primary key",
+                field.data_type()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn load_segments(recovered: &Recovered, seg_dir: &Path) -> Result<DbState> {
+    let mut state = DbState::default();
+    let mut live = std::collections::HashSet::new();
+    for table in recovered.tables.values() {
+        let mut t = TableState::new(table.def.clone(), table.flushed_seq, table.next_row_id);
+        for def in table.segments.values() {
+            let segment = Arc::new(SegmentFile::open(
+                segment_path(seg_dir, def.segment_id),
+                def.segment_id,
+                def.level,
+            )?);
+            live.insert(segment.path.clone());
+            if def.level == 0 {
+                t.l0.push(segment);
+            } else {
+                t.l1.push(segment);
+            }
+        }
+        t.l0.sort_by_key(|s| std::cmp::Reverse(s.summary().max_seq));
+        t.l1.sort_by(|a, b| a.summary().min_key.cmp(&b.summary().min_key));
+        state = state.with_table(t);
+    }
+    // Files a crash left behind: written but never recorded, or half written.
+    for entry in fs::read_dir(seg_dir).at(seg_dir)? {
+        let path = entry.at(seg_dir)?.path();
+        if !live.contains(&path) {
+            tracing::info!(file = %path.display(), "removing orphaned segment file");
+            fs::remove_file(&path).at(&path)?;
+        }
+    }
+    Ok(state)
+}
+
+/// Replays every WAL file into the memtables; returns them as closed files.
+fn replay_wal(
+    wal_dir: &Path,
+    state: &mut DbState,
+    recovered: &mut Recovered,
+) -> Result<Vec<ClosedWal>> {
+    let files = list_wal_files(wal_dir)?;
+    let mut closed = Vec::new();
+    for (i, (number, path)) in files.iter().enumerate() {
+        recovered.next_file = recovered.next_file.max(number + 1);
+        let is_last = i + 1 == files.len();
+        let mut file_max_seq = 0;
+        for (offset, payload) in read_wal_file(path, is_last)? {
+            let seq = wal_record_seq(&payload).map_err(|e| Error::in_file(path, offset + 8, e))?;
+            let record = decode_wal_record(&payload, &mut |table_id, version| {
+                let Some(t) = state.tables.get(&table_id) else { return Ok(None) };
+                if seq <= t.flushed_seq {
+                    return Ok(None);
+                }
+                if version != t.def.schema_version {
+                    return Err(basalt_formats::Error::corrupt(
+                        0,
+                        format!("write to table {table_id} under schema version {version}, table is at {}", t.def.schema_version),
+                    ));
+                }
+                Ok(Some(t.wal_schema.clone()))
+            })
+            .map_err(|e| Error::in_file(path, offset + 8, e))?;
+            for write in record.tables {
+                if let Some(t) = state.tables.get(&write.table_id) {
+                    if t.is_keyless() {
+                        let keys = write.batch.column(0).as_binary::<i32>();
+                        let max_id = keys.iter().flatten().filter_map(row_id_from_key).max();
+                        if let Some(max_id) = max_id {
+                            t.next_row_id.fetch_max(max_id + 1, Ordering::SeqCst);
+                        }
+                    }
+                    t.active.insert_batch(Arc::new(write.batch), seq);
+                }
+            }
+            file_max_seq = file_max_seq.max(seq);
+            recovered.last_seq = recovered.last_seq.max(seq);
+        }
+        closed.push((*number, path.clone(), file_max_seq));
+    }
+    Ok(closed)
+}
+
+/// Edits that recreate `state` in a fresh manifest.
+pub(crate) fn snapshot_edits(state: &DbState, last_seq: u64, next_file: u64) -> Vec<Edit> {
+    let mut edits = vec![
+        Edit::NextFileNumber { next: next_file },
+        Edit::LastSeq { seq: last_seq },
+    ];
+    for t in state.tables.values() {
+        let id = t.def.id;
+        edits.push(Edit::PutTable(t.def.clone()));
+        edits.push(Edit::TableFlushed {
+            table_id: id,
+            seq: t.flushed_seq,
+        });
+        edits.push(Edit::NextRowId {
+            table_id: id,
+            next: t.next_row_id.load(Ordering::SeqCst),
+        });
+        edits.extend(t.segments().map(|s| Edit::AddSegment(segment_def(id, s))));
+    }
+    edits
+}
+
+impl Inner {
+    pub fn current(&self) -> Arc<DbState> {
+        self.state.read().clone()
+    }
+
+    pub fn check_poisoned(&self) -> Result<()> {
+        match &*self.poisoned.lock() {
+            Some(reason) => Err(Error::Poisoned(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    pub fn poison(&self, err: &Error) {
+        tracing::error!(error = %err, "write failure: database is now read-only");
+        self.poisoned.lock().get_or_insert_with(|| err.to_string());
+        self.progress_cv.notify_all();
+    }
+
+    /// Appends edits to the manifest, rewriting it when it has grown.
+    pub fn log_edits(&self, manifest: &mut ManifestLog, edits: &[Edit]) -> Result<()> {
+        if let Err(e) = manifest.append(edits) {
+            self.poison(&e);
+            return Err(e);
+        }
+        if manifest.needs_rewrite() {
+            let number = self.next_file.fetch_add(1, Ordering::SeqCst);
+            let mut snapshot = snapshot_edits(
+                &self.current(),
+                self.visible_seq.load(Ordering::SeqCst),
+                number + 1,
+            );
+            // The edits just logged are not in the state yet.
+            snapshot.extend_from_slice(edits);
+            manifest.rewrite(number, &snapshot)?;
+        }
+        Ok(())
+    }
+
+    /// Moves the active memtables of `table_ids` to the frozen list and starts
+    /// a new WAL file. Caller holds the commit lock.
+    pub fn freeze_locked(&self, table_ids: &[u32]) -> Result<()> {
+        let mut guard = self.state.write();
+        let mut next = (**guard).clone();
+        let mut froze = false;
+        for id in table_ids {
+            let Some(t) = next.tables.get(id) else {
+                continue;
+            };
+            if t.active.is_empty() {
+                continue;
+            }
+            let mut t = (**t).clone();
+            let full = std::mem::replace(&mut t.active, Arc::new(Memtable::new()));
+            t.frozen.push(full);
+            next.tables.insert(*id, Arc::new(t));
+            froze = true;
+        }
+        if !froze {
+            return Ok(());
+        }
+        *guard = Arc::new(next);
+        drop(guard);
+        self.wal
+            .rotate(self.next_file.fetch_add(1, Ordering::SeqCst))?;
+        self.request_work();
+        Ok(())
+    }
+
+    fn freeze_oversized(&self) -> Result<()> {
+        let _commit = self.commit.lock();
+        let state = self.current();
+        let ids: Vec<u32> = state
+            .tables
+            .values()
+            .filter(|t| t.active.approximate_bytes() >= self.options.flush_threshold_bytes)
+            .map(|t| t.def.id)
+            .collect();
+        self.freeze_locked(&ids)
+    }
+
+    pub fn request_work(&self) {
+        self.work.lock().requested = true;
+        self.work_cv.notify_all();
+    }
+
+    /// The sequence below which no live snapshot can read.
+    pub fn oldest_snapshot_seq(&self) -> u64 {
+        let snapshots = self.snapshots.lock();
+        let visible = self.visible_seq.load(Ordering::SeqCst);
+        snapshots
+            .keys()
+            .next()
+            .map_or(visible, |&oldest| oldest.min(visible))
+    }
+
+    pub fn register_snapshot(&self) -> u64 {
+        let mut snapshots = self.snapshots.lock();
+        let seq = self.visible_seq.load(Ordering::SeqCst);
+        *snapshots.entry(seq).or_default() += 1;
+        seq
+    }
+
+    pub fn release_snapshot(&self, seq: u64) {
+        let mut snapshots = self.snapshots.lock();
+        if let Some(count) = snapshots.get_mut(&seq) {
+            *count -= 1;
+            if *count == 0 {
+                snapshots.remove(&seq);
+            }
+        }
+    }
+}

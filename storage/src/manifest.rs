@@ -1,0 +1,132 @@
+//! The manifest log: `MANIFEST-NNNNNN` files of framed edit batches, the live
+//! one named by `CURRENT` (FORMAT.md, "Manifest"). Rewritten whole when it grows.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use basalt_formats::frame::{
+    encode_frame, next_valid_frame_after, read_frame, Frame, FRAME_HEADER_LEN,
+};
+use basalt_formats::manifest::{decode_edits, encode_edits, Edit, CURRENT_FILE};
+
+use crate::error::{Error, IoContext, Result};
+use crate::wal::sync_dir;
+
+/// Rewrite the manifest when it passes this size.
+const REWRITE_BYTES: u64 = 8 << 20;
+
+pub(crate) struct ManifestLog {
+    dir: PathBuf,
+    file: File,
+    path: PathBuf,
+    size: u64,
+}
+
+fn manifest_name(number: u64) -> String {
+    format!("MANIFEST-{number:06}")
+}
+
+/// Reads every edit of the live manifest, or `None` for a new database.
+pub(crate) fn read_manifest(dir: &Path) -> Result<Option<(u64, Vec<Edit>)>> {
+    let current = dir.join(CURRENT_FILE);
+    let name = match fs::read_to_string(&current) {
+        Ok(name) => name,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(&current, e)),
+    };
+    let name = name.trim();
+    let number = name
+        .strip_prefix("MANIFEST-")
+        .and_then(|n| n.parse::<u64>().ok())
+        .ok_or_else(|| Error::Corruption {
+            file: current.clone(),
+            offset: 0,
+            reason: format!("CURRENT names {name:?}, not a manifest"),
+        })?;
+    let path = dir.join(name);
+    let data = fs::read(&path).at(&path)?;
+    let mut edits = Vec::new();
+    let mut offset = 0;
+    loop {
+        match read_frame(&data, offset) {
+            Frame::Record {
+                offset: at,
+                payload,
+            } => {
+                edits.extend(
+                    decode_edits(payload)
+                        .map_err(|e| Error::in_file(&path, (at + FRAME_HEADER_LEN) as u64, e))?,
+                );
+                offset = at + FRAME_HEADER_LEN + payload.len();
+            }
+            Frame::End => break,
+            // A torn last batch was never acknowledged: its work is redone or
+            // its files are orphans. Damage before valid records is corruption.
+            Frame::Damaged { offset: at, reason } => {
+                if at == 0 || next_valid_frame_after(&data, at).is_some() {
+                    return Err(Error::Corruption {
+                        file: path,
+                        offset: at as u64,
+                        reason,
+                    });
+                }
+                tracing::warn!(file = %path.display(), offset = at, %reason, "ignoring torn manifest tail");
+                break;
+            }
+        }
+    }
+    Ok(Some((number, edits)))
+}
+
+impl ManifestLog {
+    /// Writes a new manifest holding `snapshot` and points CURRENT at it.
+    pub fn create(dir: &Path, number: u64, snapshot: &[Edit]) -> Result<ManifestLog> {
+        let path = dir.join(manifest_name(number));
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)
+            .at(&path)?;
+        let mut log = ManifestLog {
+            dir: dir.to_path_buf(),
+            file,
+            path,
+            size: 0,
+        };
+        log.append(snapshot)?;
+        let tmp = dir.join(format!("{CURRENT_FILE}.tmp"));
+        let mut current = File::create(&tmp).at(&tmp)?;
+        current
+            .write_all(format!("{}\n", manifest_name(number)).as_bytes())
+            .at(&tmp)?;
+        current.sync_all().at(&tmp)?;
+        fs::rename(&tmp, dir.join(CURRENT_FILE)).at(&tmp)?;
+        sync_dir(dir)?;
+        Ok(log)
+    }
+
+    /// Appends one atomic batch of edits and fsyncs it.
+    pub fn append(&mut self, edits: &[Edit]) -> Result<()> {
+        let payload = encode_edits(edits)?;
+        let mut frame = Vec::new();
+        encode_frame(&payload, &mut frame);
+        self.file.write_all(&frame).at(&self.path)?;
+        self.file.sync_data().at(&self.path)?;
+        self.size += frame.len() as u64;
+        Ok(())
+    }
+
+    pub fn needs_rewrite(&self) -> bool {
+        self.size > REWRITE_BYTES
+    }
+
+    /// Replaces this log by a fresh one holding only `snapshot`.
+    pub fn rewrite(&mut self, number: u64, snapshot: &[Edit]) -> Result<()> {
+        let fresh = ManifestLog::create(&self.dir, number, snapshot)?;
+        let old = std::mem::replace(self, fresh);
+        fs::remove_file(&old.path).at(&old.path)?;
+        Ok(())
+    }
+}

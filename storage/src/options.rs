@@ -1,0 +1,41 @@
+/// Engine settings; [`Options::default`] is what a database opens with.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// A table's memtable is frozen and flushed to a segment past this many bytes.
+    pub flush_threshold_bytes: usize,
+    /// Acknowledge a commit only after its WAL record is fsynced.
+    pub synchronous_commit: bool,
+    /// Level-0 segments of a table that start a compaction.
+    pub l0_compaction_trigger: usize,
+    /// Level-0 segments of a table past which writers wait for compaction.
+    pub l0_stall_limit: usize,
+    /// Frozen memtables awaiting flush past which writers wait.
+    pub max_immutable_memtables: usize,
+    /// Rows per segment row group.
+    pub row_group_rows: usize,
+    /// Rows per compacted segment.
+    pub segment_max_rows: usize,
+    /// Decoded column chunks kept in memory for reads.
+    pub cache_bytes: u64,
+    /// WAL files past which every memtable holding old records is flushed.
+    pub max_wal_files: usize,
+    /// Run flushes and compactions on a background thread.
+    pub background_work: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            flush_threshold_bytes: 64 << 20,
+            synchronous_commit: true,
+            l0_compaction_trigger: 4,
+            l0_stall_limit: 20,
+            max_immutable_memtables: 4,
+            row_group_rows: 64 * 1024,
+            segment_max_rows: 1 << 20,
+            cache_bytes: 512 << 20,
+            max_wal_files: 8,
+            background_work: true,
+        }
+    }
+}

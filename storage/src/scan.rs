@@ -1,0 +1,536 @@
+//! Snapshot scans: sources (in-memory runs and segment row groups) are grouped
+//! into units of overlapping key ranges; a unit with one clean source is
+//! filtered column-wise, others are merged newest-version-first. Units are
+//! independent, so they run in parallel.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{UInt64Type, UInt8Type};
+use arrow_array::{new_null_array, Array, ArrayRef, BooleanArray, Datum, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use basalt_formats::scalar::Scalar;
+use basalt_formats::segment::{RowGroupMeta, OP_DELETE, SYSTEM_COLUMNS};
+
+use crate::error::{Error, Result};
+use crate::segment::{ChunkCache, SegmentFile};
+
+/// A comparison on one table column, used to prune row groups by zone map and
+/// then applied exactly to the rows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PredicateOp {
+    Eq(Scalar),
+    Lt(Scalar),
+    LtEq(Scalar),
+    Gt(Scalar),
+    GtEq(Scalar),
+    IsNull,
+    IsNotNull,
+    In(Vec<Scalar>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Predicate {
+    /// Index into the table schema.
+    pub column: usize,
+    pub op: PredicateOp,
+}
+
+/// What a scan returns.
+#[derive(Debug, Clone, Default)]
+pub struct ScanOptions {
+    /// Table column indexes to return; `None` = all.
+    pub projection: Option<Vec<usize>>,
+    /// Conjunction; every returned row satisfies all of them.
+    pub predicates: Vec<Predicate>,
+    pub limit: Option<usize>,
+    /// Append the encoded key as a trailing `_key` Binary column (for deletes by key).
+    pub with_key: bool,
+}
+
+pub(crate) enum Source {
+    /// Already reduced to the newest visible version per key.
+    Memory(RecordBatch),
+    RowGroup {
+        segment: Arc<SegmentFile>,
+        group: usize,
+    },
+}
+
+impl Source {
+    fn key_range(&self) -> Option<(Vec<u8>, Vec<u8>)> {
+        match self {
+            Source::Memory(run) if run.num_rows() > 0 => {
+                let keys = run.column(0).as_binary::<i32>();
+                Some((keys.value(0).to_vec(), keys.value(keys.len() - 1).to_vec()))
+            }
+            Source::Memory(_) => None,
+            Source::RowGroup { segment, group } => {
+                let meta = &segment.row_groups()[*group];
+                Some((meta.min_key.clone(), meta.max_key.clone()))
+            }
+        }
+    }
+}
+
+pub(crate) struct ScanContext {
+    pub snapshot_seq: u64,
+    pub table_schema: SchemaRef,
+    /// Table columns decoded: the projection, then predicate-only columns.
+    pub needed: Vec<usize>,
+    pub projected: usize,
+    pub predicates: Vec<Predicate>,
+    pub with_key: bool,
+    pub output_schema: SchemaRef,
+    pub cache: Arc<ChunkCache>,
+}
+
+pub struct ScanPlan {
+    units: Vec<Vec<Source>>,
+    ctx: Arc<ScanContext>,
+    limit: Option<usize>,
+}
+
+impl ScanPlan {
+    pub(crate) fn new(sources: Vec<Source>, ctx: ScanContext, limit: Option<usize>) -> ScanPlan {
+        ScanPlan {
+            units: group_overlapping(sources),
+            ctx: Arc::new(ctx),
+            limit,
+        }
+    }
+
+    pub fn schema(&self) -> SchemaRef {
+        self.ctx.output_schema.clone()
+    }
+
+    /// Independent pieces of the scan, in key order.
+    pub fn num_units(&self) -> usize {
+        self.units.len()
+    }
+
+    pub fn execute_unit(&self, unit: usize) -> Result<Option<RecordBatch>> {
+        match self.units.get(unit) {
+            Some(sources) => execute_unit(&self.ctx, sources),
+            None => Ok(None),
+        }
+    }
+
+    /// Runs every unit, `threads` at a time, and returns the batches in key order.
+    pub fn execute(&self, threads: usize) -> Result<Vec<RecordBatch>> {
+        if self.limit.is_some() || threads <= 1 || self.units.len() <= 1 {
+            return self.execute_sequential();
+        }
+        let next = AtomicUsize::new(0);
+        let results: Vec<parking_lot::Mutex<Option<Result<Option<RecordBatch>>>>> =
+            (0..self.units.len())
+                .map(|_| parking_lot::Mutex::new(None))
+                .collect();
+        std::thread::scope(|scope| {
+            for _ in 0..threads.min(self.units.len()) {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, AtomicOrdering::Relaxed);
+                    if i >= self.units.len() {
+                        break;
+                    }
+                    *results[i].lock() = Some(self.execute_unit(i));
+                });
+            }
+        });
+        let mut out = Vec::new();
+        for slot in results {
+            if let Some(batch) = slot.into_inner().transpose()?.flatten() {
+                out.push(batch);
+            }
+        }
+        Ok(out)
+    }
+
+    fn execute_sequential(&self) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        let mut remaining = self.limit.unwrap_or(usize::MAX);
+        for unit in 0..self.units.len() {
+            if remaining == 0 {
+                break;
+            }
+            if let Some(batch) = self.execute_unit(unit)? {
+                let batch = if batch.num_rows() > remaining {
+                    batch.slice(0, remaining)
+                } else {
+                    batch
+                };
+                remaining -= batch.num_rows();
+                out.push(batch);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Sorts sources by first key and groups those whose key ranges overlap.
+fn group_overlapping(sources: Vec<Source>) -> Vec<Vec<Source>> {
+    type KeyRange = (Vec<u8>, Vec<u8>);
+    let mut ranged: Vec<(KeyRange, Source)> = sources
+        .into_iter()
+        .filter_map(|s| s.key_range().map(|r| (r, s)))
+        .collect();
+    ranged.sort_by(|a, b| a.0 .0.cmp(&b.0 .0));
+    let mut units: Vec<Vec<Source>> = Vec::new();
+    let mut unit_max: Vec<u8> = Vec::new();
+    for ((min, max), source) in ranged {
+        match units.last_mut() {
+            Some(unit) if min <= unit_max => {
+                unit.push(source);
+                if max > unit_max {
+                    unit_max = max;
+                }
+            }
+            _ => {
+                units.push(vec![source]);
+                unit_max = max;
+            }
+        }
+    }
+    units
+}
+
+fn execute_unit(ctx: &ScanContext, sources: &[Source]) -> Result<Option<RecordBatch>> {
+    if let [Source::RowGroup { segment, group }] = sources {
+        let meta = &segment.row_groups()[*group];
+        if !row_group_may_match(meta, &ctx.predicates) {
+            return Ok(None);
+        }
+        let run = decode_row_group(ctx, segment, *group)?;
+        let clean = meta.unique_keys && !meta.has_tombstones && meta.max_seq <= ctx.snapshot_seq;
+        let merged = if clean {
+            run
+        } else {
+            merge_runs(ctx, &[run], &[false])?
+        };
+        return finish(ctx, merged);
+    }
+    let mut runs = Vec::with_capacity(sources.len());
+    let mut prefiltered = Vec::with_capacity(sources.len());
+    for source in sources {
+        match source {
+            Source::Memory(run) => {
+                runs.push(run.clone());
+                prefiltered.push(true);
+            }
+            Source::RowGroup { segment, group } => {
+                runs.push(decode_row_group(ctx, segment, *group)?);
+                prefiltered.push(false);
+            }
+        }
+    }
+    let merged = merge_runs(ctx, &runs, &prefiltered)?;
+    finish(ctx, merged)
+}
+
+/// The system columns and the needed table columns of one row group. Columns
+/// added to the table after the segment was written read as nulls.
+fn decode_row_group(ctx: &ScanContext, segment: &SegmentFile, group: usize) -> Result<RecordBatch> {
+    let stored_columns = segment.reader.schema().fields().len();
+    let rows = segment.row_groups()[group].num_rows as usize;
+    let mut columns = Vec::with_capacity(SYSTEM_COLUMNS + ctx.needed.len());
+    for c in 0..SYSTEM_COLUMNS {
+        columns.push(segment.column(&ctx.cache, group, c)?);
+    }
+    for &c in &ctx.needed {
+        let stored = SYSTEM_COLUMNS + c;
+        if stored < stored_columns {
+            columns.push(segment.column(&ctx.cache, group, stored)?);
+        } else {
+            columns.push(new_null_array(ctx.table_schema.field(c).data_type(), rows));
+        }
+    }
+    Ok(RecordBatch::try_new(run_schema(ctx), columns)?)
+}
+
+pub(crate) fn run_schema_for(table_schema: &Schema, needed: &[usize]) -> SchemaRef {
+    let full = basalt_formats::segment::storage_schema(table_schema);
+    let mut fields: Vec<Arc<Field>> = full.fields()[..SYSTEM_COLUMNS].to_vec();
+    fields.extend(
+        needed
+            .iter()
+            .map(|&c| full.fields()[SYSTEM_COLUMNS + c].clone()),
+    );
+    Arc::new(Schema::new(fields))
+}
+
+fn run_schema(ctx: &ScanContext) -> SchemaRef {
+    run_schema_for(&ctx.table_schema, &ctx.needed)
+}
+
+struct HeapEntry<'a> {
+    key: &'a [u8],
+    seq: u64,
+    run: usize,
+    row: usize,
+}
+
+impl PartialEq for HeapEntry<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for HeapEntry<'_> {}
+impl PartialOrd for HeapEntry<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for HeapEntry<'_> {
+    /// Reversed for BinaryHeap (a max-heap): smallest key, then highest seq, first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        other
+            .key
+            .cmp(self.key)
+            .then_with(|| self.seq.cmp(&other.seq))
+            .then_with(|| other.run.cmp(&self.run))
+    }
+}
+
+/// Merges sorted runs, keeping for each key the newest version visible to the
+/// snapshot, and dropping keys whose newest visible version is a delete.
+fn merge_runs(
+    ctx: &ScanContext,
+    runs: &[RecordBatch],
+    prefiltered: &[bool],
+) -> Result<RecordBatch> {
+    let picks = merge_picks(runs, |run, seq| prefiltered[run] || seq <= ctx.snapshot_seq);
+    take_picks(runs, &picks, &run_schema(ctx))
+}
+
+/// Visits every row of the sorted runs in (key ascending, sequence
+/// descending) order: `visit(key, seq, op, run, row)`.
+pub(crate) fn merge_walk<'a>(
+    runs: &'a [RecordBatch],
+    mut visit: impl FnMut(&'a [u8], u64, u8, usize, usize),
+) {
+    let keys: Vec<_> = runs
+        .iter()
+        .map(|r| r.column(0).as_binary::<i32>())
+        .collect();
+    let seqs: Vec<_> = runs
+        .iter()
+        .map(|r| r.column(1).as_primitive::<UInt64Type>())
+        .collect();
+    let ops: Vec<_> = runs
+        .iter()
+        .map(|r| r.column(2).as_primitive::<UInt8Type>())
+        .collect();
+    let entry = |run: usize, row: usize| HeapEntry {
+        key: keys[run].value(row),
+        seq: seqs[run].value(row),
+        run,
+        row,
+    };
+    let mut heap: BinaryHeap<HeapEntry> = (0..runs.len())
+        .filter(|&r| runs[r].num_rows() > 0)
+        .map(|r| entry(r, 0))
+        .collect();
+    while let Some(top) = heap.pop() {
+        if top.row + 1 < runs[top.run].num_rows() {
+            heap.push(entry(top.run, top.row + 1));
+        }
+        visit(
+            top.key,
+            top.seq,
+            ops[top.run].value(top.row),
+            top.run,
+            top.row,
+        );
+    }
+}
+
+/// The (run, row) of each key's newest version for which `visible(run, seq)`
+/// holds, leaving out keys whose newest visible version is a delete.
+pub(crate) fn merge_picks(
+    runs: &[RecordBatch],
+    visible: impl Fn(usize, u64) -> bool,
+) -> Vec<(usize, usize)> {
+    let mut picks = Vec::new();
+    let mut decided: Option<&[u8]> = None;
+    merge_walk(runs, |key, seq, op, run, row| {
+        if decided == Some(key) || !visible(run, seq) {
+            return;
+        }
+        decided = Some(key);
+        if op != OP_DELETE {
+            picks.push((run, row));
+        }
+    });
+    picks
+}
+
+/// The versions a full compaction keeps: every version newer than
+/// `oldest_snapshot`, plus the newest at or below it unless that is a delete
+/// (nothing older remains for a tombstone to hide).
+pub(crate) fn compaction_picks(runs: &[RecordBatch], oldest_snapshot: u64) -> Vec<(usize, usize)> {
+    let mut picks = Vec::new();
+    let mut settled: Option<&[u8]> = None;
+    merge_walk(runs, |key, seq, op, run, row| {
+        if settled == Some(key) {
+            return;
+        }
+        if seq > oldest_snapshot {
+            picks.push((run, row));
+            return;
+        }
+        settled = Some(key);
+        if op != OP_DELETE {
+            picks.push((run, row));
+        }
+    });
+    picks
+}
+
+pub(crate) fn take_picks(
+    runs: &[RecordBatch],
+    picks: &[(usize, usize)],
+    schema: &SchemaRef,
+) -> Result<RecordBatch> {
+    if picks.is_empty() {
+        return Ok(RecordBatch::new_empty(schema.clone()));
+    }
+    let columns = (0..schema.fields().len())
+        .map(|c| {
+            let sources: Vec<&dyn Array> = runs.iter().map(|r| r.column(c).as_ref()).collect();
+            arrow_select::interleave::interleave(&sources, picks)
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// Applies the predicates exactly and shapes the output columns.
+fn finish(ctx: &ScanContext, run: RecordBatch) -> Result<Option<RecordBatch>> {
+    let mut run = run;
+    if !ctx.predicates.is_empty() && run.num_rows() > 0 {
+        let mut mask: Option<BooleanArray> = None;
+        for p in &ctx.predicates {
+            let position = ctx
+                .needed
+                .iter()
+                .position(|&c| c == p.column)
+                .ok_or_else(|| Error::InvalidArgument("predicate column not decoded".into()))?;
+            let column = run.column(SYSTEM_COLUMNS + position);
+            let matches = evaluate(column, &p.op)?;
+            mask = Some(match mask {
+                None => matches,
+                Some(m) => arrow_arith::boolean::and(&m, &matches)?,
+            });
+        }
+        if let Some(mask) = mask {
+            run = arrow_select::filter::filter_record_batch(&run, &mask)?;
+        }
+    }
+    if run.num_rows() == 0 {
+        return Ok(None);
+    }
+    let mut columns: Vec<ArrayRef> = (0..ctx.projected)
+        .map(|i| run.column(SYSTEM_COLUMNS + i).clone())
+        .collect();
+    if ctx.with_key {
+        columns.push(run.column(0).clone());
+    }
+    Ok(Some(RecordBatch::try_new(
+        ctx.output_schema.clone(),
+        columns,
+    )?))
+}
+
+fn evaluate(column: &ArrayRef, op: &PredicateOp) -> Result<BooleanArray> {
+    let scalar = |v: &Scalar| -> Result<arrow_array::Scalar<ArrayRef>> {
+        Ok(arrow_array::Scalar::new(
+            v.to_array(column.data_type())
+                .map_err(|e| Error::InvalidArgument(e.to_string()))?,
+        ))
+    };
+    let col: &dyn Datum = column;
+    let result = match op {
+        PredicateOp::Eq(v) => arrow_ord::cmp::eq(col, &scalar(v)?)?,
+        PredicateOp::Lt(v) => arrow_ord::cmp::lt(col, &scalar(v)?)?,
+        PredicateOp::LtEq(v) => arrow_ord::cmp::lt_eq(col, &scalar(v)?)?,
+        PredicateOp::Gt(v) => arrow_ord::cmp::gt(col, &scalar(v)?)?,
+        PredicateOp::GtEq(v) => arrow_ord::cmp::gt_eq(col, &scalar(v)?)?,
+        PredicateOp::IsNull => arrow_arith::boolean::is_null(column.as_ref())?,
+        PredicateOp::IsNotNull => arrow_arith::boolean::is_not_null(column.as_ref())?,
+        PredicateOp::In(values) => {
+            let mut acc = BooleanArray::from(vec![false; column.len()]);
+            for v in values {
+                acc = arrow_arith::boolean::or(&acc, &arrow_ord::cmp::eq(col, &scalar(v)?)?)?;
+            }
+            acc
+        }
+    };
+    // SQL semantics: a comparison with a null value does not match.
+    Ok(match result.nulls() {
+        Some(_) => {
+            arrow_arith::boolean::and(&result, &arrow_arith::boolean::is_not_null(&result)?)?
+        }
+        None => result,
+    })
+}
+
+/// False when the zone maps prove no row of the group satisfies the predicates.
+pub(crate) fn row_group_may_match(meta: &RowGroupMeta, predicates: &[Predicate]) -> bool {
+    predicates.iter().all(|p| {
+        let Some(chunk) = meta.columns.get(SYSTEM_COLUMNS + p.column) else {
+            // Column added after this segment: all nulls.
+            return matches!(p.op, PredicateOp::IsNull);
+        };
+        let all_null = chunk.null_count == meta.num_rows;
+        let cmp =
+            |bound: &Option<Scalar>, v: &Scalar| bound.as_ref().and_then(|b| b.partial_cmp_same(v));
+        let eq_possible = |v: &Scalar| {
+            !all_null
+                && cmp(&chunk.min, v) != Some(Ordering::Greater)
+                && cmp(&chunk.max, v) != Some(Ordering::Less)
+        };
+        match &p.op {
+            PredicateOp::Eq(v) => eq_possible(v),
+            PredicateOp::In(vs) => vs.iter().any(eq_possible),
+            PredicateOp::Lt(v) => {
+                !all_null
+                    && cmp(&chunk.min, v) != Some(Ordering::Greater)
+                    && cmp(&chunk.min, v) != Some(Ordering::Equal)
+            }
+            PredicateOp::LtEq(v) => !all_null && cmp(&chunk.min, v) != Some(Ordering::Greater),
+            PredicateOp::Gt(v) => {
+                !all_null
+                    && cmp(&chunk.max, v) != Some(Ordering::Less)
+                    && cmp(&chunk.max, v) != Some(Ordering::Equal)
+            }
+            PredicateOp::GtEq(v) => !all_null && cmp(&chunk.max, v) != Some(Ordering::Less),
+            PredicateOp::IsNull => chunk.null_count > 0,
+            PredicateOp::IsNotNull => !all_null,
+        }
+    })
+}
+
+/// Output schema of a scan: projected table fields, then `_key` if asked.
+pub(crate) fn output_schema(
+    table_schema: &Schema,
+    projection: &[usize],
+    with_key: bool,
+) -> SchemaRef {
+    let mut fields: Vec<Arc<Field>> = projection
+        .iter()
+        .map(|&c| table_schema.fields()[c].clone())
+        .collect();
+    if with_key {
+        fields.push(Arc::new(Field::new(
+            basalt_formats::segment::KEY_COLUMN,
+            DataType::Binary,
+            false,
+        )));
+    }
+    Arc::new(Schema::new_with_metadata(
+        fields,
+        table_schema.metadata().clone(),
+    ))
+}

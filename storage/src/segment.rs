@@ -1,0 +1,200 @@
+//! Open segment files: memory-mapped, shared by snapshots, deleted from disk
+//! when obsolete and no longer referenced.
+
+use std::fs::{self, File};
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::UInt64Type;
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_buffer::Buffer;
+use arrow_schema::SchemaRef;
+use basalt_formats::segment::{RowGroupMeta, SegmentReader, SegmentSummary, SegmentWriter};
+use memmap2::Mmap;
+
+use crate::error::{Error, IoContext, Result};
+use crate::wal::sync_dir;
+
+pub(crate) type ChunkCache = quick_cache::sync::Cache<(u64, u32, u32), ArrayRef, ChunkWeighter>;
+
+#[derive(Clone)]
+pub(crate) struct ChunkWeighter;
+
+impl quick_cache::Weighter<(u64, u32, u32), ArrayRef> for ChunkWeighter {
+    fn weight(&self, _key: &(u64, u32, u32), value: &ArrayRef) -> u64 {
+        value.get_array_memory_size() as u64 + 64
+    }
+}
+
+pub(crate) fn new_cache(bytes: u64) -> ChunkCache {
+    let estimated_items = (bytes / 65536).max(16) as usize;
+    quick_cache::sync::Cache::with_weighter(estimated_items, bytes.max(1 << 20), ChunkWeighter)
+}
+
+pub(crate) fn segment_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:06}.bseg"))
+}
+
+pub(crate) struct SegmentFile {
+    pub id: u64,
+    pub level: u8,
+    pub path: PathBuf,
+    pub reader: SegmentReader,
+    obsolete: AtomicBool,
+}
+
+impl std::fmt::Debug for SegmentFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Segment({}, L{})", self.id, self.level)
+    }
+}
+
+impl SegmentFile {
+    pub fn open(path: PathBuf, id: u64, level: u8) -> Result<SegmentFile> {
+        let file = File::open(&path).at(&path)?;
+        let len = file.metadata().at(&path)?.len();
+        if len == 0 {
+            return Err(Error::Corruption {
+                file: path,
+                offset: 0,
+                reason: "empty segment file".into(),
+            });
+        }
+        // SAFETY: segment files are immutable once renamed into place and this
+        // process holds the directory lock, so the mapping does not change.
+        let map = Arc::new(unsafe { Mmap::map(&file) }.at(&path)?);
+        let ptr = NonNull::new(map.as_ptr() as *mut u8)
+            .ok_or_else(|| Error::InvalidArgument("null mapping".into()))?;
+        // SAFETY: the pointer and length describe the mapping, which the Arc keeps alive.
+        let buffer = unsafe { Buffer::from_custom_allocation(ptr, map.len(), map.clone()) };
+        let reader = SegmentReader::open(buffer).map_err(|e| Error::in_file(&path, 0, e))?;
+        Ok(SegmentFile {
+            id,
+            level,
+            path,
+            reader,
+            obsolete: AtomicBool::new(false),
+        })
+    }
+
+    pub fn summary(&self) -> &SegmentSummary {
+        &self.reader.footer().summary
+    }
+
+    pub fn row_groups(&self) -> &[RowGroupMeta] {
+        &self.reader.footer().row_groups
+    }
+
+    /// Deletes the file once the last reference goes.
+    pub fn mark_obsolete(&self) {
+        self.obsolete.store(true, Ordering::Release);
+    }
+
+    pub fn column(&self, cache: &ChunkCache, row_group: usize, column: usize) -> Result<ArrayRef> {
+        let key = (self.id, row_group as u32, column as u32);
+        if let Some(hit) = cache.get(&key) {
+            return Ok(hit);
+        }
+        let array = self
+            .reader
+            .read_column(row_group, column)
+            .map_err(|e| Error::in_file(&self.path, 0, e))?;
+        cache.insert(key, array.clone());
+        Ok(array)
+    }
+
+    /// The newest version of `key` at or below `snapshot_seq`: (row group, row).
+    pub fn find(
+        &self,
+        cache: &ChunkCache,
+        key: &[u8],
+        snapshot_seq: u64,
+    ) -> Result<Option<(usize, usize)>> {
+        let footer = self.reader.footer();
+        if key < footer.summary.min_key.as_slice()
+            || key > footer.summary.max_key.as_slice()
+            || !footer.bloom.may_contain(key)
+        {
+            return Ok(None);
+        }
+        let groups = &footer.row_groups;
+        let first = groups.partition_point(|g| g.max_key.as_slice() < key);
+        for (g, meta) in groups.iter().enumerate().skip(first) {
+            if meta.min_key.as_slice() > key {
+                break;
+            }
+            let keys_array = self.column(cache, g, 0)?;
+            let keys = keys_array.as_binary::<i32>();
+            let seqs_array = self.column(cache, g, 1)?;
+            let seqs = seqs_array.as_primitive::<UInt64Type>();
+            let mut row = partition_point(keys.len(), |i| keys.value(i) < key);
+            while row < keys.len() && keys.value(row) == key {
+                if seqs.value(row) <= snapshot_seq {
+                    return Ok(Some((g, row)));
+                }
+                row += 1;
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn partition_point(len: usize, pred: impl Fn(usize) -> bool) -> usize {
+    let (mut lo, mut hi) = (0, len);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if pred(mid) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
+impl Drop for SegmentFile {
+    fn drop(&mut self) {
+        if self.obsolete.load(Ordering::Acquire) {
+            if let Err(e) = fs::remove_file(&self.path) {
+                tracing::warn!(file = %self.path.display(), error = %e, "could not delete obsolete segment");
+            }
+        }
+    }
+}
+
+/// Writes sorted runs as one segment, split into row groups; durable on return.
+pub(crate) fn write_segment(
+    dir: &Path,
+    id: u64,
+    schema: SchemaRef,
+    runs: &[RecordBatch],
+    row_group_rows: usize,
+) -> Result<(PathBuf, SegmentSummary)> {
+    let path = segment_path(dir, id);
+    let tmp = path.with_extension("bseg.tmp");
+    let file = File::create(&tmp).at(&tmp)?;
+    let mut writer = SegmentWriter::new(BufWriter::with_capacity(1 << 20, file), schema)
+        .map_err(|e| Error::in_file(&tmp, 0, e))?;
+    for run in runs {
+        let mut start = 0;
+        while start < run.num_rows() {
+            let len = row_group_rows.min(run.num_rows() - start);
+            writer
+                .write_row_group(&run.slice(start, len))
+                .map_err(|e| Error::in_file(&tmp, 0, e))?;
+            start += len;
+        }
+    }
+    let (summary, out) = writer.finish().map_err(|e| Error::in_file(&tmp, 0, e))?;
+    let file = out
+        .into_inner()
+        .map_err(|e| Error::io(&tmp, e.into_error()))?;
+    file.sync_all().at(&tmp)?;
+    fs::rename(&tmp, &path).at(&path)?;
+    sync_dir(dir)?;
+    Ok((path, summary))
+}

@@ -1,0 +1,606 @@
+//! Snapshots and transactions. A snapshot pins a sequence number and one
+//! version of the memtables and segments; a transaction reads through its
+//! snapshot plus its own buffered writes and commits them as one WAL record,
+//! failing if another transaction committed a write to one of its keys after
+//! its snapshot was taken (first committer wins).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{UInt64Type, UInt8Type};
+use arrow_array::{new_null_array, Array, ArrayRef, BinaryArray, RecordBatch, UInt8Array};
+use basalt_formats::key::{encode_keys, row_id_key};
+use basalt_formats::manifest::TableDef;
+use basalt_formats::segment::{OP_DELETE, OP_PUT, SYSTEM_COLUMNS};
+use basalt_formats::wal::{encode_wal_record, TableWrite, WalRecord};
+
+use crate::db::{Db, DbState, Inner, TableState};
+use crate::error::{Error, Result};
+use crate::memtable::{rows_to_run, RowRef};
+use crate::scan::{output_schema, run_schema_for, ScanContext, ScanOptions, ScanPlan, Source};
+use crate::segment::ChunkCache;
+
+/// A consistent, read-only view of the database at one commit sequence.
+pub struct Snapshot {
+    inner: Arc<Inner>,
+    state: Arc<DbState>,
+    seq: u64,
+}
+
+impl Snapshot {
+    fn new(inner: &Arc<Inner>) -> Snapshot {
+        // Sequence first: the state taken after it holds everything up to it.
+        let seq = inner.register_snapshot();
+        Snapshot {
+            state: inner.current(),
+            inner: inner.clone(),
+            seq,
+        }
+    }
+
+    pub fn sequence(&self) -> u64 {
+        self.seq
+    }
+
+    pub fn table(&self, name: &str) -> Result<TableDef> {
+        Ok(self.state.table(name)?.def.clone())
+    }
+
+    pub fn tables(&self) -> Vec<TableDef> {
+        self.state.tables.values().map(|t| t.def.clone()).collect()
+    }
+
+    pub fn scan(&self, table: &str, options: &ScanOptions) -> Result<ScanPlan> {
+        plan_scan(
+            &self.inner.cache,
+            self.state.table(table)?,
+            self.seq,
+            options,
+            None,
+        )
+    }
+
+    /// The row with encoded key `key`, as a one-row batch of the table's schema.
+    pub fn get(&self, table: &str, key: &[u8]) -> Result<Option<RecordBatch>> {
+        get_row(
+            &self.inner.cache,
+            self.state.table(table)?,
+            self.seq,
+            key,
+            None,
+        )
+    }
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        self.inner.release_snapshot(self.seq);
+    }
+}
+
+/// A transaction's buffered writes to one table, newest per key.
+struct Pending {
+    table: Arc<TableState>,
+    rows: BTreeMap<Vec<u8>, RowRef>,
+}
+
+impl Pending {
+    fn rows_in_order(&self) -> (Vec<&[u8]>, Vec<RowRef>) {
+        (
+            self.rows.keys().map(|k| k.as_slice()).collect(),
+            self.rows.values().cloned().collect(),
+        )
+    }
+
+    fn to_run(
+        &self,
+        needed: &[usize],
+        run_schema: &arrow_schema::SchemaRef,
+    ) -> Result<RecordBatch> {
+        let (keys, rows) = self.rows_in_order();
+        rows_to_run(
+            &keys,
+            &vec![u64::MAX; keys.len()],
+            &rows,
+            needed,
+            run_schema,
+        )
+    }
+
+    /// The writes in WAL batch layout, in key order.
+    fn to_wal_batch(&self) -> Result<RecordBatch> {
+        let (_, rows) = self.rows_in_order();
+        let mut batches: Vec<&Arc<RecordBatch>> = Vec::new();
+        let mut indices = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let idx = match batches.iter().rposition(|b| Arc::ptr_eq(b, &r.batch)) {
+                Some(i) => i,
+                None => {
+                    batches.push(&r.batch);
+                    batches.len() - 1
+                }
+            };
+            indices.push((idx, r.row as usize));
+        }
+        let schema = &self.table.wal_schema;
+        let columns = (0..schema.fields().len())
+            .map(|c| {
+                let sources: Vec<&dyn Array> =
+                    batches.iter().map(|b| b.column(c).as_ref()).collect();
+                arrow_select::interleave::interleave(&sources, &indices)
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(RecordBatch::try_new(schema.clone(), columns)?)
+    }
+}
+
+/// A unit of atomic writes under snapshot isolation.
+pub struct Transaction {
+    snapshot: Snapshot,
+    pending: BTreeMap<u32, Pending>,
+}
+
+impl Db {
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot::new(&self.inner)
+    }
+
+    pub fn begin(&self) -> Transaction {
+        Transaction {
+            snapshot: Snapshot::new(&self.inner),
+            pending: BTreeMap::new(),
+        }
+    }
+}
+
+impl Transaction {
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    fn pending_for(&mut self, table: &str) -> Result<&mut Pending> {
+        let t = self.snapshot.state.table(table)?.clone();
+        Ok(self.pending.entry(t.def.id).or_insert_with(|| Pending {
+            table: t,
+            rows: BTreeMap::new(),
+        }))
+    }
+
+    /// Inserts or replaces (by primary key) the rows of `batch`, whose columns
+    /// are the table's, in order.
+    pub fn put(&mut self, table: &str, batch: &RecordBatch) -> Result<()> {
+        let pending = self.pending_for(table)?;
+        let t = pending.table.clone();
+        check_columns(&t.def, batch)?;
+        let keys = row_keys(&t, batch)?;
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(BinaryArray::from_iter_values(keys.iter())),
+            Arc::new(UInt8Array::from(vec![OP_PUT; batch.num_rows()])),
+        ];
+        columns.extend(batch.columns().iter().cloned());
+        let wal_batch = Arc::new(RecordBatch::try_new(t.wal_schema.clone(), columns)?);
+        for (row, key) in keys.into_iter().enumerate() {
+            pending.rows.insert(
+                key,
+                RowRef {
+                    batch: wal_batch.clone(),
+                    row: row as u32,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Deletes the rows whose primary key is in `keys` (the key columns, in
+    /// key order). Keys that do not exist are ignored.
+    pub fn delete(&mut self, table: &str, keys: &RecordBatch) -> Result<()> {
+        let def = self.snapshot.state.table(table)?.def.clone();
+        if keys.num_columns() != def.key_columns.len() || def.key_columns.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "table \"{table}\" has {} key columns, {} given",
+                def.key_columns.len(),
+                keys.num_columns()
+            )));
+        }
+        for (given, &k) in keys.columns().iter().zip(&def.key_columns) {
+            let field = def.schema.field(k as usize);
+            if given.data_type() != field.data_type() {
+                return Err(type_mismatch(
+                    field.name(),
+                    field.data_type(),
+                    given.data_type(),
+                ));
+            }
+        }
+        let encoded = encode_keys(keys.columns(), keys.num_rows()).map_err(|_| Error::NullKey)?;
+        self.delete_keys(table, encoded)
+    }
+
+    /// Deletes rows by encoded key (as returned by a scan `with_key`).
+    pub fn delete_keys(&mut self, table: &str, keys: Vec<Vec<u8>>) -> Result<()> {
+        let pending = self.pending_for(table)?;
+        let t = pending.table.clone();
+        let n = keys.len();
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(BinaryArray::from_iter_values(keys.iter())),
+            Arc::new(UInt8Array::from(vec![OP_DELETE; n])),
+        ];
+        columns.extend(
+            t.def
+                .schema
+                .fields()
+                .iter()
+                .map(|f| new_null_array(f.data_type(), n)),
+        );
+        let wal_batch = Arc::new(RecordBatch::try_new(t.wal_schema.clone(), columns)?);
+        for (row, key) in keys.into_iter().enumerate() {
+            pending.rows.insert(
+                key,
+                RowRef {
+                    batch: wal_batch.clone(),
+                    row: row as u32,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Scans the snapshot with this transaction's own writes applied.
+    pub fn scan(&self, table: &str, options: &ScanOptions) -> Result<ScanPlan> {
+        let t = self.snapshot.state.table(table)?;
+        plan_scan(
+            &self.snapshot.inner.cache,
+            t,
+            self.snapshot.seq,
+            options,
+            self.pending.get(&t.def.id),
+        )
+    }
+
+    pub fn get(&self, table: &str, key: &[u8]) -> Result<Option<RecordBatch>> {
+        let t = self.snapshot.state.table(table)?;
+        get_row(
+            &self.snapshot.inner.cache,
+            t,
+            self.snapshot.seq,
+            key,
+            self.pending.get(&t.def.id),
+        )
+    }
+
+    /// Makes the writes durable (per `synchronous_commit`) and visible; returns
+    /// the commit's sequence number.
+    pub fn commit(self) -> Result<u64> {
+        if self.pending.is_empty() {
+            return Ok(self.snapshot.seq);
+        }
+        let inner = self.snapshot.inner.clone();
+        let ids: Vec<u32> = self.pending.keys().copied().collect();
+        inner.wait_for_room(&ids)?;
+        let tables = self
+            .pending
+            .values()
+            .map(|p| {
+                Ok(TableWrite {
+                    table_id: p.table.def.id,
+                    schema_version: p.table.def.schema_version,
+                    batch: p.to_wal_batch()?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // Encoded outside the commit lock; the sequence is patched in under it.
+        let mut payload = encode_wal_record(&WalRecord {
+            seq: 0,
+            tables: tables.clone(),
+        })?;
+        let (seq, position) = {
+            let mut last_seq = inner.commit.lock();
+            inner.check_poisoned()?;
+            let state = inner.current();
+            for p in self.pending.values() {
+                match state.tables.get(&p.table.def.id) {
+                    Some(t) if t.def.schema_version == p.table.def.schema_version => {}
+                    _ => return Err(Error::TableNotFound(p.table.def.name.clone())),
+                }
+            }
+            if *last_seq != self.snapshot.seq {
+                check_conflicts(&inner.cache, &state, &self.pending, self.snapshot.seq)?;
+            }
+            let seq = *last_seq + 1;
+            payload[..8].copy_from_slice(&seq.to_le_bytes());
+            let position = inner
+                .wal
+                .append(&payload, seq)
+                .inspect_err(|e| inner.poison(e))?;
+            *last_seq = seq;
+            for write in tables {
+                if let Some(t) = state.tables.get(&write.table_id) {
+                    t.active.insert_batch(Arc::new(write.batch), seq);
+                }
+            }
+            freeze_if_needed(&inner, &state, &ids)?;
+            (seq, position)
+        };
+        if inner.options.synchronous_commit {
+            inner
+                .wal
+                .sync_to(position)
+                .inspect_err(|e| inner.poison(e))?;
+        }
+        inner.visible_seq.fetch_max(seq, Ordering::SeqCst);
+        Ok(seq)
+    }
+
+    /// Discards the writes.
+    pub fn rollback(self) {}
+}
+
+/// Freezes memtables past the size threshold, and every memtable holding
+/// records of closed WAL files once too many of those pile up.
+fn freeze_if_needed(inner: &Inner, state: &DbState, written: &[u32]) -> Result<()> {
+    let threshold = inner.options.flush_threshold_bytes;
+    let mut ids: Vec<u32> = written
+        .iter()
+        .filter(|id| {
+            state
+                .tables
+                .get(id)
+                .is_some_and(|t| t.active.approximate_bytes() >= threshold)
+        })
+        .copied()
+        .collect();
+    if inner.wal.closed_files() > inner.options.max_wal_files {
+        if let Some(closed_max) = inner.wal.closed_max_seq() {
+            ids.extend(
+                state
+                    .tables
+                    .values()
+                    .filter(|t| t.active.min_seq().is_some_and(|min| min <= closed_max))
+                    .map(|t| t.def.id),
+            );
+        }
+    }
+    if ids.is_empty() {
+        return Ok(());
+    }
+    inner.freeze_locked(&ids)
+}
+
+fn check_conflicts(
+    cache: &ChunkCache,
+    state: &DbState,
+    pending: &BTreeMap<u32, Pending>,
+    snapshot_seq: u64,
+) -> Result<()> {
+    for (id, p) in pending {
+        let Some(t) = state.tables.get(id) else {
+            continue;
+        };
+        for key in p.rows.keys() {
+            let newest = match t.memtables().find_map(|m| m.latest_seq(key)) {
+                Some(seq) => Some(seq),
+                None if t.flushed_seq > snapshot_seq => {
+                    newest_segment_seq(cache, t, key, snapshot_seq)?
+                }
+                None => None,
+            };
+            if newest.is_some_and(|seq| seq > snapshot_seq) {
+                return Err(Error::WriteConflict);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn newest_segment_seq(
+    cache: &ChunkCache,
+    t: &TableState,
+    key: &[u8],
+    snapshot_seq: u64,
+) -> Result<Option<u64>> {
+    for segment in t.segments() {
+        if segment.summary().max_seq <= snapshot_seq {
+            continue;
+        }
+        if let Some((group, row)) = segment.find(cache, key, u64::MAX)? {
+            return Ok(Some(
+                segment
+                    .column(cache, group, 1)?
+                    .as_primitive::<UInt64Type>()
+                    .value(row),
+            ));
+        }
+    }
+    Ok(None)
+}
+
+fn type_mismatch(
+    column: &str,
+    expected: &arrow_schema::DataType,
+    got: &arrow_schema::DataType,
+) -> Error {
+    Error::InvalidArgument(format!(
+        "column \"{column}\" is of type {expected} but the value is of type {got}"
+    ))
+}
+
+fn check_columns(def: &TableDef, batch: &RecordBatch) -> Result<()> {
+    let fields = def.schema.fields();
+    if batch.num_columns() != fields.len() {
+        return Err(Error::InvalidArgument(format!(
+            "table \"{}\" has {} columns, {} given",
+            def.name,
+            fields.len(),
+            batch.num_columns()
+        )));
+    }
+    for (field, column) in fields.iter().zip(batch.columns()) {
+        if field.data_type() != column.data_type() {
+            return Err(type_mismatch(
+                field.name(),
+                field.data_type(),
+                column.data_type(),
+            ));
+        }
+        if !field.is_nullable() && column.null_count() > 0 {
+            return Err(Error::NotNull(field.name().clone()));
+        }
+    }
+    Ok(())
+}
+
+/// Primary keys of the rows, or fresh row ids for a keyless table.
+fn row_keys(t: &TableState, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
+    if t.is_keyless() {
+        let n = batch.num_rows() as u64;
+        let first = t.next_row_id.fetch_add(n, Ordering::SeqCst);
+        return Ok((first..first + n)
+            .map(|id| row_id_key(id).to_vec())
+            .collect());
+    }
+    let key_columns: Vec<ArrayRef> = t
+        .def
+        .key_columns
+        .iter()
+        .map(|&k| batch.column(k as usize).clone())
+        .collect();
+    for (&k, column) in t.def.key_columns.iter().zip(&key_columns) {
+        if column.null_count() > 0 {
+            return Err(Error::NotNull(
+                t.def.schema.field(k as usize).name().clone(),
+            ));
+        }
+    }
+    Ok(encode_keys(&key_columns, batch.num_rows())?)
+}
+
+fn plan_scan(
+    cache: &Arc<ChunkCache>,
+    table: &TableState,
+    seq: u64,
+    options: &ScanOptions,
+    pending: Option<&Pending>,
+) -> Result<ScanPlan> {
+    let schema = &table.def.schema;
+    let n = schema.fields().len();
+    let projection = options
+        .projection
+        .clone()
+        .unwrap_or_else(|| (0..n).collect());
+    let out_of_range = |c: usize| {
+        Error::InvalidArgument(format!(
+            "column index {c} out of range for table \"{}\"",
+            table.def.name
+        ))
+    };
+    if let Some(&c) = projection.iter().find(|&&c| c >= n) {
+        return Err(out_of_range(c));
+    }
+    let mut needed = projection.clone();
+    for p in &options.predicates {
+        if p.column >= n {
+            return Err(out_of_range(p.column));
+        }
+        if !needed.contains(&p.column) {
+            needed.push(p.column);
+        }
+    }
+    let run_schema = run_schema_for(schema, &needed);
+    let mut sources = Vec::new();
+    if let Some(p) = pending {
+        sources.push(Source::Memory(p.to_run(&needed, &run_schema)?));
+    }
+    for m in table.memtables() {
+        if m.min_seq().is_some_and(|min| min <= seq) {
+            sources.push(Source::Memory(m.to_run(Some(seq), &needed, &run_schema)?));
+        }
+    }
+    for segment in table.segments() {
+        if segment.summary().min_seq <= seq {
+            sources.extend(
+                (0..segment.row_groups().len()).map(|group| Source::RowGroup {
+                    segment: segment.clone(),
+                    group,
+                }),
+            );
+        }
+    }
+    let ctx = ScanContext {
+        snapshot_seq: seq,
+        table_schema: schema.clone(),
+        projected: projection.len(),
+        output_schema: output_schema(schema, &projection, options.with_key),
+        needed,
+        predicates: options.predicates.clone(),
+        with_key: options.with_key,
+        cache: cache.clone(),
+    };
+    Ok(ScanPlan::new(sources, ctx, options.limit))
+}
+
+fn get_row(
+    cache: &ChunkCache,
+    table: &TableState,
+    seq: u64,
+    key: &[u8],
+    pending: Option<&Pending>,
+) -> Result<Option<RecordBatch>> {
+    if let Some(row) = pending.and_then(|p| p.rows.get(key)) {
+        return row_from_memory(table, row);
+    }
+    if let Some(row) = table.memtables().find_map(|m| m.get(key, seq)) {
+        return row_from_memory(table, &row);
+    }
+    for segment in table.segments() {
+        if segment.summary().min_seq > seq {
+            continue;
+        }
+        let Some((group, row)) = segment.find(cache, key, seq)? else {
+            continue;
+        };
+        if segment
+            .column(cache, group, 2)?
+            .as_primitive::<UInt8Type>()
+            .value(row)
+            == OP_DELETE
+        {
+            return Ok(None);
+        }
+        let stored = segment.reader.schema().fields().len();
+        let columns = table
+            .def
+            .schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(c, field)| match SYSTEM_COLUMNS + c {
+                s if s < stored => Ok(segment.column(cache, group, s)?.slice(row, 1)),
+                _ => Ok(new_null_array(field.data_type(), 1)),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        return Ok(Some(RecordBatch::try_new(
+            table.def.schema.clone(),
+            columns,
+        )?));
+    }
+    Ok(None)
+}
+
+fn row_from_memory(table: &TableState, row: &RowRef) -> Result<Option<RecordBatch>> {
+    if row.is_delete() {
+        return Ok(None);
+    }
+    let columns = (0..table.def.schema.fields().len())
+        .map(|c| row.batch.column(c + 2).slice(row.row as usize, 1))
+        .collect();
+    Ok(Some(RecordBatch::try_new(
+        table.def.schema.clone(),
+        columns,
+    )?))
+}

@@ -1,0 +1,194 @@
+//! Write-ahead log files: `wal/NNNNNN.wal`, each a framed log of WAL records
+//! (FORMAT.md, "WAL file"). Committers append under the commit lock and then
+//! share fsyncs: whoever syncs covers every record appended before it.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use basalt_formats::frame::{
+    encode_frame, next_valid_frame_after, read_frame, Frame, FRAME_HEADER_LEN,
+};
+use parking_lot::Mutex;
+
+use crate::error::{Error, IoContext, Result};
+
+pub(crate) fn wal_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("{number:06}.wal"))
+}
+
+pub(crate) fn list_wal_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut files = Vec::new();
+    for entry in fs::read_dir(dir).at(dir)? {
+        let path = entry.at(dir)?.path();
+        let number = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".wal"))
+            .and_then(|n| n.parse::<u64>().ok());
+        if let Some(number) = number {
+            files.push((number, path));
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|f| f.sync_all()).at(dir)
+}
+
+struct Active {
+    file: File,
+    number: u64,
+    path: PathBuf,
+    /// Bytes appended (a logical position across files: never reset).
+    appended: u64,
+    last_seq: u64,
+}
+
+/// Closed WAL files: number, path and the highest sequence they hold.
+pub(crate) type ClosedWal = (u64, PathBuf, u64);
+
+pub(crate) struct Wal {
+    dir: PathBuf,
+    active: Mutex<Active>,
+    synced: Mutex<u64>,
+    closed: Mutex<Vec<ClosedWal>>,
+}
+
+impl Wal {
+    pub fn create(dir: &Path, number: u64, closed: Vec<ClosedWal>) -> Result<Wal> {
+        let path = wal_path(dir, number);
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .at(&path)?;
+        sync_dir(dir)?;
+        Ok(Wal {
+            dir: dir.to_path_buf(),
+            active: Mutex::new(Active {
+                file,
+                number,
+                path,
+                appended: 0,
+                last_seq: 0,
+            }),
+            synced: Mutex::new(0),
+            closed: Mutex::new(closed),
+        })
+    }
+
+    /// Appends one record; returns the position to sync up to.
+    pub fn append(&self, payload: &[u8], seq: u64) -> Result<u64> {
+        let mut frame = Vec::with_capacity(payload.len() + FRAME_HEADER_LEN);
+        encode_frame(payload, &mut frame);
+        let mut active = self.active.lock();
+        let Active { file, path, .. } = &mut *active;
+        file.write_all(&frame).at(path)?;
+        active.appended += frame.len() as u64;
+        active.last_seq = seq;
+        Ok(active.appended)
+    }
+
+    /// Makes everything up to `position` durable; concurrent callers share one fsync.
+    pub fn sync_to(&self, position: u64) -> Result<()> {
+        let mut synced = self.synced.lock();
+        if *synced >= position {
+            return Ok(());
+        }
+        let (file, path, appended) = {
+            let active = self.active.lock();
+            (
+                active.file.try_clone().at(&active.path)?,
+                active.path.clone(),
+                active.appended,
+            )
+        };
+        file.sync_data().at(&path)?;
+        *synced = appended;
+        Ok(())
+    }
+
+    /// Starts a new file; the old one is synced and listed as closed.
+    pub fn rotate(&self, next_number: u64) -> Result<()> {
+        let path = wal_path(&self.dir, next_number);
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .at(&path)?;
+        sync_dir(&self.dir)?;
+        let mut synced = self.synced.lock();
+        let mut active = self.active.lock();
+        active.file.sync_data().at(&active.path)?;
+        *synced = active.appended;
+        let old_path = std::mem::replace(&mut active.path, path);
+        let old_number = std::mem::replace(&mut active.number, next_number);
+        active.file = file;
+        let last_seq = active.last_seq;
+        self.closed.lock().push((old_number, old_path, last_seq));
+        Ok(())
+    }
+
+    /// The highest sequence in any closed file.
+    pub fn closed_max_seq(&self) -> Option<u64> {
+        self.closed.lock().iter().map(|c| c.2).max()
+    }
+
+    pub fn closed_files(&self) -> usize {
+        self.closed.lock().len()
+    }
+
+    /// Deletes closed files whose records are all at or below `flushed_seq`.
+    pub fn remove_flushed(&self, flushed_seq: u64) -> Result<()> {
+        let mut closed = self.closed.lock();
+        let mut kept = Vec::new();
+        for (number, path, last_seq) in closed.drain(..) {
+            if last_seq <= flushed_seq {
+                fs::remove_file(&path).at(&path)?;
+            } else {
+                kept.push((number, path, last_seq));
+            }
+        }
+        *closed = kept;
+        Ok(())
+    }
+}
+
+/// Reads the records of one WAL file. A damaged frame with nothing valid after
+/// it is a torn tail: when `cut_torn_tail`, the file is truncated there. Damage
+/// followed by valid records is corruption.
+pub(crate) fn read_wal_file(path: &Path, cut_torn_tail: bool) -> Result<Vec<(u64, Vec<u8>)>> {
+    let data = fs::read(path).at(path)?;
+    let mut records = Vec::new();
+    let mut offset = 0;
+    loop {
+        match read_frame(&data, offset) {
+            Frame::Record {
+                offset: at,
+                payload,
+            } => {
+                records.push((at as u64, payload.to_vec()));
+                offset = at + FRAME_HEADER_LEN + payload.len();
+            }
+            Frame::End => break,
+            Frame::Damaged { offset: at, reason } => {
+                if !cut_torn_tail || next_valid_frame_after(&data, at).is_some() {
+                    return Err(Error::Corruption {
+                        file: path.to_path_buf(),
+                        offset: at as u64,
+                        reason,
+                    });
+                }
+                tracing::warn!(file = %path.display(), offset = at, %reason, "cutting torn WAL tail");
+                let file = OpenOptions::new().write(true).open(path).at(path)?;
+                file.set_len(at as u64).at(path)?;
+                file.sync_all().at(path)?;
+                break;
+            }
+        }
+    }
+    Ok(records)
+}

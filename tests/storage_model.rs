@@ -1,0 +1,413 @@
+//! Model test: random operations against the engine and a `BTreeMap` oracle,
+//! including snapshots, flushes, compactions and reopening the directory.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use basalt::storage::{
+    encode_key, Db, Error, Options, Predicate, PredicateOp, Scalar, ScanOptions, Snapshot,
+};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+type Row = (Option<String>, Option<i64>);
+type Model = BTreeMap<i64, Row>;
+
+const KEY_SPACE: i64 = 300;
+
+fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, false),
+        Field::new("v", DataType::Utf8, true),
+        Field::new("n", DataType::Int64, true),
+    ]))
+}
+
+fn options(background: bool) -> Options {
+    Options {
+        flush_threshold_bytes: 24 << 10,
+        row_group_rows: 16,
+        segment_max_rows: 80,
+        l0_compaction_trigger: 3,
+        max_immutable_memtables: 2,
+        l0_stall_limit: 6,
+        max_wal_files: 3,
+        cache_bytes: 4 << 20,
+        background_work: background,
+        ..Options::default()
+    }
+}
+
+fn batch(rows: &[(i64, Row)]) -> RecordBatch {
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+        Arc::new(StringArray::from_iter(rows.iter().map(|r| r.1 .0.clone()))),
+        Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.1 .1))),
+    ];
+    RecordBatch::try_new(schema(), columns).unwrap()
+}
+
+fn key(k: i64) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_key(
+        &[Arc::new(Int64Array::from(vec![k])) as ArrayRef],
+        0,
+        &mut out,
+    )
+    .unwrap();
+    out
+}
+
+fn random_row(rng: &mut SmallRng) -> (i64, Row) {
+    let k = rng.gen_range(0..KEY_SPACE);
+    let v = (!rng.gen_bool(0.2)).then(|| format!("value-{}-{}", k, rng.gen_range(0..1000)));
+    let n = (!rng.gen_bool(0.2)).then(|| rng.gen_range(-50..50));
+    (k, (v, n))
+}
+
+fn rows_of(batches: &[RecordBatch]) -> Vec<(i64, Row)> {
+    let mut out = Vec::new();
+    for b in batches {
+        let k = b.column(0).as_primitive::<Int64Type>();
+        let v = b.column(1).as_string::<i32>();
+        let n = b.column(2).as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            let v = (!v.is_null(i)).then(|| v.value(i).to_string());
+            let n = (!n.is_null(i)).then(|| n.value(i));
+            out.push((k.value(i), (v, n)));
+        }
+    }
+    out
+}
+
+fn scan_all(snapshot: &Snapshot, options: &ScanOptions, threads: usize) -> Vec<(i64, Row)> {
+    rows_of(
+        &snapshot
+            .scan("t", options)
+            .unwrap()
+            .execute(threads)
+            .unwrap(),
+    )
+}
+
+fn check_snapshot(snapshot: &Snapshot, model: &Model, rng: &mut SmallRng) {
+    let expected: Vec<(i64, Row)> = model.iter().map(|(k, r)| (*k, r.clone())).collect();
+    assert_eq!(scan_all(snapshot, &ScanOptions::default(), 2), expected);
+
+    let threshold = rng.gen_range(-50..50);
+    let by_n = ScanOptions {
+        predicates: vec![Predicate {
+            column: 2,
+            op: PredicateOp::Gt(Scalar::Int(threshold)),
+        }],
+        ..ScanOptions::default()
+    };
+    let want: Vec<_> = expected
+        .iter()
+        .filter(|r| r.1 .1.is_some_and(|n| n > threshold))
+        .cloned()
+        .collect();
+    assert_eq!(scan_all(snapshot, &by_n, 1), want, "n > {threshold}");
+
+    let null_v = ScanOptions {
+        predicates: vec![Predicate {
+            column: 1,
+            op: PredicateOp::IsNull,
+        }],
+        ..ScanOptions::default()
+    };
+    let want: Vec<_> = expected
+        .iter()
+        .filter(|r| r.1 .0.is_none())
+        .cloned()
+        .collect();
+    assert_eq!(scan_all(snapshot, &null_v, 2), want, "v IS NULL");
+
+    let keys: Vec<i64> = (0..4).map(|_| rng.gen_range(0..KEY_SPACE)).collect();
+    let in_keys = ScanOptions {
+        predicates: vec![
+            Predicate {
+                column: 0,
+                op: PredicateOp::In(keys.iter().map(|&k| Scalar::Int(k)).collect()),
+            },
+            Predicate {
+                column: 0,
+                op: PredicateOp::GtEq(Scalar::Int(0)),
+            },
+        ],
+        ..ScanOptions::default()
+    };
+    let want: Vec<_> = expected
+        .iter()
+        .filter(|r| keys.contains(&r.0))
+        .cloned()
+        .collect();
+    assert_eq!(scan_all(snapshot, &in_keys, 2), want, "k IN {keys:?}");
+
+    let limit = rng.gen_range(0..10);
+    let limited = ScanOptions {
+        limit: Some(limit),
+        ..ScanOptions::default()
+    };
+    let want: Vec<_> = expected.iter().take(limit).cloned().collect();
+    assert_eq!(scan_all(snapshot, &limited, 2), want, "limit {limit}");
+
+    let projected = ScanOptions {
+        projection: Some(vec![2]),
+        ..ScanOptions::default()
+    };
+    let got = snapshot.scan("t", &projected).unwrap().execute(2).unwrap();
+    let got: Vec<Option<i64>> = got
+        .iter()
+        .flat_map(|b| {
+            b.column(0)
+                .as_primitive::<Int64Type>()
+                .iter()
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(got, expected.iter().map(|r| r.1 .1).collect::<Vec<_>>());
+
+    for _ in 0..5 {
+        let k = rng.gen_range(0..KEY_SPACE);
+        let got = snapshot
+            .get("t", &key(k))
+            .unwrap()
+            .map(|b| rows_of(&[b])[0].1.clone());
+        assert_eq!(got.as_ref(), model.get(&k), "get {k}");
+    }
+}
+
+fn open(dir: &std::path::Path, background: bool) -> Db {
+    let db = Db::open(dir, options(background)).unwrap();
+    if db.table("t").is_err() {
+        db.create_table("t", schema(), &["k"]).unwrap();
+    }
+    db
+}
+
+fn run_model(seed: u64, operations: usize, background: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut db = open(dir.path(), background);
+    let mut model = Model::new();
+    let mut snapshots: Vec<(Snapshot, Model)> = Vec::new();
+    for step in 0..operations {
+        match rng.gen_range(0..100) {
+            0..=39 => {
+                let rows: Vec<_> = (0..rng.gen_range(1..40))
+                    .map(|_| random_row(&mut rng))
+                    .collect();
+                let mut txn = db.begin();
+                txn.put("t", &batch(&rows)).unwrap();
+                txn.commit().unwrap();
+                model.extend(rows);
+            }
+            40..=51 => {
+                let keys: Vec<i64> = (0..rng.gen_range(1..20))
+                    .map(|_| rng.gen_range(0..KEY_SPACE))
+                    .collect();
+                let mut txn = db.begin();
+                let key_batch = RecordBatch::try_new(
+                    Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)])),
+                    vec![Arc::new(Int64Array::from(keys.clone()))],
+                )
+                .unwrap();
+                txn.delete("t", &key_batch).unwrap();
+                txn.commit().unwrap();
+                keys.iter().for_each(|k| {
+                    model.remove(k);
+                });
+            }
+            52..=59 => {
+                // A mixed transaction that reads its own writes, then commits or rolls back.
+                let mut txn = db.begin();
+                let mut local = model.clone();
+                let rows: Vec<_> = (0..rng.gen_range(1..10))
+                    .map(|_| random_row(&mut rng))
+                    .collect();
+                txn.put("t", &batch(&rows)).unwrap();
+                local.extend(rows);
+                let gone = rng.gen_range(0..KEY_SPACE);
+                txn.delete_keys("t", vec![key(gone)]).unwrap();
+                local.remove(&gone);
+                let seen = rows_of(
+                    &txn.scan("t", &ScanOptions::default())
+                        .unwrap()
+                        .execute(2)
+                        .unwrap(),
+                );
+                assert_eq!(
+                    seen,
+                    local
+                        .iter()
+                        .map(|(k, r)| (*k, r.clone()))
+                        .collect::<Vec<_>>()
+                );
+                if rng.gen_bool(0.7) {
+                    txn.commit().unwrap();
+                    model = local;
+                } else {
+                    txn.rollback();
+                }
+            }
+            60..=63 => {
+                // Two writers on one key: the second to commit loses.
+                let (k, row) = random_row(&mut rng);
+                let mut first = db.begin();
+                let mut second = db.begin();
+                first.put("t", &batch(&[(k, row.clone())])).unwrap();
+                second
+                    .put("t", &batch(&[(k, (Some("loser".into()), None))]))
+                    .unwrap();
+                first.commit().unwrap();
+                assert!(matches!(second.commit(), Err(Error::WriteConflict)));
+                model.insert(k, row);
+            }
+            64..=77 => check_snapshot(&db.snapshot(), &model, &mut rng),
+            78..=83 => snapshots.push((db.snapshot(), model.clone())),
+            84..=87 => {
+                if !snapshots.is_empty() {
+                    let (snapshot, frozen) =
+                        snapshots.swap_remove(rng.gen_range(0..snapshots.len()));
+                    check_snapshot(&snapshot, &frozen, &mut rng);
+                }
+            }
+            88..=92 => db.flush().unwrap(),
+            93..=96 => db.compact().unwrap(),
+            _ => {
+                for (snapshot, frozen) in snapshots.drain(..) {
+                    check_snapshot(&snapshot, &frozen, &mut rng);
+                }
+                drop(db);
+                db = open(dir.path(), background);
+            }
+        }
+        if step % 97 == 0 {
+            assert_eq!(db.snapshot().sequence(), db.last_sequence(), "step {step}");
+        }
+    }
+    for (snapshot, frozen) in snapshots.drain(..) {
+        check_snapshot(&snapshot, &frozen, &mut rng);
+    }
+    check_snapshot(&db.snapshot(), &model, &mut rng);
+    drop(db);
+    let db = open(dir.path(), background);
+    check_snapshot(&db.snapshot(), &model, &mut rng);
+}
+
+#[test]
+fn model_with_background_work() {
+    for seed in 1..=3 {
+        run_model(seed, 1500, true);
+    }
+}
+
+#[test]
+fn model_with_inline_work() {
+    for seed in 10..=12 {
+        run_model(seed, 1500, false);
+    }
+}
+
+#[test]
+fn keyless_tables_get_increasing_row_ids_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)]));
+    let values = |r: std::ops::Range<i64>| {
+        RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from_iter_values(r)) as ArrayRef],
+        )
+        .unwrap()
+    };
+    {
+        let db = Db::open(dir.path(), options(true)).unwrap();
+        db.create_table("log", schema.clone(), &[]).unwrap();
+        let mut txn = db.begin();
+        txn.put("log", &values(0..3)).unwrap();
+        txn.put("log", &values(0..3)).unwrap();
+        txn.commit().unwrap();
+    }
+    let db = Db::open(dir.path(), options(true)).unwrap();
+    let mut txn = db.begin();
+    txn.put("log", &values(10..12)).unwrap();
+    txn.commit().unwrap();
+    db.flush().unwrap();
+    let batches = db
+        .snapshot()
+        .scan("log", &ScanOptions::default())
+        .unwrap()
+        .execute(1)
+        .unwrap();
+    let got: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+        .collect();
+    assert_eq!(
+        got,
+        vec![0, 1, 2, 0, 1, 2, 10, 11],
+        "insertion order, duplicates kept"
+    );
+}
+
+#[test]
+fn catalog_is_durable_and_errors_are_specific() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = open(dir.path(), true);
+        assert!(matches!(
+            db.create_table("t", schema(), &["k"]),
+            Err(Error::TableExists(_))
+        ));
+        assert!(matches!(
+            db.create_table("u", schema(), &["nope"]),
+            Err(Error::ColumnNotFound(_))
+        ));
+        assert!(matches!(
+            Db::open(dir.path(), Options::default()),
+            Err(Error::Locked(_))
+        ));
+        db.create_table("gone", schema(), &[]).unwrap();
+        db.drop_table("gone").unwrap();
+        let mut txn = db.begin();
+        let bad = RecordBatch::try_new(
+            schema(),
+            vec![
+                Arc::new(Int64Array::from(vec![1])),
+                Arc::new(StringArray::from(vec![Some("x")])),
+                Arc::new(Int64Array::from(vec![1])),
+            ],
+        )
+        .unwrap();
+        txn.put("t", &bad).unwrap();
+        assert!(matches!(
+            txn.put("gone", &bad),
+            Err(Error::TableNotFound(_))
+        ));
+        let wrong_type = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("k", DataType::Utf8, false)])),
+            vec![Arc::new(StringArray::from(vec!["a"]))],
+        )
+        .unwrap();
+        assert!(matches!(
+            txn.put("t", &wrong_type),
+            Err(Error::InvalidArgument(_))
+        ));
+        txn.commit().unwrap();
+    }
+    let db = open(dir.path(), true);
+    assert_eq!(
+        db.tables()
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["t"]
+    );
+    assert_eq!(db.table("t").unwrap().key_columns, vec![0]);
+    assert!(db.snapshot().get("t", &key(1)).unwrap().is_some());
+}
