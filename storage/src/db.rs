@@ -289,6 +289,7 @@ impl Db {
             options,
         });
         inner.freeze_oversized()?;
+        inner.remove_flushed_wal()?;
         let background = if inner.options.background_work {
             let worker = inner.clone();
             let handle = std::thread::Builder::new()
