@@ -10,7 +10,9 @@ use std::sync::Arc;
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 use arrow_array::{ArrayRef, Int64Array, RecordBatch};
+use arrow_buffer::Buffer;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use basalt::formats::segment::SegmentReader;
 use basalt::storage::{Db, Error, Options, ScanOptions};
 
 fn schema() -> SchemaRef {
@@ -75,6 +77,26 @@ fn new_db(dir: &Path) -> Db {
     db
 }
 
+/// Offset of the chunk of `column` (system columns count) in row group 0.
+fn chunk_offset(segment: &Path, column: usize) -> u64 {
+    let reader = SegmentReader::open(Buffer::from(fs::read(segment).unwrap())).unwrap();
+    reader.footer().row_groups[0].columns[column].offset
+}
+
+fn expect_corruption(err: Error, segment: &Path, offset: u64) {
+    match err {
+        Error::Corruption {
+            file,
+            offset: at,
+            reason,
+        } => {
+            assert_eq!((file.as_path(), at), (segment, offset));
+            assert!(reason.contains("checksum"), "{reason}");
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+}
+
 #[test]
 fn flipped_segment_chunk_names_file_and_chunk_offset() {
     let dir = tempfile::tempdir().unwrap();
@@ -84,27 +106,40 @@ fn flipped_segment_chunk_names_file_and_chunk_offset() {
         db.flush().unwrap();
     }
     let segment = files_in(&dir.path().join("seg"), ".bseg").pop().unwrap();
-    // Chunks start 64-byte aligned after the 16-byte header: the first is at 64.
-    flip_byte(&segment, 64 + 20);
-    let db = Db::open(dir.path(), options()).unwrap();
-    let err = db
-        .snapshot()
-        .scan("t", &ScanOptions::default())
-        .unwrap()
-        .execute(1)
-        .unwrap_err();
-    match err {
-        Error::Corruption {
-            file,
-            offset,
-            reason,
-        } => {
-            assert_eq!(file, segment);
-            assert_eq!(offset, 64);
-            assert!(reason.contains("checksum"), "{reason}");
-        }
-        other => panic!("expected corruption, got {other:?}"),
+    // A table column, read by scans.
+    let v_chunk = chunk_offset(&segment, 4);
+    flip_byte(&segment, v_chunk + 20);
+    {
+        let db = Db::open(dir.path(), options()).unwrap();
+        let err = db
+            .snapshot()
+            .scan("t", &ScanOptions::default())
+            .unwrap()
+            .execute(1)
+            .unwrap_err();
+        expect_corruption(err, &segment, v_chunk);
     }
+    // The key column, read by point lookups.
+    flip_byte(&segment, v_chunk + 20);
+    let key_chunk = chunk_offset(&segment, 0);
+    assert_eq!(
+        key_chunk, 64,
+        "chunks start 64-aligned after the 16-byte header"
+    );
+    flip_byte(&segment, key_chunk + 20);
+    let db = Db::open(dir.path(), options()).unwrap();
+    let mut probe = Vec::new();
+    basalt::storage::encode_key(
+        &[Arc::new(Int64Array::from(vec![17])) as ArrayRef],
+        0,
+        &mut probe,
+    )
+    .unwrap();
+    expect_corruption(
+        db.snapshot().get("t", &probe).unwrap_err(),
+        &segment,
+        key_chunk,
+    );
 }
 
 #[test]

@@ -172,6 +172,28 @@ fn check_snapshot(snapshot: &Snapshot, model: &Model, rng: &mut SmallRng) {
         .collect();
     assert_eq!(got, expected.iter().map(|r| r.1 .1).collect::<Vec<_>>());
 
+    let count_only = ScanOptions {
+        projection: Some(vec![]),
+        predicates: by_n.predicates.clone(),
+        ..ScanOptions::default()
+    };
+    let counted: usize = snapshot
+        .scan("t", &count_only)
+        .unwrap()
+        .execute(2)
+        .unwrap()
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(
+        counted,
+        expected
+            .iter()
+            .filter(|r| r.1 .1.is_some_and(|n| n > threshold))
+            .count(),
+        "count(*) where n > {threshold}"
+    );
+
     for _ in 0..5 {
         let k = rng.gen_range(0..KEY_SPACE);
         let got = snapshot
@@ -410,4 +432,92 @@ fn catalog_is_durable_and_errors_are_specific() {
     );
     assert_eq!(db.table("t").unwrap().key_columns, vec![0]);
     assert!(db.snapshot().get("t", &key(1)).unwrap().is_some());
+}
+
+#[test]
+fn concurrent_committers_share_fsyncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path(), true);
+    let threads = 8;
+    let per_thread = 50;
+    let before = db.wal_syncs();
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let db = &db;
+            scope.spawn(move || {
+                for i in 0..per_thread {
+                    let mut txn = db.begin();
+                    txn.put("t", &batch(&[(t * 1000 + i, (Some("x".into()), Some(i)))]))
+                        .unwrap();
+                    txn.commit().unwrap();
+                }
+            });
+        }
+    });
+    let commits = (threads * per_thread) as u64;
+    let syncs = db.wal_syncs() - before;
+    assert!(
+        syncs >= 1 && syncs < commits,
+        "{syncs} fsyncs for {commits} commits"
+    );
+    assert_eq!(
+        db.snapshot()
+            .scan("t", &ScanOptions::default())
+            .unwrap()
+            .execute(2)
+            .unwrap()
+            .iter()
+            .map(|b| b.num_rows())
+            .sum::<usize>(),
+        commits as usize
+    );
+}
+
+#[test]
+fn segments_outlive_compaction_while_a_snapshot_reads_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path(), false);
+    let seg_dir = dir.path().join("seg");
+    let segment_files = || {
+        let mut names: Vec<_> = std::fs::read_dir(&seg_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        names
+    };
+    for round in 0..3 {
+        let mut txn = db.begin();
+        txn.put(
+            "t",
+            &batch(&[(round, (Some(format!("r{round}")), Some(round)))]),
+        )
+        .unwrap();
+        txn.commit().unwrap();
+        db.flush().unwrap();
+    }
+    let before = segment_files();
+    assert_eq!(before.len(), 3);
+    let snapshot = db.snapshot();
+    let mut txn = db.begin();
+    txn.delete_keys("t", vec![key(0)]).unwrap();
+    txn.commit().unwrap();
+    db.compact().unwrap();
+    let after = segment_files();
+    assert!(
+        before.iter().all(|f| after.contains(f)),
+        "a file the snapshot reads was deleted"
+    );
+    assert_eq!(scan_all(&snapshot, &ScanOptions::default(), 1).len(), 3);
+    assert_eq!(
+        scan_all(&db.snapshot(), &ScanOptions::default(), 1).len(),
+        2
+    );
+    drop(snapshot);
+    let last = segment_files();
+    assert!(
+        before.iter().all(|f| !last.contains(f)),
+        "replaced segments were not deleted: {last:?}"
+    );
+    assert_eq!(db.table_stats("t").unwrap().l1_segments, 1);
 }

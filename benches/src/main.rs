@@ -1,1 +1,322 @@
-fn main() {}
+//! Side-by-side workloads: Basalt and a peer engine in one process, same data,
+//! same machine, same run. Prints figures, then one JSON line (the last) with
+//! the Basalt/peer ratios. Run through `benches/run WORKLOAD`.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use basalt_bench::{kv_batch, load_wide, random_keys, value_for, wide_a, VALUE_BYTES};
+use basalt_storage::{Db, Options, Predicate, PredicateOp, Scalar, ScanOptions};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(about = "Basalt side-by-side benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    workload: Workload,
+}
+
+#[derive(Subcommand)]
+enum Workload {
+    /// Random-key inserts, point reads and a filtered full scan, against fjall.
+    Storage {
+        /// Keys inserted (100-byte values) and then read back.
+        #[arg(long, default_value_t = 1_000_000)]
+        keys: usize,
+        /// Keys per committed batch.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// Rows of the 4-column scan table.
+        #[arg(long, default_value_t = 10_000_000)]
+        scan_rows: i64,
+        /// Where the engines keep their files (a fresh temporary directory inside it).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
+}
+
+type BoxError = Box<dyn std::error::Error>;
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().workload {
+        Workload::Storage {
+            keys,
+            batch,
+            scan_rows,
+            dir,
+        } => storage(keys, batch, scan_rows, dir),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("basalt-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Figures {
+    insert_rows_per_s: f64,
+    point_reads_per_s: f64,
+    scan_load_rows_per_s: f64,
+    scan_cold_s: f64,
+    scan_warm_s: f64,
+    scan_matches: usize,
+}
+
+fn per_second(n: usize, elapsed: Duration) -> f64 {
+    n as f64 / elapsed.as_secs_f64()
+}
+
+fn storage(
+    keys: usize,
+    batch: usize,
+    scan_rows: i64,
+    dir: Option<std::path::PathBuf>,
+) -> Result<(), BoxError> {
+    let base = match dir {
+        Some(d) => tempfile::tempdir_in(d)?,
+        None => tempfile::tempdir()?,
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("machine: {threads} threads; keys {keys} x {VALUE_BYTES} B in batches of {batch}; scan table {scan_rows} rows x 4 columns");
+    let key_set = random_keys(keys, 42);
+    let expected_matches = (0..scan_rows).filter(|&id| wide_a(id) == 42).count();
+
+    let basalt = basalt_storage(
+        &base.path().join("basalt"),
+        &key_set,
+        batch,
+        scan_rows,
+        threads,
+    )?;
+    report("basalt", &basalt);
+    let fjall = fjall_storage(&base.path().join("fjall"), &key_set, batch, scan_rows)?;
+    report("fjall", &fjall);
+    for (name, f) in [("basalt", &basalt), ("fjall", &fjall)] {
+        if f.scan_matches != expected_matches {
+            return Err(format!(
+                "{name} scan found {} rows, expected {expected_matches}",
+                f.scan_matches
+            )
+            .into());
+        }
+    }
+    let bandwidth = memory_pass_seconds(scan_rows as usize);
+    let logical_bytes = scan_rows as f64 * 28.0;
+    println!(
+        "reference: one pass over the same 4 columns in plain memory: {:.3} s ({:.2} GB/s); basalt warm scan {:.2} GB/s",
+        bandwidth,
+        logical_bytes / bandwidth / 1e9,
+        logical_bytes / basalt.scan_warm_s / 1e9
+    );
+    let summary = json!({
+        "workload": "storage",
+        "keys": keys,
+        "scan_rows": scan_rows,
+        "peer": "fjall 3",
+        "basalt": figures_json(&basalt),
+        "fjall": figures_json(&fjall),
+        "ratio": {
+            "insert": basalt.insert_rows_per_s / fjall.insert_rows_per_s,
+            "point_read": basalt.point_reads_per_s / fjall.point_reads_per_s,
+            "scan_warm": fjall.scan_warm_s / basalt.scan_warm_s,
+            "scan_cold": fjall.scan_cold_s / basalt.scan_cold_s,
+            "scan_vs_memory_pass": bandwidth / basalt.scan_warm_s,
+        },
+    });
+    println!("{summary}");
+    Ok(())
+}
+
+fn figures_json(f: &Figures) -> serde_json::Value {
+    json!({
+        "insert_rows_per_s": f.insert_rows_per_s.round(),
+        "point_reads_per_s": f.point_reads_per_s.round(),
+        "scan_load_rows_per_s": f.scan_load_rows_per_s.round(),
+        "scan_cold_s": f.scan_cold_s,
+        "scan_warm_s": f.scan_warm_s,
+    })
+}
+
+fn report(name: &str, f: &Figures) {
+    println!(
+        "{name:>7}: insert {:>10.0} rows/s | point read {:>10.0} /s | scan load {:>10.0} rows/s | scan cold {:.3} s warm {:.3} s ({} matches)",
+        f.insert_rows_per_s, f.point_reads_per_s, f.scan_load_rows_per_s, f.scan_cold_s, f.scan_warm_s, f.scan_matches
+    );
+}
+
+fn basalt_storage(
+    dir: &std::path::Path,
+    keys: &[i64],
+    batch: usize,
+    scan_rows: i64,
+    threads: usize,
+) -> Result<Figures, BoxError> {
+    let db = Db::open(dir, Options::default())?;
+    db.create_table("kv", basalt_bench::kv_schema(), &["k"])?;
+    let mut figures = Figures::default();
+
+    let start = Instant::now();
+    for chunk in keys.chunks(batch) {
+        let mut txn = db.begin();
+        txn.put("kv", &kv_batch(chunk))?;
+        txn.commit()?;
+    }
+    figures.insert_rows_per_s = per_second(keys.len(), start.elapsed());
+    db.flush()?;
+
+    let probes = read_order(keys);
+    let encoded: Vec<Vec<u8>> = probes.iter().map(|&k| encode_i64_key(k)).collect();
+    let snapshot = db.snapshot();
+    let start = Instant::now();
+    let mut found = 0;
+    for key in &encoded {
+        if snapshot.get("kv", key)?.is_some() {
+            found += 1;
+        }
+    }
+    figures.point_reads_per_s = per_second(probes.len(), start.elapsed());
+    if found != probes.len() {
+        return Err(format!("basalt found {found} of {} keys", probes.len()).into());
+    }
+    drop(snapshot);
+
+    let start = Instant::now();
+    load_wide(&db, "wide", scan_rows)?;
+    figures.scan_load_rows_per_s = per_second(scan_rows as usize, start.elapsed());
+    let options = ScanOptions {
+        predicates: vec![Predicate {
+            column: 1,
+            op: PredicateOp::Eq(Scalar::Int(42)),
+        }],
+        ..ScanOptions::default()
+    };
+    let mut timings = Vec::new();
+    for _ in 0..4 {
+        let snapshot = db.snapshot();
+        let start = Instant::now();
+        let batches = snapshot.scan("wide", &options)?.execute(threads)?;
+        timings.push(start.elapsed().as_secs_f64());
+        figures.scan_matches = batches.iter().map(|b| b.num_rows()).sum();
+    }
+    figures.scan_cold_s = timings[0];
+    figures.scan_warm_s = timings[1..].iter().copied().fold(f64::INFINITY, f64::min);
+    db.close()?;
+    Ok(figures)
+}
+
+fn fjall_storage(
+    dir: &std::path::Path,
+    keys: &[i64],
+    batch: usize,
+    scan_rows: i64,
+) -> Result<Figures, BoxError> {
+    use fjall::{Database, KeyspaceCreateOptions, PersistMode};
+    let db = Database::builder(dir).open()?;
+    let kv = db.keyspace("kv", KeyspaceCreateOptions::default)?;
+    let mut figures = Figures::default();
+
+    let start = Instant::now();
+    for chunk in keys.chunks(batch) {
+        let mut writes = db.batch().durability(Some(PersistMode::SyncData));
+        for &k in chunk {
+            writes.insert(&kv, k.to_be_bytes(), value_for(k));
+        }
+        writes.commit()?;
+    }
+    figures.insert_rows_per_s = per_second(keys.len(), start.elapsed());
+    kv.rotate_memtable_and_wait()?;
+
+    let probes = read_order(keys);
+    let encoded: Vec<[u8; 8]> = probes.iter().map(|k| k.to_be_bytes()).collect();
+    let start = Instant::now();
+    let mut found = 0;
+    for key in &encoded {
+        if kv.get(key)?.is_some() {
+            found += 1;
+        }
+    }
+    figures.point_reads_per_s = per_second(probes.len(), start.elapsed());
+    if found != probes.len() {
+        return Err(format!("fjall found {found} of {} keys", probes.len()).into());
+    }
+
+    let wide = db.keyspace("wide", KeyspaceCreateOptions::default)?;
+    let start = Instant::now();
+    let mut id = 0;
+    while id < scan_rows {
+        let end = (id + 100_000).min(scan_rows);
+        let mut writes = db.batch().durability(Some(PersistMode::SyncData));
+        for i in id..end {
+            let mut value = [0u8; 20];
+            value[..8].copy_from_slice(&wide_a(i).to_le_bytes());
+            value[8..16].copy_from_slice(&(i as f64 * 0.5).to_le_bytes());
+            value[16..].copy_from_slice(&((i % 1000) as i32).to_le_bytes());
+            writes.insert(&wide, i.to_be_bytes(), value);
+        }
+        writes.commit()?;
+        id = end;
+    }
+    wide.rotate_memtable_and_wait()?;
+    wide.major_compact()?;
+    figures.scan_load_rows_per_s = per_second(scan_rows as usize, start.elapsed());
+    let mut timings = Vec::new();
+    for _ in 0..4 {
+        let start = Instant::now();
+        let mut matches = Vec::new();
+        for item in wide.iter() {
+            let (key, value) = item.into_inner()?;
+            let a = i64::from_le_bytes(value[..8].try_into()?);
+            if a == 42 {
+                let b = f64::from_le_bytes(value[8..16].try_into()?);
+                let c = i32::from_le_bytes(value[16..20].try_into()?);
+                matches.push((i64::from_be_bytes(key[..8].try_into()?), a, b, c));
+            }
+        }
+        timings.push(start.elapsed().as_secs_f64());
+        figures.scan_matches = matches.len();
+    }
+    figures.scan_cold_s = timings[0];
+    figures.scan_warm_s = timings[1..].iter().copied().fold(f64::INFINITY, f64::min);
+    Ok(figures)
+}
+
+/// The inserted keys in a different random order.
+fn read_order(keys: &[i64]) -> Vec<i64> {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let mut probes = keys.to_vec();
+    probes.shuffle(&mut rand::rngs::SmallRng::seed_from_u64(7));
+    probes
+}
+
+/// FORMAT.md section 9: a BIGINT key is big-endian with the sign bit flipped.
+fn encode_i64_key(k: i64) -> Vec<u8> {
+    ((k as u64) ^ (1 << 63)).to_be_bytes().to_vec()
+}
+
+/// Seconds for one filtering pass over the same four columns held in plain
+/// vectors: the memory-bandwidth yardstick for the scan.
+fn memory_pass_seconds(rows: usize) -> f64 {
+    let id: Vec<i64> = (0..rows as i64).collect();
+    let a: Vec<i64> = id.iter().map(|&i| wide_a(i)).collect();
+    let b: Vec<f64> = id.iter().map(|&i| i as f64 * 0.5).collect();
+    let c: Vec<i32> = id.iter().map(|&i| (i % 1000) as i32).collect();
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let start = Instant::now();
+        // Every byte of every column is read, as a columnar scan must.
+        let mut sum = 0f64;
+        let mut matches = 0usize;
+        for i in 0..rows {
+            matches += usize::from(a[i] == 42);
+            sum += id[i] as f64 + b[i] + c[i] as f64;
+        }
+        std::hint::black_box((sum, matches));
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    best
+}

@@ -143,20 +143,22 @@ impl Inner {
         self.wal.remove_flushed(flushed_through)
     }
 
-    /// Merges all of a table's segments into level 1 when level 0 has reached
-    /// the trigger (or always, when `force`). Returns whether it did.
+    /// Merges level 0 with the level-1 segments its key range overlaps once
+    /// level 0 has reached the trigger (or all segments, when `force`).
+    /// Returns whether it did.
     pub(crate) fn compact_table(&self, table_id: u32, force: bool) -> Result<bool> {
         let state = self.current();
         let Some(table) = state.tables.get(&table_id) else {
             return Ok(false);
         };
-        let inputs: Vec<Arc<SegmentFile>> = table.segments().cloned().collect();
-        let worthwhile = if force {
-            !inputs.is_empty()
+        let inputs = if force {
+            table.segments().cloned().collect()
+        } else if table.l0.len() >= self.options.l0_compaction_trigger {
+            compaction_inputs(table)
         } else {
-            table.l0.len() >= self.options.l0_compaction_trigger
+            Vec::new()
         };
-        if !worthwhile {
+        if inputs.is_empty() {
             return Ok(false);
         }
         let oldest = self.oldest_snapshot_seq();
@@ -202,7 +204,9 @@ impl Inner {
         let input_ids: Vec<u64> = inputs.iter().map(|s| s.id).collect();
         self.replace_table(table_id, |t| {
             t.l0.retain(|s| !input_ids.contains(&s.id));
-            t.l1 = outputs.clone();
+            t.l1.retain(|s| !input_ids.contains(&s.id));
+            t.l1.extend(outputs.iter().cloned());
+            t.l1.sort_by(|a, b| a.summary().min_key.cmp(&b.summary().min_key));
         });
         inputs.iter().for_each(|s| s.mark_obsolete());
         tracing::debug!(table = %table.def.name, inputs = inputs.len(), outputs = outputs.len(), "compacted");
@@ -236,6 +240,31 @@ impl Inner {
                 .wait_for(&mut work, Duration::from_millis(50));
         }
     }
+}
+
+/// Every level-0 segment plus the level-1 segments overlapping their key
+/// range. Any version of a key in that range is among them, so tombstones
+/// can be dropped, and the outputs stay disjoint from the untouched level-1
+/// segments.
+fn compaction_inputs(table: &TableState) -> Vec<Arc<SegmentFile>> {
+    let lo = table
+        .l0
+        .iter()
+        .map(|s| s.summary().min_key.as_slice())
+        .min();
+    let hi = table
+        .l0
+        .iter()
+        .map(|s| s.summary().max_key.as_slice())
+        .max();
+    let (Some(lo), Some(hi)) = (lo, hi) else {
+        return Vec::new();
+    };
+    let overlapping = table
+        .l1
+        .iter()
+        .filter(|s| s.summary().min_key.as_slice() <= hi && s.summary().max_key.as_slice() >= lo);
+    table.l0.iter().chain(overlapping).cloned().collect()
 }
 
 /// A segment's rows as one sorted run under `schema` (columns the segment

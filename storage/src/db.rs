@@ -402,6 +402,12 @@ impl Db {
         })
     }
 
+    /// How many fsyncs of the WAL commits have waited for; with concurrent
+    /// committers this is lower than the number of commits (group commit).
+    pub fn wal_syncs(&self) -> u64 {
+        self.inner.wal.sync_count()
+    }
+
     /// The highest acknowledged commit sequence.
     pub fn last_sequence(&self) -> u64 {
         self.inner.visible_seq.load(Ordering::SeqCst)

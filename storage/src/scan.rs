@@ -10,8 +10,11 @@ use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{UInt64Type, UInt8Type};
-use arrow_array::{new_null_array, Array, ArrayRef, BooleanArray, Datum, RecordBatch};
+use arrow_array::{
+    new_null_array, Array, ArrayRef, BooleanArray, Datum, RecordBatch, RecordBatchOptions,
+};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use arrow_select::filter::FilterBuilder;
 use basalt_formats::scalar::Scalar;
 use basalt_formats::segment::{RowGroupMeta, OP_DELETE, SYSTEM_COLUMNS};
 
@@ -203,14 +206,16 @@ fn execute_unit(ctx: &ScanContext, sources: &[Source]) -> Result<Option<RecordBa
         if !row_group_may_match(meta, &ctx.predicates) {
             return Ok(None);
         }
-        let run = decode_row_group(ctx, segment, *group)?;
         let clean = meta.unique_keys && !meta.has_tombstones && meta.max_seq <= ctx.snapshot_seq;
-        let merged = if clean {
-            run
-        } else {
-            merge_runs(ctx, &[run], &[false])?
-        };
-        return finish(ctx, merged);
+        if clean {
+            // Nothing to merge: decode predicate columns first and the rest
+            // only if some row matches; skip the system columns.
+            let column = |position: usize| table_column(ctx, segment, *group, ctx.needed[position]);
+            let key = || segment.column(&ctx.cache, *group, 0);
+            return finish(ctx, meta.num_rows as usize, column, key);
+        }
+        let run = decode_row_group(ctx, segment, *group)?;
+        return finish_run(ctx, merge_runs(ctx, &[run], &[false])?);
     }
     let mut runs = Vec::with_capacity(sources.len());
     let mut prefiltered = Vec::with_capacity(sources.len());
@@ -226,26 +231,38 @@ fn execute_unit(ctx: &ScanContext, sources: &[Source]) -> Result<Option<RecordBa
             }
         }
     }
-    let merged = merge_runs(ctx, &runs, &prefiltered)?;
-    finish(ctx, merged)
+    finish_run(ctx, merge_runs(ctx, &runs, &prefiltered)?)
+}
+
+/// One table column of a row group; columns added to the table after the
+/// segment was written read as nulls.
+fn table_column(
+    ctx: &ScanContext,
+    segment: &SegmentFile,
+    group: usize,
+    column: usize,
+) -> Result<ArrayRef> {
+    let stored = SYSTEM_COLUMNS + column;
+    if stored < segment.reader.schema().fields().len() {
+        segment.column(&ctx.cache, group, stored)
+    } else {
+        let rows = segment.row_groups()[group].num_rows as usize;
+        Ok(new_null_array(
+            ctx.table_schema.field(column).data_type(),
+            rows,
+        ))
+    }
 }
 
 /// The system columns and the needed table columns of one row group. Columns
 /// added to the table after the segment was written read as nulls.
 fn decode_row_group(ctx: &ScanContext, segment: &SegmentFile, group: usize) -> Result<RecordBatch> {
-    let stored_columns = segment.reader.schema().fields().len();
-    let rows = segment.row_groups()[group].num_rows as usize;
     let mut columns = Vec::with_capacity(SYSTEM_COLUMNS + ctx.needed.len());
     for c in 0..SYSTEM_COLUMNS {
         columns.push(segment.column(&ctx.cache, group, c)?);
     }
     for &c in &ctx.needed {
-        let stored = SYSTEM_COLUMNS + c;
-        if stored < stored_columns {
-            columns.push(segment.column(&ctx.cache, group, stored)?);
-        } else {
-            columns.push(new_null_array(ctx.table_schema.field(c).data_type(), rows));
-        }
+        columns.push(table_column(ctx, segment, group, c)?);
     }
     Ok(RecordBatch::try_new(run_schema(ctx), columns)?)
 }
@@ -406,40 +423,61 @@ pub(crate) fn take_picks(
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
-/// Applies the predicates exactly and shapes the output columns.
-fn finish(ctx: &ScanContext, run: RecordBatch) -> Result<Option<RecordBatch>> {
-    let mut run = run;
-    if !ctx.predicates.is_empty() && run.num_rows() > 0 {
-        let mut mask: Option<BooleanArray> = None;
-        for p in &ctx.predicates {
-            let position = ctx
-                .needed
-                .iter()
-                .position(|&c| c == p.column)
-                .ok_or_else(|| Error::InvalidArgument("predicate column not decoded".into()))?;
-            let column = run.column(SYSTEM_COLUMNS + position);
-            let matches = evaluate(column, &p.op)?;
-            mask = Some(match mask {
-                None => matches,
-                Some(m) => arrow_arith::boolean::and(&m, &matches)?,
-            });
-        }
-        if let Some(mask) = mask {
-            run = arrow_select::filter::filter_record_batch(&run, &mask)?;
-        }
+/// [`finish`] over a merged run (system columns, then the needed columns).
+fn finish_run(ctx: &ScanContext, run: RecordBatch) -> Result<Option<RecordBatch>> {
+    let column = |position: usize| Ok(run.column(SYSTEM_COLUMNS + position).clone());
+    let key = || Ok(run.column(0).clone());
+    finish(ctx, run.num_rows(), column, key)
+}
+
+/// Applies the predicates exactly and shapes the output. `column(i)` gives
+/// the `i`-th needed column, `key()` the encoded keys; both are asked for
+/// only when some row matches.
+fn finish(
+    ctx: &ScanContext,
+    rows: usize,
+    column: impl Fn(usize) -> Result<ArrayRef>,
+    key: impl FnOnce() -> Result<ArrayRef>,
+) -> Result<Option<RecordBatch>> {
+    let mut mask: Option<BooleanArray> = None;
+    for p in &ctx.predicates {
+        let position = ctx
+            .needed
+            .iter()
+            .position(|&c| c == p.column)
+            .ok_or_else(|| Error::InvalidArgument("predicate column not decoded".into()))?;
+        let matches = evaluate(&column(position)?, &p.op)?;
+        mask = Some(match mask {
+            None => matches,
+            Some(m) => arrow_arith::boolean::and(&m, &matches)?,
+        });
     }
-    if run.num_rows() == 0 {
+    let selected = mask.as_ref().map_or(rows, |m| m.true_count());
+    if selected == 0 {
         return Ok(None);
     }
-    let mut columns: Vec<ArrayRef> = (0..ctx.projected)
-        .map(|i| run.column(SYSTEM_COLUMNS + i).clone())
-        .collect();
-    if ctx.with_key {
-        columns.push(run.column(0).clone());
+    let filter = match &mask {
+        Some(m) if selected < rows => Some(FilterBuilder::new(m).optimize().build()),
+        _ => None,
+    };
+    let apply = |array: ArrayRef| -> Result<ArrayRef> {
+        match &filter {
+            Some(f) => Ok(f.filter(array.as_ref())?),
+            None => Ok(array),
+        }
+    };
+    let mut columns = Vec::with_capacity(ctx.projected + 1);
+    for i in 0..ctx.projected {
+        columns.push(apply(column(i)?)?);
     }
-    Ok(Some(RecordBatch::try_new(
+    if ctx.with_key {
+        columns.push(apply(key()?)?);
+    }
+    let options = RecordBatchOptions::new().with_row_count(Some(selected));
+    Ok(Some(RecordBatch::try_new_with_options(
         ctx.output_schema.clone(),
         columns,
+        &options,
     )?))
 }
 

@@ -25,8 +25,10 @@ pub(crate) type ChunkCache = quick_cache::sync::Cache<(u64, u32, u32), ArrayRef,
 pub(crate) struct ChunkWeighter;
 
 impl quick_cache::Weighter<(u64, u32, u32), ArrayRef> for ChunkWeighter {
+    /// The bytes the array spans. Not its buffers' capacity: an array read in
+    /// place from a segment reports the whole mapping as its capacity.
     fn weight(&self, _key: &(u64, u32, u32), value: &ArrayRef) -> u64 {
-        value.get_array_memory_size() as u64 + 64
+        value.to_data().get_slice_memory_size().unwrap_or(0) as u64 + 64
     }
 }
 

@@ -55,6 +55,7 @@ pub(crate) struct Wal {
     active: Mutex<Active>,
     synced: Mutex<u64>,
     closed: Mutex<Vec<ClosedWal>>,
+    syncs: std::sync::atomic::AtomicU64,
 }
 
 impl Wal {
@@ -77,6 +78,7 @@ impl Wal {
             }),
             synced: Mutex::new(0),
             closed: Mutex::new(closed),
+            syncs: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -108,7 +110,14 @@ impl Wal {
         };
         file.sync_data().at(&path)?;
         *synced = appended;
+        self.syncs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
+    }
+
+    /// How many times the log has been fsynced for commits.
+    pub fn sync_count(&self) -> u64 {
+        self.syncs.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Starts a new file; the old one is synced and listed as closed.
