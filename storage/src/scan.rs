@@ -19,7 +19,7 @@ use basalt_formats::scalar::Scalar;
 use basalt_formats::segment::{RowGroupMeta, OP_DELETE, SYSTEM_COLUMNS};
 
 use crate::error::{Error, Result};
-use crate::segment::{ChunkCache, SegmentFile};
+use crate::segment::{partition_point, ChunkCache, SegmentFile};
 
 /// A comparison on one table column, used to prune row groups by zone map and
 /// then applied exactly to the rows.
@@ -173,28 +173,67 @@ impl ScanPlan {
     }
 }
 
-/// Sorts sources by first key and groups those whose key ranges overlap.
+/// Splits the scan into independent units. Segment row groups are grouped
+/// where their key ranges overlap; in-memory runs are cut along those groups'
+/// key ranges, so a few buffered rows join only the units they fall into
+/// instead of chaining every row group into one unit.
 fn group_overlapping(sources: Vec<Source>) -> Vec<Vec<Source>> {
-    type KeyRange = (Vec<u8>, Vec<u8>);
+    let (memory, row_groups): (Vec<Source>, Vec<Source>) = sources
+        .into_iter()
+        .partition(|s| matches!(s, Source::Memory(_)));
+    let mut units = group_by_range(row_groups);
+    let ranges: Vec<(Vec<u8>, Vec<u8>)> = units.iter().map(|(range, _)| range.clone()).collect();
+    let mut leftovers = Vec::new();
+    for source in memory {
+        let Source::Memory(run) = source else {
+            continue;
+        };
+        let keys = run.column(0).as_binary::<i32>();
+        let position =
+            |pred: &dyn Fn(&[u8]) -> bool| partition_point(keys.len(), |i| pred(keys.value(i)));
+        let mut taken = 0;
+        for (unit, (lo, hi)) in ranges.iter().enumerate() {
+            let start = position(&|k| k < lo.as_slice());
+            let end = position(&|k| k <= hi.as_slice());
+            if start > taken {
+                leftovers.push(Source::Memory(run.slice(taken, start - taken)));
+            }
+            if end > start {
+                units[unit]
+                    .1
+                    .push(Source::Memory(run.slice(start, end - start)));
+            }
+            taken = taken.max(end);
+        }
+        if taken < run.num_rows() {
+            leftovers.push(Source::Memory(run.slice(taken, run.num_rows() - taken)));
+        }
+    }
+    // Leftover rows lie outside every row-group unit; they only overlap each other.
+    units.extend(group_by_range(leftovers));
+    units.sort_by(|a, b| a.0 .0.cmp(&b.0 .0));
+    units.into_iter().map(|(_, unit)| unit).collect()
+}
+
+type KeyRange = (Vec<u8>, Vec<u8>);
+
+/// Sorts sources by first key and groups those whose key ranges overlap.
+fn group_by_range(sources: Vec<Source>) -> Vec<(KeyRange, Vec<Source>)> {
     let mut ranged: Vec<(KeyRange, Source)> = sources
         .into_iter()
         .filter_map(|s| s.key_range().map(|r| (r, s)))
         .collect();
     ranged.sort_by(|a, b| a.0 .0.cmp(&b.0 .0));
-    let mut units: Vec<Vec<Source>> = Vec::new();
-    let mut unit_max: Vec<u8> = Vec::new();
+    let mut units: Vec<(KeyRange, Vec<Source>)> = Vec::new();
     for ((min, max), source) in ranged {
         match units.last_mut() {
-            Some(unit) if min <= unit_max => {
+            Some(((_, unit_max), unit)) if min <= *unit_max => {
                 unit.push(source);
-                if max > unit_max {
-                    unit_max = max;
+                if max > *unit_max {
+                    *unit_max = max;
                 }
             }
-            _ => {
-                units.push(vec![source]);
-                unit_max = max;
-            }
+            _ => units.push(((min, max), vec![source])),
         }
     }
     units
@@ -217,6 +256,9 @@ fn execute_unit(ctx: &ScanContext, sources: &[Source]) -> Result<Option<RecordBa
         let run = decode_row_group(ctx, segment, *group)?;
         return finish_run(ctx, merge_runs(ctx, &[run], &[false])?);
     }
+    if let Some((segment, group, memory)) = clean_group_and_memory(ctx, sources) {
+        return clean_group_with_memory(ctx, segment, group, &memory);
+    }
     let mut runs = Vec::with_capacity(sources.len());
     let mut prefiltered = Vec::with_capacity(sources.len());
     for source in sources {
@@ -232,6 +274,30 @@ fn execute_unit(ctx: &ScanContext, sources: &[Source]) -> Result<Option<RecordBa
         }
     }
     finish_run(ctx, merge_runs(ctx, &runs, &prefiltered)?)
+}
+
+/// The parts of a unit made of exactly one clean row group and memory runs.
+fn clean_group_and_memory<'a>(
+    ctx: &ScanContext,
+    sources: &'a [Source],
+) -> Option<(&'a SegmentFile, usize, Vec<RecordBatch>)> {
+    let mut group = None;
+    let mut memory = Vec::new();
+    for source in sources {
+        match source {
+            Source::Memory(run) => memory.push(run.clone()),
+            Source::RowGroup { segment, group: g } => {
+                let meta = &segment.row_groups()[*g];
+                let clean =
+                    meta.unique_keys && !meta.has_tombstones && meta.max_seq <= ctx.snapshot_seq;
+                if group.is_some() || !clean {
+                    return None;
+                }
+                group = Some((segment.as_ref(), *g));
+            }
+        }
+    }
+    group.map(|(segment, g)| (segment, g, memory))
 }
 
 /// One table column of a row group; columns added to the table after the
@@ -439,19 +505,7 @@ fn finish(
     column: impl Fn(usize) -> Result<ArrayRef>,
     key: impl FnOnce() -> Result<ArrayRef>,
 ) -> Result<Option<RecordBatch>> {
-    let mut mask: Option<BooleanArray> = None;
-    for p in &ctx.predicates {
-        let position = ctx
-            .needed
-            .iter()
-            .position(|&c| c == p.column)
-            .ok_or_else(|| Error::InvalidArgument("predicate column not decoded".into()))?;
-        let matches = evaluate(&column(position)?, &p.op)?;
-        mask = Some(match mask {
-            None => matches,
-            Some(m) => arrow_arith::boolean::and(&m, &matches)?,
-        });
-    }
+    let mask = predicate_mask(ctx, &column)?;
     let selected = mask.as_ref().map_or(rows, |m| m.true_count());
     if selected == 0 {
         return Ok(None);
@@ -474,6 +528,120 @@ fn finish(
         columns.push(apply(key()?)?);
     }
     let options = RecordBatchOptions::new().with_row_count(Some(selected));
+    Ok(Some(RecordBatch::try_new_with_options(
+        ctx.output_schema.clone(),
+        columns,
+        &options,
+    )?))
+}
+
+/// Rows satisfying every predicate; `None` when there are no predicates.
+/// `column(i)` gives the `i`-th needed column.
+fn predicate_mask(
+    ctx: &ScanContext,
+    column: &dyn Fn(usize) -> Result<ArrayRef>,
+) -> Result<Option<BooleanArray>> {
+    let mut mask: Option<BooleanArray> = None;
+    for p in &ctx.predicates {
+        let position = ctx
+            .needed
+            .iter()
+            .position(|&c| c == p.column)
+            .ok_or_else(|| Error::InvalidArgument("predicate column not decoded".into()))?;
+        let matches = evaluate(&column(position)?, &p.op)?;
+        mask = Some(match mask {
+            None => matches,
+            Some(m) => arrow_arith::boolean::and(&m, &matches)?,
+        });
+    }
+    Ok(mask)
+}
+
+/// Row indexes where `mask` is set (every row when there is no mask).
+fn selected_rows(mask: Option<&BooleanArray>, rows: usize) -> Vec<usize> {
+    match mask {
+        Some(m) => (0..rows).filter(|&i| m.value(i)).collect(),
+        None => (0..rows).collect(),
+    }
+}
+
+/// A unit of one clean row group plus buffered rows from memory: the row
+/// group is filtered without a full merge, rows whose key was rewritten in
+/// memory are dropped from it, and the two sorted survivor lists are merged
+/// by key.
+fn clean_group_with_memory(
+    ctx: &ScanContext,
+    segment: &SegmentFile,
+    group: usize,
+    memory: &[RecordBatch],
+) -> Result<Option<RecordBatch>> {
+    // Newest version per key across the memory runs, deletes included.
+    let mut newest = Vec::new();
+    let mut last: Option<&[u8]> = None;
+    merge_walk(memory, |key, _, _, run, row| {
+        if last != Some(key) {
+            last = Some(key);
+            newest.push((run, row));
+        }
+    });
+    let memory = take_picks(memory, &newest, &run_schema(ctx))?;
+    let memory_keys = memory.column(0).as_binary::<i32>();
+    let memory_ops = memory.column(2).as_primitive::<UInt8Type>();
+
+    let rows = segment.row_groups()[group].num_rows as usize;
+    let group_column = |position: usize| table_column(ctx, segment, group, ctx.needed[position]);
+    let group_key_array = segment.column(&ctx.cache, group, 0)?;
+    let group_keys = group_key_array.as_binary::<i32>();
+    let group_mask = predicate_mask(ctx, &group_column)?;
+    let mut shadowed = vec![false; rows];
+    for i in 0..memory.num_rows() {
+        let key = memory_keys.value(i);
+        let at = partition_point(rows, |r| group_keys.value(r) < key);
+        if at < rows && group_keys.value(at) == key {
+            shadowed[at] = true;
+        }
+    }
+    let group_rows: Vec<usize> = selected_rows(group_mask.as_ref(), rows)
+        .into_iter()
+        .filter(|&r| !shadowed[r])
+        .collect();
+    let memory_column = |position: usize| Ok(memory.column(SYSTEM_COLUMNS + position).clone());
+    let memory_mask = predicate_mask(ctx, &memory_column)?;
+    let memory_rows: Vec<usize> = selected_rows(memory_mask.as_ref(), memory.num_rows())
+        .into_iter()
+        .filter(|&r| memory_ops.value(r) != OP_DELETE)
+        .collect();
+    if group_rows.is_empty() && memory_rows.is_empty() {
+        return Ok(None);
+    }
+    // Both lists are in key order and share no key.
+    let mut picks = Vec::with_capacity(group_rows.len() + memory_rows.len());
+    let (mut g, mut m) = (0, 0);
+    while g < group_rows.len() || m < memory_rows.len() {
+        let take_group = m == memory_rows.len()
+            || (g < group_rows.len()
+                && group_keys.value(group_rows[g]) < memory_keys.value(memory_rows[m]));
+        if take_group {
+            picks.push((0, group_rows[g]));
+            g += 1;
+        } else {
+            picks.push((1, memory_rows[m]));
+            m += 1;
+        }
+    }
+    let mut columns = Vec::with_capacity(ctx.projected + 1);
+    for i in 0..ctx.projected {
+        let sources = [group_column(i)?, memory_column(i)?];
+        columns.push(arrow_select::interleave::interleave(
+            &[sources[0].as_ref(), sources[1].as_ref()],
+            &picks,
+        )?);
+    }
+    if ctx.with_key {
+        let sources: [&dyn Array; 2] = [group_key_array.as_ref(), memory.column(0).as_ref()];
+        columns.push(arrow_select::interleave::interleave(&sources, &picks)?);
+    }
+    let options = RecordBatchOptions::new().with_row_count(Some(picks.len()));
     Ok(Some(RecordBatch::try_new_with_options(
         ctx.output_schema.clone(),
         columns,

@@ -145,7 +145,9 @@ impl SegmentFile {
     }
 }
 
-fn partition_point(len: usize, pred: impl Fn(usize) -> bool) -> usize {
+/// The first index in `0..len` for which `pred` is false (`pred` must be
+/// true on a prefix).
+pub(crate) fn partition_point(len: usize, pred: impl Fn(usize) -> bool) -> usize {
     let (mut lo, mut hi) = (0, len);
     while lo < hi {
         let mid = (lo + hi) / 2;
