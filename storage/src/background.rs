@@ -32,7 +32,14 @@ impl Inner {
             if self.poisoned.lock().is_some() {
                 continue;
             }
-            if let Err(e) = self.run_flushes().and_then(|()| self.run_compactions()) {
+            let work = self
+                .run_flushes()
+                .and_then(|()| self.run_compactions())
+                .and_then(|()| {
+                    self.wal
+                        .prepare_spare(|| self.next_file.fetch_add(1, Ordering::SeqCst))
+                });
+            if let Err(e) = work {
                 self.poison(&e);
             }
             self.progress_cv.notify_all();

@@ -31,6 +31,8 @@ use crate::wal::{list_wal_files, read_wal_file, ClosedWal, Wal};
 const LOCK_FILE: &str = "LOCK";
 const WAL_DIR: &str = "wal";
 const SEGMENT_DIR: &str = "seg";
+/// WAL files are prepared at the flush threshold's size, up to this.
+const WAL_PREALLOCATE_MAX: u64 = 64 << 20;
 
 /// One table as a version of the database sees it.
 #[derive(Clone)]
@@ -262,7 +264,8 @@ impl Db {
         let wal_number = recovered.next_file;
         let manifest_number = wal_number + 1;
         let next_file = AtomicU64::new(manifest_number + 1);
-        let wal = Wal::create(&wal_dir, wal_number, closed)?;
+        let preallocate = (options.flush_threshold_bytes as u64).min(WAL_PREALLOCATE_MAX);
+        let wal = Wal::create(&wal_dir, wal_number, closed, preallocate)?;
         let snapshot = snapshot_edits(&state, recovered.last_seq, next_file.load(Ordering::SeqCst));
         let manifest = ManifestLog::create(&dir, manifest_number, &snapshot)?;
         if let Some(old) = recovered.manifest_number {
@@ -439,7 +442,8 @@ impl Db {
     /// Stops background work and syncs the WAL.
     pub fn close(mut self) -> Result<()> {
         self.stop_background();
-        self.inner.wal.sync_to(u64::MAX)
+        self.inner.wal.sync_to(u64::MAX)?;
+        self.inner.wal.discard_spare()
     }
 
     fn stop_background(&mut self) {
@@ -456,7 +460,12 @@ impl Db {
 impl Drop for Db {
     fn drop(&mut self) {
         self.stop_background();
-        if let Err(e) = self.inner.wal.sync_to(u64::MAX) {
+        if let Err(e) = self
+            .inner
+            .wal
+            .sync_to(u64::MAX)
+            .and_then(|()| self.inner.wal.discard_spare())
+        {
             tracing::error!(error = %e, "could not sync the WAL on close");
         }
     }
@@ -556,10 +565,18 @@ fn replay_wal(
     recovered: &mut Recovered,
 ) -> Result<Vec<ClosedWal>> {
     let files = list_wal_files(wal_dir)?;
+    // Files after the one being written when the process stopped were
+    // prepared ahead and hold nothing; only that one may have a torn tail.
+    let mut last_written = 0;
+    for (i, (_, path)) in files.iter().enumerate() {
+        if wal_has_records(path)? {
+            last_written = i;
+        }
+    }
     let mut closed = Vec::new();
     for (i, (number, path)) in files.iter().enumerate() {
         recovered.next_file = recovered.next_file.max(number + 1);
-        let is_last = i + 1 == files.len();
+        let is_last = i >= last_written;
         let mut file_max_seq = 0;
         for (offset, payload) in read_wal_file(path, is_last)? {
             let seq = wal_record_seq(&payload).map_err(|e| Error::in_file(path, offset + 8, e))?;
@@ -595,6 +612,14 @@ fn replay_wal(
         closed.push((*number, path.clone(), file_max_seq));
     }
     Ok(closed)
+}
+
+fn wal_has_records(path: &Path) -> Result<bool> {
+    let data = fs::read(path).at(path)?;
+    Ok(!matches!(
+        basalt_formats::frame::read_frame(&data, 0),
+        basalt_formats::frame::Frame::End
+    ))
 }
 
 /// Edits that recreate `state` in a fresh manifest.

@@ -15,14 +15,31 @@ use crate::error::Result;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct MemKey {
+    /// The first 8 key bytes, big-endian, zero-padded: orders most pairs of
+    /// keys with one integer comparison instead of a memcmp call.
+    prefix: u64,
     pub key: Vec<u8>,
     pub seq: u64,
 }
 
+impl MemKey {
+    pub fn new(key: Vec<u8>, seq: u64) -> MemKey {
+        let mut head = [0u8; 8];
+        let n = key.len().min(8);
+        head[..n].copy_from_slice(&key[..n]);
+        MemKey {
+            prefix: u64::from_be_bytes(head),
+            key,
+            seq,
+        }
+    }
+}
+
 impl Ord for MemKey {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.key
-            .cmp(&other.key)
+        self.prefix
+            .cmp(&other.prefix)
+            .then_with(|| self.key.cmp(&other.key))
             .then_with(|| other.seq.cmp(&self.seq))
     }
 }
@@ -97,10 +114,7 @@ impl Memtable {
         let bytes =
             batch.get_array_memory_size() + keys.len() * per_row_overhead + keys.value_data().len();
         for row in 0..batch.num_rows() {
-            let key = MemKey {
-                key: keys.value(row).to_vec(),
-                seq,
-            };
+            let key = MemKey::new(keys.value(row).to_vec(), seq);
             self.map.insert(
                 key,
                 RowRef {
@@ -116,20 +130,14 @@ impl Memtable {
 
     /// The newest version of `key` at or below `snapshot_seq`.
     pub fn get(&self, key: &[u8], snapshot_seq: u64) -> Option<RowRef> {
-        let from = MemKey {
-            key: key.to_vec(),
-            seq: snapshot_seq,
-        };
+        let from = MemKey::new(key.to_vec(), snapshot_seq);
         let entry = self.map.lower_bound(std::ops::Bound::Included(&from))?;
         (entry.key().key == key).then(|| entry.value().clone())
     }
 
     /// The sequence of the newest version of `key`, visible or not.
     pub fn latest_seq(&self, key: &[u8]) -> Option<u64> {
-        let from = MemKey {
-            key: key.to_vec(),
-            seq: u64::MAX,
-        };
+        let from = MemKey::new(key.to_vec(), u64::MAX);
         let entry = self.map.lower_bound(std::ops::Bound::Included(&from))?;
         (entry.key().key == key).then(|| entry.key().seq)
     }

@@ -3,7 +3,7 @@
 //! share fsyncs: whoever syncs covers every record appended before it.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use basalt_formats::frame::{
@@ -47,6 +47,16 @@ struct Active {
     last_seq: u64,
 }
 
+/// A WAL file written full of zeros and synced ahead of use. Overwriting
+/// blocks that already exist lets a commit's fdatasync skip the file-system
+/// journal (no size or allocation change), which otherwise also flushes
+/// whatever the background is writing.
+struct Spare {
+    number: u64,
+    path: PathBuf,
+    file: File,
+}
+
 /// Closed WAL files: number, path and the highest sequence they hold.
 pub(crate) type ClosedWal = (u64, PathBuf, u64);
 
@@ -56,14 +66,21 @@ pub(crate) struct Wal {
     synced: Mutex<u64>,
     closed: Mutex<Vec<ClosedWal>>,
     syncs: std::sync::atomic::AtomicU64,
+    spare: Mutex<Option<Spare>>,
+    preallocate_bytes: u64,
 }
 
 impl Wal {
-    pub fn create(dir: &Path, number: u64, closed: Vec<ClosedWal>) -> Result<Wal> {
+    pub fn create(
+        dir: &Path,
+        number: u64,
+        closed: Vec<ClosedWal>,
+        preallocate_bytes: u64,
+    ) -> Result<Wal> {
         let path = wal_path(dir, number);
         let file = OpenOptions::new()
             .create_new(true)
-            .append(true)
+            .write(true)
             .open(&path)
             .at(&path)?;
         sync_dir(dir)?;
@@ -79,6 +96,8 @@ impl Wal {
             synced: Mutex::new(0),
             closed: Mutex::new(closed),
             syncs: std::sync::atomic::AtomicU64::new(0),
+            spare: Mutex::new(None),
+            preallocate_bytes,
         })
     }
 
@@ -87,6 +106,7 @@ impl Wal {
         let mut frame = Vec::with_capacity(payload.len() + FRAME_HEADER_LEN);
         encode_frame(payload, &mut frame);
         let mut active = self.active.lock();
+        // Not O_APPEND: a prepared file is overwritten from its start.
         let Active { file, path, .. } = &mut *active;
         file.write_all(&frame).at(path)?;
         active.appended += frame.len() as u64;
@@ -120,15 +140,60 @@ impl Wal {
         self.syncs.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Starts a new file; the old one is synced and listed as closed.
-    pub fn rotate(&self, next_number: u64) -> Result<()> {
-        let path = wal_path(&self.dir, next_number);
-        let file = OpenOptions::new()
+    /// Writes the next WAL file ahead of time, unless one is ready already.
+    /// `number` is asked for only when a file is made.
+    pub fn prepare_spare(&self, number: impl FnOnce() -> u64) -> Result<()> {
+        if self.preallocate_bytes == 0 || self.spare.lock().is_some() {
+            return Ok(());
+        }
+        let number = number();
+        let path = wal_path(&self.dir, number);
+        let mut file = OpenOptions::new()
             .create_new(true)
-            .append(true)
+            .write(true)
             .open(&path)
             .at(&path)?;
+        let zeros = vec![0u8; 1 << 20];
+        let mut written = 0;
+        while written < self.preallocate_bytes {
+            let n = zeros.len().min((self.preallocate_bytes - written) as usize);
+            file.write_all(&zeros[..n]).at(&path)?;
+            written += n as u64;
+        }
+        file.sync_all().at(&path)?;
         sync_dir(&self.dir)?;
+        *self.spare.lock() = Some(Spare { number, path, file });
+        Ok(())
+    }
+
+    /// Deletes the prepared file (on close; it holds nothing).
+    pub fn discard_spare(&self) -> Result<()> {
+        match self.spare.lock().take() {
+            Some(spare) => fs::remove_file(&spare.path).at(&spare.path),
+            None => Ok(()),
+        }
+    }
+
+    /// Starts a new file (the prepared one if there is one, else a new file
+    /// numbered `next_number`); the old one is synced and listed as closed.
+    pub fn rotate(&self, next_number: u64) -> Result<()> {
+        let (file, path, next_number) = match self.spare.lock().take() {
+            Some(mut spare) => {
+                // Writing the zeros left the position at the end.
+                spare.file.seek(SeekFrom::Start(0)).at(&spare.path)?;
+                (spare.file, spare.path, spare.number)
+            }
+            None => {
+                let path = wal_path(&self.dir, next_number);
+                let file = OpenOptions::new()
+                    .create_new(true)
+                    .write(true)
+                    .open(&path)
+                    .at(&path)?;
+                sync_dir(&self.dir)?;
+                (file, path, next_number)
+            }
+        };
         let mut synced = self.synced.lock();
         let mut active = self.active.lock();
         active.file.sync_data().at(&active.path)?;
