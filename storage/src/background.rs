@@ -35,15 +35,18 @@ impl Inner {
             let work = self
                 .run_flushes()
                 .and_then(|()| self.run_compactions())
-                .and_then(|()| {
-                    self.wal
-                        .prepare_spare(|| self.next_file.fetch_add(1, Ordering::SeqCst))
-                });
+                .and_then(|()| self.prepare_wal());
             if let Err(e) = work {
                 self.poison(&e);
             }
             self.progress_cv.notify_all();
         }
+    }
+
+    /// Keeps a prepared WAL file ready for the next rotation.
+    fn prepare_wal(&self) -> Result<()> {
+        self.wal
+            .prepare_spare(|| self.next_file.fetch_add(1, Ordering::SeqCst))
     }
 
     /// Flushes every frozen memtable, oldest first, then drops WAL files
@@ -83,7 +86,7 @@ impl Inner {
             &[run],
             self.options.row_group_rows,
         )?;
-        let segment = Arc::new(SegmentFile::open(path, id, 0)?);
+        let segment = Arc::new(SegmentFile::open(path, id, 0, self.cache.clone())?);
 
         let mut manifest = self.manifest.lock();
         let table_id = table.def.id;
@@ -185,7 +188,12 @@ impl Inner {
                 &[run],
                 self.options.row_group_rows,
             )?;
-            outputs.push(Arc::new(SegmentFile::open(path, id, 1)?));
+            outputs.push(Arc::new(SegmentFile::open(
+                path,
+                id,
+                1,
+                self.cache.clone(),
+            )?));
         }
         let mut manifest = self.manifest.lock();
         if !self.current().tables.contains_key(&table_id) {

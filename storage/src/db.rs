@@ -258,7 +258,8 @@ impl Db {
             recovered.next_file = number + 1;
             edits.into_iter().for_each(|e| recovered.apply(e));
         }
-        let mut state = load_segments(&recovered, &seg_dir)?;
+        let cache = Arc::new(new_cache(options.cache_bytes));
+        let mut state = load_segments(&recovered, &seg_dir, &cache)?;
         let closed = replay_wal(&wal_dir, &mut state, &mut recovered)?;
 
         let wal_number = recovered.next_file;
@@ -273,7 +274,7 @@ impl Db {
             fs::remove_file(&old_path).at(&old_path)?;
         }
         let inner = Arc::new(Inner {
-            cache: Arc::new(new_cache(options.cache_bytes)),
+            cache,
             dir,
             seg_dir,
             _lock: lock,
@@ -525,16 +526,22 @@ fn validate_table(name: &str, schema: &Schema, key_columns: &[&str]) -> Result<(
     Ok(())
 }
 
-fn load_segments(recovered: &Recovered, seg_dir: &Path) -> Result<DbState> {
+fn load_segments(
+    recovered: &Recovered,
+    seg_dir: &Path,
+    cache: &Arc<ChunkCache>,
+) -> Result<DbState> {
     let mut state = DbState::default();
     let mut live = std::collections::HashSet::new();
     for table in recovered.tables.values() {
         let mut t = TableState::new(table.def.clone(), table.flushed_seq, table.next_row_id);
         for def in table.segments.values() {
+            let path = segment_path(seg_dir, def.segment_id);
             let segment = Arc::new(SegmentFile::open(
-                segment_path(seg_dir, def.segment_id),
+                path,
                 def.segment_id,
                 def.level,
+                cache.clone(),
             )?);
             live.insert(segment.path.clone());
             if def.level == 0 {

@@ -13,22 +13,30 @@ use arrow_array::types::UInt64Type;
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_buffer::Buffer;
 use arrow_schema::SchemaRef;
+use basalt_formats::array::Codec;
 use basalt_formats::segment::{RowGroupMeta, SegmentReader, SegmentSummary, SegmentWriter};
 use memmap2::Mmap;
 
 use crate::error::{Error, IoContext, Result};
 use crate::wal::sync_dir;
 
-pub(crate) type ChunkCache = quick_cache::sync::Cache<(u64, u32, u32), ArrayRef, ChunkWeighter>;
+pub(crate) type ChunkCache = quick_cache::sync::Cache<(u64, u32, u32), CachedChunk, ChunkWeighter>;
+
+/// A decoded chunk and the heap memory it holds: a chunk stored uncompressed
+/// is read in place from the mapping and holds none (the page cache keeps
+/// it), so caching it costs nothing but saves re-checking its crc.
+#[derive(Clone)]
+pub(crate) struct CachedChunk {
+    array: ArrayRef,
+    heap_bytes: u64,
+}
 
 #[derive(Clone)]
 pub(crate) struct ChunkWeighter;
 
-impl quick_cache::Weighter<(u64, u32, u32), ArrayRef> for ChunkWeighter {
-    /// The bytes the array spans. Not its buffers' capacity: an array read in
-    /// place from a segment reports the whole mapping as its capacity.
-    fn weight(&self, _key: &(u64, u32, u32), value: &ArrayRef) -> u64 {
-        value.to_data().get_slice_memory_size().unwrap_or(0) as u64 + 64
+impl quick_cache::Weighter<(u64, u32, u32), CachedChunk> for ChunkWeighter {
+    fn weight(&self, _key: &(u64, u32, u32), value: &CachedChunk) -> u64 {
+        value.heap_bytes + 64
     }
 }
 
@@ -47,6 +55,9 @@ pub(crate) struct SegmentFile {
     pub path: PathBuf,
     pub reader: SegmentReader,
     obsolete: AtomicBool,
+    /// Chunks of this segment are evicted when it is dropped: a chunk read in
+    /// place keeps the mapping, and so the file's disk space, alive.
+    cache: Arc<ChunkCache>,
 }
 
 impl std::fmt::Debug for SegmentFile {
@@ -56,7 +67,7 @@ impl std::fmt::Debug for SegmentFile {
 }
 
 impl SegmentFile {
-    pub fn open(path: PathBuf, id: u64, level: u8) -> Result<SegmentFile> {
+    pub fn open(path: PathBuf, id: u64, level: u8, cache: Arc<ChunkCache>) -> Result<SegmentFile> {
         let file = File::open(&path).at(&path)?;
         let len = file.metadata().at(&path)?.len();
         if len == 0 {
@@ -80,6 +91,7 @@ impl SegmentFile {
             path,
             reader,
             obsolete: AtomicBool::new(false),
+            cache,
         })
     }
 
@@ -99,13 +111,26 @@ impl SegmentFile {
     pub fn column(&self, cache: &ChunkCache, row_group: usize, column: usize) -> Result<ArrayRef> {
         let key = (self.id, row_group as u32, column as u32);
         if let Some(hit) = cache.get(&key) {
-            return Ok(hit);
+            return Ok(hit.array);
         }
         let array = self
             .reader
             .read_column(row_group, column)
             .map_err(|e| Error::in_file(&self.path, 0, e))?;
-        cache.insert(key, array.clone());
+        let in_place =
+            self.reader.footer().row_groups[row_group].columns[column].codec == Codec::None;
+        let heap_bytes = if in_place {
+            0
+        } else {
+            array.to_data().get_slice_memory_size().unwrap_or(0) as u64
+        };
+        cache.insert(
+            key,
+            CachedChunk {
+                array: array.clone(),
+                heap_bytes,
+            },
+        );
         Ok(array)
     }
 
@@ -162,6 +187,12 @@ pub(crate) fn partition_point(len: usize, pred: impl Fn(usize) -> bool) -> usize
 
 impl Drop for SegmentFile {
     fn drop(&mut self) {
+        let columns = self.reader.schema().fields().len() as u32;
+        for group in 0..self.row_groups().len() as u32 {
+            for column in 0..columns {
+                self.cache.remove(&(self.id, group, column));
+            }
+        }
         if self.obsolete.load(Ordering::Acquire) {
             if let Err(e) = fs::remove_file(&self.path) {
                 tracing::warn!(file = %self.path.display(), error = %e, "could not delete obsolete segment");
