@@ -25,3 +25,13 @@ pub use error::{Error, Result};
 pub use options::Options;
 pub use scan::{Predicate, PredicateOp, ScanOptions, ScanPlan};
 pub use txn::{Snapshot, Transaction};
+
+// The query layer shares a database across sessions and moves transactions
+// between threads; keep that possible.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    const fn send<T: Send>() {}
+    send_sync::<Db>();
+    send_sync::<Snapshot>();
+    send::<Transaction>();
+};
