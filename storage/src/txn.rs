@@ -15,6 +15,7 @@ use basalt_formats::key::{encode_keys, row_id_key};
 use basalt_formats::manifest::TableDef;
 use basalt_formats::segment::{OP_DELETE, OP_PUT, SYSTEM_COLUMNS};
 use basalt_formats::wal::{encode_wal_record, TableWrite, WalRecord};
+use parking_lot::Mutex;
 
 use crate::db::{Db, DbState, Inner, TableState};
 use crate::error::{Error, Result};
@@ -80,18 +81,58 @@ impl Drop for Snapshot {
     }
 }
 
-/// A transaction's buffered writes to one table, newest per key.
+/// A transaction's buffered writes to one table.
 struct Pending {
     table: Arc<TableState>,
-    rows: BTreeMap<Vec<u8>, RowRef>,
+    /// Writes in WAL batch layout, in the order made: a later row overrides
+    /// an earlier one with the same key, in the memtable and in WAL replay
+    /// alike, so a commit logs them as they are.
+    batches: Vec<Arc<RecordBatch>>,
+    /// Newest row per key, built when the transaction reads its own writes.
+    index: Mutex<Option<Arc<BTreeMap<Vec<u8>, RowRef>>>>,
 }
 
 impl Pending {
-    fn rows_in_order(&self) -> (Vec<&[u8]>, Vec<RowRef>) {
-        (
-            self.rows.keys().map(|k| k.as_slice()).collect(),
-            self.rows.values().cloned().collect(),
-        )
+    fn new(table: Arc<TableState>) -> Pending {
+        Pending {
+            table,
+            batches: Vec::new(),
+            index: Mutex::new(None),
+        }
+    }
+
+    fn push(&mut self, batch: RecordBatch) {
+        self.batches.push(Arc::new(batch));
+        *self.index.get_mut() = None;
+    }
+
+    fn index(&self) -> Arc<BTreeMap<Vec<u8>, RowRef>> {
+        let mut index = self.index.lock();
+        index
+            .get_or_insert_with(|| {
+                let mut rows = BTreeMap::new();
+                for batch in &self.batches {
+                    let keys = batch.column(0).as_binary::<i32>();
+                    for row in 0..batch.num_rows() {
+                        rows.insert(
+                            keys.value(row).to_vec(),
+                            RowRef {
+                                batch: batch.clone(),
+                                row: row as u32,
+                            },
+                        );
+                    }
+                }
+                Arc::new(rows)
+            })
+            .clone()
+    }
+
+    /// Every key written, possibly more than once.
+    fn keys(&self) -> impl Iterator<Item = &[u8]> {
+        self.batches
+            .iter()
+            .flat_map(|b| b.column(0).as_binary::<i32>().iter().flatten())
     }
 
     fn to_run(
@@ -99,7 +140,9 @@ impl Pending {
         needed: &[usize],
         run_schema: &arrow_schema::SchemaRef,
     ) -> Result<RecordBatch> {
-        let (keys, rows) = self.rows_in_order();
+        let index = self.index();
+        let keys: Vec<&[u8]> = index.keys().map(|k| k.as_slice()).collect();
+        let rows: Vec<RowRef> = index.values().cloned().collect();
         rows_to_run(
             &keys,
             &vec![u64::MAX; keys.len()],
@@ -109,30 +152,14 @@ impl Pending {
         )
     }
 
-    /// The writes in WAL batch layout, in key order.
     fn to_wal_batch(&self) -> Result<RecordBatch> {
-        let (_, rows) = self.rows_in_order();
-        let mut batches: Vec<&Arc<RecordBatch>> = Vec::new();
-        let mut indices = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let idx = match batches.iter().rposition(|b| Arc::ptr_eq(b, &r.batch)) {
-                Some(i) => i,
-                None => {
-                    batches.push(&r.batch);
-                    batches.len() - 1
-                }
-            };
-            indices.push((idx, r.row as usize));
+        match self.batches.as_slice() {
+            [only] => Ok(only.as_ref().clone()),
+            many => Ok(arrow_select::concat::concat_batches(
+                &self.table.wal_schema,
+                many.iter().map(|b| b.as_ref()),
+            )?),
         }
-        let schema = &self.table.wal_schema;
-        let columns = (0..schema.fields().len())
-            .map(|c| {
-                let sources: Vec<&dyn Array> =
-                    batches.iter().map(|b| b.column(c).as_ref()).collect();
-                arrow_select::interleave::interleave(&sources, &indices)
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        Ok(RecordBatch::try_new(schema.clone(), columns)?)
     }
 }
 
@@ -166,10 +193,10 @@ impl Transaction {
 
     fn pending_for(&mut self, table: &str) -> Result<&mut Pending> {
         let t = self.snapshot.state.table(table)?.clone();
-        Ok(self.pending.entry(t.def.id).or_insert_with(|| Pending {
-            table: t,
-            rows: BTreeMap::new(),
-        }))
+        Ok(self
+            .pending
+            .entry(t.def.id)
+            .or_insert_with(|| Pending::new(t)))
     }
 
     /// Inserts or replaces (by primary key) the rows of `batch`, whose columns
@@ -184,16 +211,7 @@ impl Transaction {
             Arc::new(UInt8Array::from(vec![OP_PUT; batch.num_rows()])),
         ];
         columns.extend(batch.columns().iter().cloned());
-        let wal_batch = Arc::new(RecordBatch::try_new(t.wal_schema.clone(), columns)?);
-        for (row, key) in keys.into_iter().enumerate() {
-            pending.rows.insert(
-                key,
-                RowRef {
-                    batch: wal_batch.clone(),
-                    row: row as u32,
-                },
-            );
-        }
+        pending.push(RecordBatch::try_new(t.wal_schema.clone(), columns)?);
         Ok(())
     }
 
@@ -238,16 +256,7 @@ impl Transaction {
                 .iter()
                 .map(|f| new_null_array(f.data_type(), n)),
         );
-        let wal_batch = Arc::new(RecordBatch::try_new(t.wal_schema.clone(), columns)?);
-        for (row, key) in keys.into_iter().enumerate() {
-            pending.rows.insert(
-                key,
-                RowRef {
-                    batch: wal_batch.clone(),
-                    row: row as u32,
-                },
-            );
-        }
+        pending.push(RecordBatch::try_new(t.wal_schema.clone(), columns)?);
         Ok(())
     }
 
@@ -382,7 +391,7 @@ fn check_conflicts(
         let Some(t) = state.tables.get(id) else {
             continue;
         };
-        for key in p.rows.keys() {
+        for key in p.keys() {
             let newest = match t.memtables().find_map(|m| m.latest_seq(key)) {
                 Some(seq) => Some(seq),
                 None if t.flushed_seq > snapshot_seq => {
@@ -551,8 +560,8 @@ fn get_row(
     key: &[u8],
     pending: Option<&Pending>,
 ) -> Result<Option<RecordBatch>> {
-    if let Some(row) = pending.and_then(|p| p.rows.get(key)) {
-        return row_from_memory(table, row);
+    if let Some(row) = pending.and_then(|p| p.index().get(key).cloned()) {
+        return row_from_memory(table, &row);
     }
     if let Some(row) = table.memtables().find_map(|m| m.get(key, seq)) {
         return row_from_memory(table, &row);
