@@ -89,8 +89,10 @@ struct Pending {
     /// alike, so a commit logs them as they are.
     batches: Vec<Arc<RecordBatch>>,
     /// Newest row per key, built when the transaction reads its own writes.
-    index: Mutex<Option<Arc<BTreeMap<Vec<u8>, RowRef>>>>,
+    index: Mutex<Option<Arc<RowIndex>>>,
 }
+
+type RowIndex = BTreeMap<Vec<u8>, RowRef>;
 
 impl Pending {
     fn new(table: Arc<TableState>) -> Pending {
@@ -106,7 +108,7 @@ impl Pending {
         *self.index.get_mut() = None;
     }
 
-    fn index(&self) -> Arc<BTreeMap<Vec<u8>, RowRef>> {
+    fn index(&self) -> Arc<RowIndex> {
         let mut index = self.index.lock();
         index
             .get_or_insert_with(|| {
