@@ -8,8 +8,6 @@
 //! ```
 //! `crc` is crc32 (IEEE) of the payload. `len` is never 0.
 
-use crate::error::{Error, Result};
-
 pub const FRAME_HEADER_LEN: usize = 8;
 /// Upper bound on a single record; a larger length field is damage, not data.
 pub const MAX_FRAME_LEN: usize = 1 << 30;
@@ -74,48 +72,39 @@ fn damaged(offset: usize, reason: impl Into<String>) -> Frame<'static> {
     }
 }
 
-/// Iterates the records of a framed log, stopping at the end or at the first
-/// damaged frame (which it yields as an error).
-pub struct FrameIter<'a> {
-    data: &'a [u8],
-    offset: usize,
-    done: bool,
+/// How a framed log ends.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LogEnd {
+    /// End of data, or only zero bytes left.
+    Clean,
+    /// A damaged frame with no valid frame anywhere after it: a write that
+    /// was never acknowledged.
+    TornTail { offset: usize, reason: String },
+    /// A damaged frame followed by valid ones: acknowledged records are lost.
+    Corrupt { offset: usize, reason: String },
 }
 
-impl<'a> FrameIter<'a> {
-    pub fn new(data: &'a [u8]) -> Self {
-        FrameIter {
-            data,
-            offset: 0,
-            done: false,
-        }
-    }
-
-    /// The offset just past the last record returned.
-    pub fn offset(&self) -> usize {
-        self.offset
-    }
-}
-
-impl<'a> Iterator for FrameIter<'a> {
-    type Item = Result<(usize, &'a [u8])>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        match read_frame(self.data, self.offset) {
-            Frame::Record { offset, payload } => {
-                self.offset = offset + FRAME_HEADER_LEN + payload.len();
-                Some(Ok((offset, payload)))
+/// A framed log's records (offset and payload of each) up to the first
+/// damaged frame, and how the log ends.
+pub fn read_log(data: &[u8]) -> (Vec<(usize, &[u8])>, LogEnd) {
+    let mut records = Vec::new();
+    let mut offset = 0;
+    loop {
+        match read_frame(data, offset) {
+            Frame::Record {
+                offset: at,
+                payload,
+            } => {
+                records.push((at, payload));
+                offset = at + FRAME_HEADER_LEN + payload.len();
             }
-            Frame::End => {
-                self.done = true;
-                None
-            }
+            Frame::End => return (records, LogEnd::Clean),
             Frame::Damaged { offset, reason } => {
-                self.done = true;
-                Some(Err(Error::corrupt(offset, reason)))
+                let end = match next_valid_frame_after(data, offset) {
+                    Some(_) => LogEnd::Corrupt { offset, reason },
+                    None => LogEnd::TornTail { offset, reason },
+                };
+                return (records, end);
             }
         }
     }
@@ -144,15 +133,19 @@ mod tests {
     #[test]
     fn frames_round_trip() {
         let data = log(&[b"one", b"two", b"three"]);
-        let got: Vec<_> = FrameIter::new(&data).map(|r| r.unwrap().1).collect();
-        assert_eq!(got, vec![&b"one"[..], b"two", b"three"]);
+        let (records, end) = read_log(&data);
+        let payloads: Vec<_> = records.iter().map(|r| r.1).collect();
+        assert_eq!(payloads, vec![&b"one"[..], b"two", b"three"]);
+        assert_eq!(records[1].0, FRAME_HEADER_LEN + 3);
+        assert_eq!(end, LogEnd::Clean);
     }
 
     #[test]
     fn zero_padding_is_a_clean_end() {
         let mut data = log(&[b"one"]);
         data.extend_from_slice(&[0; 100]);
-        assert_eq!(FrameIter::new(&data).count(), 1);
+        let (records, end) = read_log(&data);
+        assert_eq!((records.len(), end), (1, LogEnd::Clean));
     }
 
     #[test]
@@ -160,10 +153,12 @@ mod tests {
         let mut data = log(&[b"one", b"two"]);
         let second = FRAME_HEADER_LEN + 3;
         data.truncate(data.len() - 1);
-        let items: Vec<_> = FrameIter::new(&data).collect();
-        assert_eq!(items.len(), 2);
-        assert_eq!(items[1].as_ref().unwrap_err().offset(), Some(second as u64));
-        assert_eq!(next_valid_frame_after(&data, second), None);
+        let (records, end) = read_log(&data);
+        assert_eq!(records.len(), 1);
+        assert!(
+            matches!(end, LogEnd::TornTail { offset, .. } if offset == second),
+            "{end:?}"
+        );
     }
 
     #[test]
@@ -171,8 +166,12 @@ mod tests {
         let mut data = log(&[b"first record", b"second record", b"third record"]);
         let second = FRAME_HEADER_LEN + 12;
         data[second + FRAME_HEADER_LEN + 2] ^= 0x40;
-        let err = FrameIter::new(&data).nth(1).unwrap().unwrap_err();
-        assert_eq!(err.offset(), Some(second as u64));
+        let (records, end) = read_log(&data);
+        assert_eq!(records.len(), 1);
+        assert!(
+            matches!(&end, LogEnd::Corrupt { offset, reason } if *offset == second && reason.contains("checksum")),
+            "{end:?}"
+        );
         let third = second + FRAME_HEADER_LEN + 13;
         assert_eq!(next_valid_frame_after(&data, second), Some(third));
     }

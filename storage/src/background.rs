@@ -78,15 +78,7 @@ impl Inner {
         let memtable = table.frozen[0].clone();
         let all_columns: Vec<usize> = (0..table.def.schema.fields().len()).collect();
         let run = memtable.to_run(None, &all_columns, &table.storage_schema)?;
-        let id = self.next_file.fetch_add(1, Ordering::SeqCst);
-        let (path, _) = write_segment(
-            &self.seg_dir,
-            id,
-            table.storage_schema.clone(),
-            &[run],
-            self.options.row_group_rows,
-        )?;
-        let segment = Arc::new(SegmentFile::open(path, id, 0, self.cache.clone())?);
+        let segment = self.write_segment(table, run, 0)?;
 
         let mut manifest = self.manifest.lock();
         let table_id = table.def.id;
@@ -123,8 +115,32 @@ impl Inner {
             t.l0.insert(0, segment.clone());
             t.flushed_seq = flushed_seq;
         });
-        tracing::debug!(table = %table.def.name, segment = id, "flushed memtable");
+        tracing::debug!(table = %table.def.name, segment = segment.id, "flushed memtable");
         Ok(true)
+    }
+
+    /// Writes a sorted run as a new segment file of `level` and opens it.
+    fn write_segment(
+        &self,
+        table: &TableState,
+        run: RecordBatch,
+        level: u8,
+    ) -> Result<Arc<SegmentFile>> {
+        let id = self.next_file.fetch_add(1, Ordering::SeqCst);
+        let schema = table.storage_schema.clone();
+        let (path, _) = write_segment(
+            &self.seg_dir,
+            id,
+            schema,
+            &[run],
+            self.options.row_group_rows,
+        )?;
+        Ok(Arc::new(SegmentFile::open(
+            path,
+            id,
+            level,
+            self.cache.clone(),
+        )?))
     }
 
     /// Swaps in a changed copy of one table's state.
@@ -180,20 +196,7 @@ impl Inner {
         let mut outputs = Vec::new();
         for chunk in split_at_key_boundaries(&runs, &picks, self.options.segment_max_rows) {
             let run = take_picks(&runs, chunk, &table.storage_schema)?;
-            let id = self.next_file.fetch_add(1, Ordering::SeqCst);
-            let (path, _) = write_segment(
-                &self.seg_dir,
-                id,
-                table.storage_schema.clone(),
-                &[run],
-                self.options.row_group_rows,
-            )?;
-            outputs.push(Arc::new(SegmentFile::open(
-                path,
-                id,
-                1,
-                self.cache.clone(),
-            )?));
+            outputs.push(self.write_segment(table, run, 1)?);
         }
         let mut manifest = self.manifest.lock();
         if !self.current().tables.contains_key(&table_id) {

@@ -5,9 +5,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use basalt_formats::frame::{
-    encode_frame, next_valid_frame_after, read_frame, Frame, FRAME_HEADER_LEN,
-};
+use basalt_formats::frame::{encode_frame, read_log, LogEnd, FRAME_HEADER_LEN};
 use basalt_formats::manifest::{decode_edits, encode_edits, Edit, CURRENT_FILE};
 
 use crate::error::{Error, IoContext, Result};
@@ -46,35 +44,27 @@ pub(crate) fn read_manifest(dir: &Path) -> Result<Option<(u64, Vec<Edit>)>> {
         })?;
     let path = dir.join(name);
     let data = fs::read(&path).at(&path)?;
-    let mut edits = Vec::new();
-    let mut offset = 0;
-    loop {
-        match read_frame(&data, offset) {
-            Frame::Record {
-                offset: at,
-                payload,
-            } => {
-                edits.extend(
-                    decode_edits(payload)
-                        .map_err(|e| Error::in_file(&path, (at + FRAME_HEADER_LEN) as u64, e))?,
-                );
-                offset = at + FRAME_HEADER_LEN + payload.len();
-            }
-            Frame::End => break,
-            // A torn last batch was never acknowledged: its work is redone or
-            // its files are orphans. Damage before valid records is corruption.
-            Frame::Damaged { offset: at, reason } => {
-                if at == 0 || next_valid_frame_after(&data, at).is_some() {
-                    return Err(Error::Corruption {
-                        file: path,
-                        offset: at as u64,
-                        reason,
-                    });
-                }
-                tracing::warn!(file = %path.display(), offset = at, %reason, "ignoring torn manifest tail");
-                break;
-            }
+    let (records, end) = read_log(&data);
+    match end {
+        LogEnd::Clean => {}
+        // A torn last batch was never acknowledged: its work is redone or its
+        // files are orphans. A manifest must start with a whole snapshot.
+        LogEnd::TornTail { offset, reason } if offset > 0 => {
+            tracing::warn!(file = %path.display(), offset, %reason, "ignoring torn manifest tail");
         }
+        LogEnd::TornTail { offset, reason } | LogEnd::Corrupt { offset, reason } => {
+            return Err(Error::Corruption {
+                file: path,
+                offset: offset as u64,
+                reason,
+            });
+        }
+    }
+    let mut edits = Vec::new();
+    for (at, payload) in records {
+        let decoded = decode_edits(payload)
+            .map_err(|e| Error::in_file(&path, (at + FRAME_HEADER_LEN) as u64, e))?;
+        edits.extend(decoded);
     }
     Ok(Some((number, edits)))
 }

@@ -6,9 +6,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use basalt_formats::frame::{
-    encode_frame, next_valid_frame_after, read_frame, Frame, FRAME_HEADER_LEN,
-};
+use basalt_formats::frame::{encode_frame, read_log, LogEnd, FRAME_HEADER_LEN};
 use parking_lot::Mutex;
 
 use crate::error::{Error, IoContext, Result};
@@ -236,33 +234,25 @@ impl Wal {
 /// followed by valid records is corruption.
 pub(crate) fn read_wal_file(path: &Path, cut_torn_tail: bool) -> Result<Vec<(u64, Vec<u8>)>> {
     let data = fs::read(path).at(path)?;
-    let mut records = Vec::new();
-    let mut offset = 0;
-    loop {
-        match read_frame(&data, offset) {
-            Frame::Record {
-                offset: at,
-                payload,
-            } => {
-                records.push((at as u64, payload.to_vec()));
-                offset = at + FRAME_HEADER_LEN + payload.len();
-            }
-            Frame::End => break,
-            Frame::Damaged { offset: at, reason } => {
-                if !cut_torn_tail || next_valid_frame_after(&data, at).is_some() {
-                    return Err(Error::Corruption {
-                        file: path.to_path_buf(),
-                        offset: at as u64,
-                        reason,
-                    });
-                }
-                tracing::warn!(file = %path.display(), offset = at, %reason, "cutting torn WAL tail");
-                let file = OpenOptions::new().write(true).open(path).at(path)?;
-                file.set_len(at as u64).at(path)?;
-                file.sync_all().at(path)?;
-                break;
-            }
+    let (records, end) = read_log(&data);
+    match end {
+        LogEnd::Clean => {}
+        LogEnd::TornTail { offset, reason } if cut_torn_tail => {
+            tracing::warn!(file = %path.display(), offset, %reason, "cutting torn WAL tail");
+            let file = OpenOptions::new().write(true).open(path).at(path)?;
+            file.set_len(offset as u64).at(path)?;
+            file.sync_all().at(path)?;
+        }
+        LogEnd::TornTail { offset, reason } | LogEnd::Corrupt { offset, reason } => {
+            return Err(Error::Corruption {
+                file: path.to_path_buf(),
+                offset: offset as u64,
+                reason,
+            });
         }
     }
-    Ok(records)
+    Ok(records
+        .into_iter()
+        .map(|(at, payload)| (at as u64, payload.to_vec()))
+        .collect())
 }
