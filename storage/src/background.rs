@@ -7,14 +7,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow_array::{new_null_array, ArrayRef, RecordBatch};
-use arrow_schema::SchemaRef;
+use arrow_array::RecordBatch;
 use basalt_formats::manifest::Edit;
 
+use crate::compaction::{merge, MergeLimits};
 use crate::db::{segment_def, Inner, TableState};
 use crate::error::Result;
-use crate::scan::{compaction_picks, take_picks};
-use crate::segment::{write_segment, SegmentFile};
+use crate::segment::{write_segment, SegmentBuilder, SegmentFile};
 
 impl Inner {
     pub(crate) fn background_loop(self: Arc<Self>) {
@@ -78,7 +77,7 @@ impl Inner {
         let memtable = table.frozen[0].clone();
         let all_columns: Vec<usize> = (0..table.def.schema.fields().len()).collect();
         let run = memtable.to_run(None, &all_columns, &table.storage_schema)?;
-        let segment = self.write_segment(table, run, 0)?;
+        let segment = self.write_segment(table, run)?;
 
         let mut manifest = self.manifest.lock();
         let table_id = table.def.id;
@@ -119,28 +118,54 @@ impl Inner {
         Ok(true)
     }
 
-    /// Writes a sorted run as a new segment file of `level` and opens it.
-    fn write_segment(
-        &self,
-        table: &TableState,
-        run: RecordBatch,
-        level: u8,
-    ) -> Result<Arc<SegmentFile>> {
+    /// Writes a sorted run as a new level-0 segment file and opens it.
+    fn write_segment(&self, table: &TableState, run: RecordBatch) -> Result<Arc<SegmentFile>> {
         let id = self.next_file.fetch_add(1, Ordering::SeqCst);
         let schema = table.storage_schema.clone();
-        let (path, _) = write_segment(
-            &self.seg_dir,
-            id,
-            schema,
-            &[run],
-            self.options.row_group_rows,
-        )?;
+        let path = write_segment(&self.seg_dir, id, schema, &run, self.options.row_group_rows)?;
         Ok(Arc::new(SegmentFile::open(
             path,
             id,
-            level,
+            0,
             self.cache.clone(),
         )?))
+    }
+
+    /// Merges the input segments into new, opened level-1 segments.
+    fn merge_into_level1(
+        &self,
+        table: &TableState,
+        inputs: &[Arc<SegmentFile>],
+    ) -> Result<Vec<Arc<SegmentFile>>> {
+        let (level0, mut level1): (Vec<&SegmentFile>, Vec<&SegmentFile>) = inputs
+            .iter()
+            .map(|s| s.as_ref())
+            .partition(|s| s.level == 0);
+        level1.sort_by(|a, b| a.summary().min_key.cmp(&b.summary().min_key));
+        let limits = MergeLimits {
+            row_group_rows: self.options.row_group_rows.max(1),
+            segment_max_rows: self.options.segment_max_rows.max(1),
+        };
+        let schema = &table.storage_schema;
+        let new_segment = || {
+            let id = self.next_file.fetch_add(1, Ordering::SeqCst);
+            Ok((
+                id,
+                SegmentBuilder::create(&self.seg_dir, id, schema.clone())?,
+            ))
+        };
+        let oldest = self.oldest_snapshot_seq();
+        merge(&level0, &level1, schema, oldest, &limits, new_segment)?
+            .into_iter()
+            .map(|(id, path)| {
+                Ok(Arc::new(SegmentFile::open(
+                    path,
+                    id,
+                    1,
+                    self.cache.clone(),
+                )?))
+            })
+            .collect()
     }
 
     /// Swaps in a changed copy of one table's state.
@@ -187,17 +212,7 @@ impl Inner {
         if inputs.is_empty() {
             return Ok(false);
         }
-        let oldest = self.oldest_snapshot_seq();
-        let runs = inputs
-            .iter()
-            .map(|s| read_whole_segment(self, s, &table.storage_schema))
-            .collect::<Result<Vec<_>>>()?;
-        let picks = compaction_picks(&runs, oldest);
-        let mut outputs = Vec::new();
-        for chunk in split_at_key_boundaries(&runs, &picks, self.options.segment_max_rows) {
-            let run = take_picks(&runs, chunk, &table.storage_schema)?;
-            outputs.push(self.write_segment(table, run, 1)?);
-        }
+        let outputs = self.merge_into_level1(table, &inputs)?;
         let mut manifest = self.manifest.lock();
         if !self.current().tables.contains_key(&table_id) {
             outputs.iter().for_each(|s| s.mark_obsolete());
@@ -283,53 +298,4 @@ fn compaction_inputs(table: &TableState) -> Vec<Arc<SegmentFile>> {
         .iter()
         .filter(|s| s.summary().min_key.as_slice() <= hi && s.summary().max_key.as_slice() >= lo);
     table.l0.iter().chain(overlapping).cloned().collect()
-}
-
-/// A segment's rows as one sorted run under `schema` (columns the segment
-/// predates read as nulls).
-fn read_whole_segment(
-    inner: &Inner,
-    segment: &SegmentFile,
-    schema: &SchemaRef,
-) -> Result<RecordBatch> {
-    let stored = segment.reader.schema().fields().len();
-    let mut groups = Vec::with_capacity(segment.row_groups().len());
-    for (g, meta) in segment.row_groups().iter().enumerate() {
-        let columns = (0..schema.fields().len())
-            .map(|c| {
-                if c < stored {
-                    segment.column(&inner.cache, g, c)
-                } else {
-                    Ok(new_null_array(
-                        schema.field(c).data_type(),
-                        meta.num_rows as usize,
-                    ))
-                }
-            })
-            .collect::<Result<Vec<ArrayRef>>>()?;
-        groups.push(RecordBatch::try_new(schema.clone(), columns)?);
-    }
-    Ok(arrow_select::concat::concat_batches(schema, &groups)?)
-}
-
-/// Cuts the picks into pieces of about `max_rows`, never splitting one key's
-/// versions across two pieces, so level-1 key ranges stay disjoint.
-fn split_at_key_boundaries<'a>(
-    runs: &[RecordBatch],
-    picks: &'a [(usize, usize)],
-    max_rows: usize,
-) -> Vec<&'a [(usize, usize)]> {
-    use arrow_array::cast::AsArray;
-    let key_of = |&(run, row): &(usize, usize)| runs[run].column(0).as_binary::<i32>().value(row);
-    let mut pieces = Vec::new();
-    let mut start = 0;
-    while start < picks.len() {
-        let mut end = (start + max_rows.max(1)).min(picks.len());
-        while end < picks.len() && key_of(&picks[end]) == key_of(&picks[end - 1]) {
-            end += 1;
-        }
-        pieces.push(&picks[start..end]);
-        start = end;
-    }
-    pieces
 }

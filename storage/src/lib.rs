@@ -7,6 +7,7 @@
 //! snapshot isolation. Scans return Arrow record batches.
 
 mod background;
+mod compaction;
 mod db;
 mod error;
 mod manifest;

@@ -450,28 +450,6 @@ pub(crate) fn merge_picks(
     picks
 }
 
-/// The versions a full compaction keeps: every version newer than
-/// `oldest_snapshot`, plus the newest at or below it unless that is a delete
-/// (nothing older remains for a tombstone to hide).
-pub(crate) fn compaction_picks(runs: &[RecordBatch], oldest_snapshot: u64) -> Vec<(usize, usize)> {
-    let mut picks = Vec::new();
-    let mut settled: Option<&[u8]> = None;
-    merge_walk(runs, |key, seq, op, run, row| {
-        if settled == Some(key) {
-            return;
-        }
-        if seq > oldest_snapshot {
-            picks.push((run, row));
-            return;
-        }
-        settled = Some(key);
-        if op != OP_DELETE {
-            picks.push((run, row));
-        }
-    });
-    picks
-}
-
 pub(crate) fn take_picks(
     runs: &[RecordBatch],
     picks: &[(usize, usize)],

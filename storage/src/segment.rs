@@ -108,6 +108,18 @@ impl SegmentFile {
         self.obsolete.store(true, Ordering::Release);
     }
 
+    /// One row group with every stored column, bypassing the cache (for
+    /// compaction, which reads each chunk once).
+    pub fn read_row_group(&self, row_group: usize) -> Result<Vec<ArrayRef>> {
+        (0..self.reader.schema().fields().len())
+            .map(|c| {
+                self.reader
+                    .read_column(row_group, c)
+                    .map_err(|e| Error::in_file(&self.path, 0, e))
+            })
+            .collect()
+    }
+
     pub fn column(&self, cache: &ChunkCache, row_group: usize, column: usize) -> Result<ArrayRef> {
         let key = (self.id, row_group as u32, column as u32);
         if let Some(hit) = cache.get(&key) {
@@ -201,35 +213,73 @@ impl Drop for SegmentFile {
     }
 }
 
-/// Writes sorted runs as one segment, split into row groups; durable on return.
+/// A segment file being written: row groups go in one at a time, in key
+/// order; it becomes visible under its final name, durably, on `finish`.
+pub(crate) struct SegmentBuilder {
+    dir: PathBuf,
+    path: PathBuf,
+    tmp: PathBuf,
+    writer: SegmentWriter<BufWriter<File>>,
+    rows: usize,
+}
+
+impl SegmentBuilder {
+    pub fn create(dir: &Path, id: u64, schema: SchemaRef) -> Result<SegmentBuilder> {
+        let path = segment_path(dir, id);
+        let tmp = path.with_extension("bseg.tmp");
+        let file = File::create(&tmp).at(&tmp)?;
+        let writer = SegmentWriter::new(BufWriter::with_capacity(1 << 20, file), schema)
+            .map_err(|e| Error::in_file(&tmp, 0, e))?;
+        Ok(SegmentBuilder {
+            dir: dir.to_path_buf(),
+            path,
+            tmp,
+            writer,
+            rows: 0,
+        })
+    }
+
+    pub fn add_row_group(&mut self, rows: &RecordBatch) -> Result<()> {
+        self.writer
+            .write_row_group(rows)
+            .map_err(|e| Error::in_file(&self.tmp, 0, e))?;
+        self.rows += rows.num_rows();
+        Ok(())
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn finish(self) -> Result<PathBuf> {
+        let (_, out) = self
+            .writer
+            .finish()
+            .map_err(|e| Error::in_file(&self.tmp, 0, e))?;
+        let file = out
+            .into_inner()
+            .map_err(|e| Error::io(&self.tmp, e.into_error()))?;
+        file.sync_all().at(&self.tmp)?;
+        fs::rename(&self.tmp, &self.path).at(&self.path)?;
+        sync_dir(&self.dir)?;
+        Ok(self.path)
+    }
+}
+
+/// Writes a sorted run as one segment, split into row groups; durable on return.
 pub(crate) fn write_segment(
     dir: &Path,
     id: u64,
     schema: SchemaRef,
-    runs: &[RecordBatch],
+    run: &RecordBatch,
     row_group_rows: usize,
-) -> Result<(PathBuf, SegmentSummary)> {
-    let path = segment_path(dir, id);
-    let tmp = path.with_extension("bseg.tmp");
-    let file = File::create(&tmp).at(&tmp)?;
-    let mut writer = SegmentWriter::new(BufWriter::with_capacity(1 << 20, file), schema)
-        .map_err(|e| Error::in_file(&tmp, 0, e))?;
-    for run in runs {
-        let mut start = 0;
-        while start < run.num_rows() {
-            let len = row_group_rows.min(run.num_rows() - start);
-            writer
-                .write_row_group(&run.slice(start, len))
-                .map_err(|e| Error::in_file(&tmp, 0, e))?;
-            start += len;
-        }
+) -> Result<PathBuf> {
+    let mut builder = SegmentBuilder::create(dir, id, schema)?;
+    let mut start = 0;
+    while start < run.num_rows() {
+        let len = row_group_rows.max(1).min(run.num_rows() - start);
+        builder.add_row_group(&run.slice(start, len))?;
+        start += len;
     }
-    let (summary, out) = writer.finish().map_err(|e| Error::in_file(&tmp, 0, e))?;
-    let file = out
-        .into_inner()
-        .map_err(|e| Error::io(&tmp, e.into_error()))?;
-    file.sync_all().at(&tmp)?;
-    fs::rename(&tmp, &path).at(&path)?;
-    sync_dir(dir)?;
-    Ok((path, summary))
+    builder.finish()
 }
