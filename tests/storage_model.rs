@@ -38,6 +38,8 @@ fn options(background: bool) -> Options {
         max_wal_files: 3,
         cache_bytes: 4 << 20,
         background_work: background,
+        // Small enough that the manifest is rewritten many times per run.
+        manifest_rewrite_bytes: 2048,
         ..Options::default()
     }
 }
@@ -520,4 +522,41 @@ fn segments_outlive_compaction_while_a_snapshot_reads_them() {
         "replaced segments were not deleted: {last:?}"
     );
     assert_eq!(db.table_stats("t").unwrap().l1_segments, 1);
+}
+
+#[test]
+fn flushed_wal_files_are_deleted_and_asynchronous_commits_survive_a_clean_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal_files = || std::fs::read_dir(dir.path().join("wal")).unwrap().count();
+    {
+        let db = Db::open(
+            dir.path(),
+            Options {
+                synchronous_commit: false,
+                ..options(true)
+            },
+        )
+        .unwrap();
+        db.create_table("t", schema(), &["k"]).unwrap();
+        for round in 0..20 {
+            let rows: Vec<_> = (0..50)
+                .map(|i| (round * 50 + i, (Some("x".repeat(100)), Some(i))))
+                .collect();
+            let mut txn = db.begin();
+            txn.put("t", &batch(&rows)).unwrap();
+            txn.commit().unwrap();
+        }
+        assert_eq!(db.wal_syncs(), 0, "no commit waited for an fsync");
+        db.flush().unwrap();
+        // The active file and at most one prepared ahead remain.
+        assert!(wal_files() <= 2, "{} WAL files after a flush", wal_files());
+        let mut txn = db.begin();
+        txn.put("t", &batch(&[(5000, (None, None))])).unwrap();
+        txn.commit().unwrap();
+    }
+    let db = open(dir.path(), true);
+    assert_eq!(
+        scan_all(&db.snapshot(), &ScanOptions::default(), 2).len(),
+        1001
+    );
 }

@@ -675,7 +675,7 @@ impl Inner {
             self.poison(&e);
             return Err(e);
         }
-        if manifest.needs_rewrite() {
+        if manifest.needs_rewrite(self.options.manifest_rewrite_bytes) {
             let number = self.next_file.fetch_add(1, Ordering::SeqCst);
             let mut snapshot = snapshot_edits(
                 &self.current(),

@@ -11,9 +11,6 @@ use basalt_formats::manifest::{decode_edits, encode_edits, Edit, CURRENT_FILE};
 use crate::error::{Error, IoContext, Result};
 use crate::wal::sync_dir;
 
-/// Rewrite the manifest when it passes this size.
-const REWRITE_BYTES: u64 = 8 << 20;
-
 pub(crate) struct ManifestLog {
     dir: PathBuf,
     file: File,
@@ -108,8 +105,8 @@ impl ManifestLog {
         Ok(())
     }
 
-    pub fn needs_rewrite(&self) -> bool {
-        self.size > REWRITE_BYTES
+    pub fn needs_rewrite(&self, limit_bytes: u64) -> bool {
+        self.size > limit_bytes
     }
 
     /// Replaces this log by a fresh one holding only `snapshot`.

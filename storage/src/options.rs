@@ -21,6 +21,8 @@ pub struct Options {
     pub max_wal_files: usize,
     /// Run flushes and compactions on a background thread.
     pub background_work: bool,
+    /// The manifest log is rewritten as one snapshot past this size.
+    pub manifest_rewrite_bytes: u64,
 }
 
 impl Default for Options {
@@ -36,6 +38,7 @@ impl Default for Options {
             cache_bytes: 512 << 20,
             max_wal_files: 8,
             background_work: true,
+            manifest_rewrite_bytes: 8 << 20,
         }
     }
 }
