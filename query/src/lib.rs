@@ -1,1 +1,4 @@
-//! SQL layer: arrives with the SQL issue (DataFusion over basalt-storage).
+//! Basalt's SQL layer. The DataFusion session arrives with the SQL issue; what
+//! is here now is the error-to-SQLSTATE mapping every later layer reports through.
+
+pub mod sqlstate;

@@ -34,8 +34,6 @@ pub enum Error {
     NotNull(String),
     #[error("database is read-only after an earlier write failure: {0}")]
     Poisoned(String),
-    #[error("database is closed")]
-    Closed,
     #[error("format error: {0}")]
     Format(#[from] basalt_formats::Error),
     #[error("arrow error: {0}")]

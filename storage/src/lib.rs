@@ -21,6 +21,7 @@ mod wal;
 pub use basalt_formats::key::{encode_key, encode_keys};
 pub use basalt_formats::manifest::TableDef;
 pub use basalt_formats::scalar::Scalar;
+pub use basalt_formats::Error as FormatError;
 pub use db::{Db, TableStats};
 pub use error::{Error, Result};
 pub use options::Options;
