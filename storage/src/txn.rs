@@ -11,6 +11,7 @@ use std::sync::Arc;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{UInt64Type, UInt8Type};
 use arrow_array::{new_null_array, Array, ArrayRef, BinaryArray, RecordBatch, UInt8Array};
+use basalt_formats::frame::MAX_FRAME_LEN;
 use basalt_formats::key::{encode_keys, row_id_key};
 use basalt_formats::manifest::TableDef;
 use basalt_formats::segment::{OP_DELETE, OP_PUT, SYSTEM_COLUMNS};
@@ -310,6 +311,15 @@ impl Transaction {
             seq: 0,
             tables: tables.clone(),
         })?;
+        // Recovery refuses longer frames as damage, so such a commit could
+        // never be replayed: refuse it now instead.
+        if payload.len() > MAX_FRAME_LEN {
+            return Err(Error::InvalidArgument(format!(
+                "transaction writes {} bytes, more than the {} a single commit may log; split it",
+                payload.len(),
+                MAX_FRAME_LEN
+            )));
+        }
         let (seq, position) = {
             let mut last_seq = inner.commit.lock();
             inner.check_poisoned()?;
