@@ -560,3 +560,33 @@ fn flushed_wal_files_are_deleted_and_asynchronous_commits_survive_a_clean_close(
         1001
     );
 }
+
+#[test]
+fn writers_wait_for_flushes_instead_of_failing() {
+    let dir = tempfile::tempdir().unwrap();
+    let tight = Options {
+        flush_threshold_bytes: 4 << 10,
+        max_immutable_memtables: 1,
+        l0_stall_limit: 2,
+        // Never reached on its own: the stall limit must pull compaction forward.
+        l0_compaction_trigger: 100,
+        ..options(true)
+    };
+    let db = Db::open(dir.path(), tight).unwrap();
+    db.create_table("t", schema(), &["k"]).unwrap();
+    for round in 0..100 {
+        let rows: Vec<_> = (0..20)
+            .map(|i| (round * 20 + i, (Some("y".repeat(200)), Some(i))))
+            .collect();
+        let mut txn = db.begin();
+        txn.put("t", &batch(&rows)).unwrap();
+        txn.commit().unwrap();
+    }
+    assert!(db.write_stalls() > 0, "the writer never had to wait");
+    let stats = db.table_stats("t").unwrap();
+    assert!(stats.l0_segments < 2 + 1, "{stats:?}");
+    assert_eq!(
+        scan_all(&db.snapshot(), &ScanOptions::default(), 2).len(),
+        2000
+    );
+}

@@ -143,8 +143,8 @@ impl Inner {
             .partition(|s| s.level == 0);
         level1.sort_by(|a, b| a.summary().min_key.cmp(&b.summary().min_key));
         let limits = MergeLimits {
-            row_group_rows: self.options.row_group_rows.max(1),
-            segment_max_rows: self.options.segment_max_rows.max(1),
+            row_group_rows: self.options.row_group_rows,
+            segment_max_rows: self.options.segment_max_rows,
         };
         let schema = &table.storage_schema;
         let new_segment = || {
@@ -262,6 +262,7 @@ impl Inner {
             if !behind {
                 return Ok(());
             }
+            self.write_stalls.fetch_add(1, Ordering::Relaxed);
             if !self.options.background_work {
                 self.run_flushes()?;
                 self.run_compactions()?;

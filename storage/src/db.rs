@@ -134,6 +134,8 @@ pub(crate) struct Inner {
     /// Held while flushing or compacting, so one thread does it at a time.
     pub work_lock: Mutex<()>,
     pub poisoned: Mutex<Option<String>>,
+    /// Times a committer waited for flushes or compactions to catch up.
+    pub write_stalls: AtomicU64,
 }
 
 /// An open database directory.
@@ -245,6 +247,7 @@ impl Db {
     /// Opens (creating if needed) the database in `path`: replays the manifest
     /// and the WAL, and takes the directory lock.
     pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Db> {
+        let options = options.normalized();
         let dir = path.as_ref().to_path_buf();
         let wal_dir = dir.join(WAL_DIR);
         let seg_dir = dir.join(SEGMENT_DIR);
@@ -290,6 +293,7 @@ impl Db {
             progress_cv: Condvar::new(),
             work_lock: Mutex::new(()),
             poisoned: Mutex::new(None),
+            write_stalls: AtomicU64::new(0),
             options,
         });
         inner.freeze_oversized()?;
@@ -410,6 +414,11 @@ impl Db {
     /// committers this is lower than the number of commits (group commit).
     pub fn wal_syncs(&self) -> u64 {
         self.inner.wal.sync_count()
+    }
+
+    /// How many times a commit waited for background work to catch up.
+    pub fn write_stalls(&self) -> u64 {
+        self.inner.write_stalls.load(Ordering::Relaxed)
     }
 
     /// The highest acknowledged commit sequence.

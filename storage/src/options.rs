@@ -42,3 +42,17 @@ impl Default for Options {
         }
     }
 }
+
+impl Options {
+    /// The settings with limits that could never be met raised to ones that
+    /// can: a writer waiting for fewer than one pending flush, or for fewer
+    /// level-0 segments than compaction starts at, would wait forever.
+    pub(crate) fn normalized(mut self) -> Options {
+        self.max_immutable_memtables = self.max_immutable_memtables.max(1);
+        self.l0_stall_limit = self.l0_stall_limit.max(1);
+        self.l0_compaction_trigger = self.l0_compaction_trigger.clamp(1, self.l0_stall_limit);
+        self.row_group_rows = self.row_group_rows.max(1);
+        self.segment_max_rows = self.segment_max_rows.max(1);
+        self
+    }
+}

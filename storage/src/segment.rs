@@ -277,7 +277,7 @@ pub(crate) fn write_segment(
     let mut builder = SegmentBuilder::create(dir, id, schema)?;
     let mut start = 0;
     while start < run.num_rows() {
-        let len = row_group_rows.max(1).min(run.num_rows() - start);
+        let len = row_group_rows.min(run.num_rows() - start);
         builder.add_row_group(&run.slice(start, len))?;
         start += len;
     }
