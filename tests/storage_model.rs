@@ -590,3 +590,129 @@ fn writers_wait_for_flushes_instead_of_failing() {
         2000
     );
 }
+
+#[test]
+fn added_columns_read_as_null_in_older_rows_through_flush_compaction_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path(), true);
+    let write = |db: &Db, rows: &[(i64, Row)]| {
+        let mut txn = db.begin();
+        txn.put("t", &batch(rows)).unwrap();
+        txn.commit().unwrap();
+    };
+    write(&db, &[(1, (Some("flushed".into()), Some(1)))]);
+    db.flush().unwrap();
+    write(&db, &[(2, (Some("in memory".into()), Some(2)))]);
+    let mut stale = db.begin();
+    stale.put("t", &batch(&[(9, (None, None))])).unwrap();
+
+    let def = db
+        .add_column("t", Field::new("extra", DataType::Utf8, true))
+        .unwrap();
+    assert_eq!((def.schema.fields().len(), def.schema_version), (4, 2));
+    assert!(matches!(stale.commit(), Err(Error::SchemaChanged(_))));
+    assert!(matches!(
+        db.add_column("t", Field::new("strict", DataType::Int64, false)),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        db.add_column("t", Field::new("v", DataType::Int64, true)),
+        Err(Error::InvalidArgument(_))
+    ));
+
+    let wide = RecordBatch::try_new(
+        def.schema.clone(),
+        vec![
+            Arc::new(Int64Array::from(vec![3])),
+            Arc::new(StringArray::from(vec![Some("new")])),
+            Arc::new(Int64Array::from(vec![Some(3)])),
+            Arc::new(StringArray::from(vec![Some("extra!")])),
+        ],
+    )
+    .unwrap();
+    let mut txn = db.begin();
+    txn.put("t", &wide).unwrap();
+    txn.commit().unwrap();
+
+    let extra_of = |db: &Db| -> Vec<(i64, Option<String>)> {
+        let batches = db
+            .snapshot()
+            .scan(
+                "t",
+                &ScanOptions {
+                    projection: Some(vec![0, 3]),
+                    ..ScanOptions::default()
+                },
+            )
+            .unwrap()
+            .execute(2)
+            .unwrap();
+        batches
+            .iter()
+            .flat_map(|b| {
+                let k = b.column(0).as_primitive::<Int64Type>().clone();
+                let e = b.column(1).as_string::<i32>().clone();
+                (0..b.num_rows())
+                    .map(move |i| (k.value(i), (!e.is_null(i)).then(|| e.value(i).to_string())))
+            })
+            .collect()
+    };
+    let expected = vec![(1, None), (2, None), (3, Some("extra!".to_string()))];
+    assert_eq!(extra_of(&db), expected);
+    let only_extra = ScanOptions {
+        predicates: vec![Predicate {
+            column: 3,
+            op: PredicateOp::IsNotNull,
+        }],
+        ..ScanOptions::default()
+    };
+    assert_eq!(
+        db.snapshot()
+            .scan("t", &only_extra)
+            .unwrap()
+            .execute(1)
+            .unwrap()
+            .iter()
+            .map(|b| b.num_rows())
+            .sum::<usize>(),
+        1
+    );
+    // The last write is only in the WAL: reopening replays it under the new layout.
+    drop(db);
+    let db = open(dir.path(), true);
+    assert_eq!(extra_of(&db), expected);
+    db.compact().unwrap();
+    assert_eq!(extra_of(&db), expected);
+    let got = db.snapshot().get("t", &key(1)).unwrap().unwrap();
+    assert_eq!(got.num_columns(), 4);
+    assert!(got.column(3).is_null(0));
+}
+
+#[test]
+fn renamed_tables_keep_their_rows_under_the_new_name() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = open(dir.path(), true);
+        let mut txn = db.begin();
+        txn.put("t", &batch(&[(1, (Some("a".into()), None))]))
+            .unwrap();
+        txn.commit().unwrap();
+        db.create_table("taken", schema(), &[]).unwrap();
+        assert!(matches!(
+            db.rename_table("t", "taken"),
+            Err(Error::TableExists(_))
+        ));
+        db.rename_table("t", "renamed").unwrap();
+        assert!(matches!(db.table("t"), Err(Error::TableNotFound(_))));
+    }
+    let db = Db::open(dir.path(), options(true)).unwrap();
+    assert!(matches!(db.table("t"), Err(Error::TableNotFound(_))));
+    let rows = rows_of(
+        &db.snapshot()
+            .scan("renamed", &ScanOptions::default())
+            .unwrap()
+            .execute(1)
+            .unwrap(),
+    );
+    assert_eq!(rows, vec![(1, (Some("a".into()), None))]);
+}

@@ -11,11 +11,11 @@ pub fn of_storage(err: &StorageError) -> &'static str {
         StorageError::Locked(_) => "55006",         // object_in_use
         StorageError::TableNotFound(_) => "42P01",  // undefined_table
         StorageError::TableExists(_) => "42P07",    // duplicate_table
-        StorageError::WriteConflict => "40001",     // serialization_failure
-        StorageError::ColumnNotFound(_) => "42703", // undefined_column
+        StorageError::WriteConflict | StorageError::SchemaChanged(_) => "40001", // serialization_failure
+        StorageError::ColumnNotFound(_) => "42703",                              // undefined_column
         StorageError::InvalidArgument(_) => "22023", // invalid_parameter_value
         StorageError::NullKey | StorageError::NotNull(_) => "23502", // not_null_violation
-        StorageError::Poisoned(_) => "58030",       // the write failure behind it
+        StorageError::Poisoned(_) => "58030",        // the write failure behind it
         StorageError::Format(inner) => of_format(inner),
         StorageError::Arrow(_) => "XX000", // internal_error
         // The enum is non_exhaustive across crates; a variant added in storage
@@ -64,6 +64,7 @@ mod tests {
             (StorageError::TableNotFound("t".into()), "42P01"),
             (StorageError::TableExists("t".into()), "42P07"),
             (StorageError::WriteConflict, "40001"),
+            (StorageError::SchemaChanged("t".into()), "40001"),
             (StorageError::ColumnNotFound("c".into()), "42703"),
             (StorageError::InvalidArgument("x".into()), "22023"),
             (StorageError::NullKey, "23502"),

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use arrow_array::cast::AsArray;
-use arrow_schema::{Schema, SchemaRef};
+use arrow_schema::{Field, Schema, SchemaRef};
 use basalt_formats::key::{is_key_type, row_id_from_key};
 use basalt_formats::manifest::{Edit, SegmentDef, TableDef};
 use basalt_formats::schema::is_supported_type;
@@ -64,6 +64,22 @@ impl TableState {
             l1: Vec::new(),
             flushed_seq,
             next_row_id: Arc::new(AtomicU64::new(next_row_id)),
+        }
+    }
+
+    /// The same data under a changed definition, with empty memtables: only
+    /// valid when the table has no rows in memory, whose layout would differ.
+    fn with_def(&self, def: TableDef) -> TableState {
+        TableState {
+            storage_schema: storage_schema(&def.schema),
+            wal_schema: wal_batch_schema(&def.schema),
+            def,
+            active: Arc::new(Memtable::new()),
+            frozen: Vec::new(),
+            l0: self.l0.clone(),
+            l1: self.l1.clone(),
+            flushed_seq: self.flushed_seq,
+            next_row_id: self.next_row_id.clone(),
         }
     }
 
@@ -385,6 +401,86 @@ impl Db {
         Ok(())
     }
 
+    /// Adds a nullable column at the end of a table. Rows written before read
+    /// it as null. The table's rows in memory are flushed first, so that no
+    /// WAL record or memtable row is left in the old layout.
+    pub fn add_column(&self, table: &str, field: Field) -> Result<TableDef> {
+        let inner = &self.inner;
+        let current = inner.current().table(table)?.def.clone();
+        if !field.is_nullable() {
+            return Err(Error::InvalidArgument(format!(
+                "column \"{}\" must be nullable: existing rows have no value for it",
+                field.name()
+            )));
+        }
+        let mut fields: Vec<Field> = current
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.push(field);
+        let schema = Arc::new(Schema::new_with_metadata(
+            fields,
+            current.schema.metadata().clone(),
+        ));
+        validate_table(table, &schema, &[])?;
+        loop {
+            self.flush_table(current.id)?;
+            let mut manifest = inner.manifest.lock();
+            let _commit = inner.commit.lock();
+            let state = inner.current();
+            let t = state
+                .tables
+                .get(&current.id)
+                .ok_or_else(|| Error::TableNotFound(table.to_string()))?;
+            if !t.active.is_empty() || !t.frozen.is_empty() {
+                continue; // written to since the flush
+            }
+            let def = TableDef {
+                schema: schema.clone(),
+                schema_version: t.def.schema_version + 1,
+                ..t.def.clone()
+            };
+            inner.log_edits(&mut manifest, &[Edit::PutTable(def.clone())])?;
+            let mut guard = inner.state.write();
+            *guard = Arc::new(guard.with_table(t.with_def(def.clone())));
+            return Ok(def);
+        }
+    }
+
+    /// Renames a table.
+    pub fn rename_table(&self, from: &str, to: &str) -> Result<TableDef> {
+        let inner = &self.inner;
+        inner.check_poisoned()?;
+        let mut manifest = inner.manifest.lock();
+        let state = inner.current();
+        let t = state.table(from)?;
+        if state.by_name.contains_key(to) {
+            return Err(Error::TableExists(to.to_string()));
+        }
+        validate_table(to, &t.def.schema, &[])?;
+        let def = TableDef {
+            name: to.to_string(),
+            ..t.def.clone()
+        };
+        inner.log_edits(&mut manifest, &[Edit::PutTable(def.clone())])?;
+        let mut guard = inner.state.write();
+        let mut renamed = (**t).clone();
+        renamed.def = def.clone();
+        let mut next = guard.with_table(renamed);
+        next.by_name.remove(from);
+        *guard = Arc::new(next);
+        Ok(def)
+    }
+
+    /// Freezes one table's memtable and flushes everything frozen.
+    fn flush_table(&self, table_id: u32) -> Result<()> {
+        self.inner.check_poisoned()?;
+        self.inner.freeze_locked_for(&[table_id])?;
+        self.inner.run_flushes()
+    }
+
     pub fn table(&self, name: &str) -> Result<TableDef> {
         Ok(self.inner.current().table(name)?.def.clone())
     }
@@ -430,11 +526,8 @@ impl Db {
     pub fn flush(&self) -> Result<()> {
         let inner = &self.inner;
         inner.check_poisoned()?;
-        {
-            let _commit = inner.commit.lock();
-            let ids: Vec<u32> = inner.current().tables.keys().copied().collect();
-            inner.freeze_locked(&ids)?;
-        }
+        let ids: Vec<u32> = inner.current().tables.keys().copied().collect();
+        inner.freeze_locked_for(&ids)?;
         inner.run_flushes()
     }
 
@@ -696,6 +789,12 @@ impl Inner {
             manifest.rewrite(number, &snapshot)?;
         }
         Ok(())
+    }
+
+    /// [`Inner::freeze_locked`], taking the commit lock.
+    pub fn freeze_locked_for(&self, table_ids: &[u32]) -> Result<()> {
+        let _commit = self.commit.lock();
+        self.freeze_locked(table_ids)
     }
 
     /// Moves the active memtables of `table_ids` to the frozen list and starts

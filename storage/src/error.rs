@@ -24,6 +24,8 @@ pub enum Error {
     TableExists(String),
     #[error("could not serialize access due to concurrent update")]
     WriteConflict,
+    #[error("table \"{0}\" was altered by a concurrent transaction")]
+    SchemaChanged(String),
     #[error("column \"{0}\" does not exist")]
     ColumnNotFound(String),
     #[error("invalid argument: {0}")]

@@ -327,7 +327,8 @@ impl Transaction {
             for p in self.pending.values() {
                 match state.tables.get(&p.table.def.id) {
                     Some(t) if t.def.schema_version == p.table.def.schema_version => {}
-                    _ => return Err(Error::TableNotFound(p.table.def.name.clone())),
+                    Some(t) => return Err(Error::SchemaChanged(t.def.name.clone())),
+                    None => return Err(Error::TableNotFound(p.table.def.name.clone())),
                 }
             }
             if *last_seq != self.snapshot.seq {
