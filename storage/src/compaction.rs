@@ -129,6 +129,37 @@ pub(crate) struct MergeLimits {
     pub segment_max_rows: usize,
 }
 
+/// The segments a merge writes: the one being filled and those finished.
+struct Output<'a, F> {
+    schema: &'a SchemaRef,
+    limits: &'a MergeLimits,
+    new_segment: F,
+    open: Option<(u64, SegmentBuilder)>,
+    finished: Vec<(u64, std::path::PathBuf)>,
+}
+
+impl<F: FnMut() -> Result<(u64, SegmentBuilder)>> Output<'_, F> {
+    fn write_row_group(&mut self, pending: &mut PendingRows) -> Result<()> {
+        let rows = pending.take(self.schema)?;
+        let (_, builder) = match &mut self.open {
+            Some(open) => open,
+            None => self.open.insert((self.new_segment)()?),
+        };
+        builder.add_row_group(&rows)?;
+        if builder.rows() >= self.limits.segment_max_rows {
+            self.finish_segment()?;
+        }
+        Ok(())
+    }
+
+    fn finish_segment(&mut self) -> Result<()> {
+        if let Some((id, builder)) = self.open.take() {
+            self.finished.push((id, builder.finish()?));
+        }
+        Ok(())
+    }
+}
+
 /// Merges `level0` (each its own sorted run) with `level1` (disjoint, in key
 /// order: one run) into new segments made by `new_segment`, never splitting
 /// one key's versions across row groups or segments. Returns the finished
@@ -139,7 +170,7 @@ pub(crate) fn merge(
     schema: &SchemaRef,
     oldest_snapshot: u64,
     limits: &MergeLimits,
-    mut new_segment: impl FnMut() -> Result<(u64, SegmentBuilder)>,
+    new_segment: impl FnMut() -> Result<(u64, SegmentBuilder)>,
 ) -> Result<Vec<(u64, std::path::PathBuf)>> {
     let mut cursors = level0
         .iter()
@@ -147,8 +178,13 @@ pub(crate) fn merge(
         .collect::<Result<Vec<_>>>()?;
     cursors.push(Cursor::new(level1, schema)?);
     let mut pending = PendingRows::default();
-    let mut output: Option<(u64, SegmentBuilder)> = None;
-    let mut finished = Vec::new();
+    let mut output = Output {
+        schema,
+        limits,
+        new_segment,
+        open: None,
+        finished: Vec::new(),
+    };
     let mut settled: Option<Vec<u8>> = None;
     let mut last_kept: Option<Vec<u8>> = None;
     while let Some(i) = next_cursor(&cursors) {
@@ -164,14 +200,7 @@ pub(crate) fn merge(
         if keep {
             if last_kept.as_deref() != Some(key) {
                 if pending.picks.len() >= limits.row_group_rows {
-                    write_row_group(
-                        &mut pending,
-                        &mut output,
-                        &mut finished,
-                        schema,
-                        limits,
-                        &mut new_segment,
-                    )?;
+                    output.write_row_group(&mut pending)?;
                 }
                 last_kept = Some(key.to_vec());
             }
@@ -182,19 +211,10 @@ pub(crate) fn merge(
         cursors[i].advance(schema)?;
     }
     if !pending.picks.is_empty() {
-        write_row_group(
-            &mut pending,
-            &mut output,
-            &mut finished,
-            schema,
-            limits,
-            &mut new_segment,
-        )?;
+        output.write_row_group(&mut pending)?;
     }
-    if let Some((id, builder)) = output {
-        finished.push((id, builder.finish()?));
-    }
-    Ok(finished)
+    output.finish_segment()?;
+    Ok(output.finished)
 }
 
 /// The cursor at the smallest key, newest version first.
@@ -213,28 +233,6 @@ fn next_cursor(cursors: &[Cursor]) -> Option<usize> {
         }
     }
     best.map(|(i, _, _)| i)
-}
-
-fn write_row_group(
-    pending: &mut PendingRows,
-    output: &mut Option<(u64, SegmentBuilder)>,
-    finished: &mut Vec<(u64, std::path::PathBuf)>,
-    schema: &SchemaRef,
-    limits: &MergeLimits,
-    new_segment: &mut impl FnMut() -> Result<(u64, SegmentBuilder)>,
-) -> Result<()> {
-    let rows = pending.take(schema)?;
-    let (_, builder) = match output {
-        Some(open) => open,
-        None => output.insert(new_segment()?),
-    };
-    builder.add_row_group(&rows)?;
-    if builder.rows() >= limits.segment_max_rows {
-        if let Some((id, builder)) = output.take() {
-            finished.push((id, builder.finish()?));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -71,15 +71,10 @@ impl TableState {
     /// valid when the table has no rows in memory, whose layout would differ.
     fn with_def(&self, def: TableDef) -> TableState {
         TableState {
-            storage_schema: storage_schema(&def.schema),
-            wal_schema: wal_batch_schema(&def.schema),
-            def,
-            active: Arc::new(Memtable::new()),
-            frozen: Vec::new(),
             l0: self.l0.clone(),
             l1: self.l1.clone(),
-            flushed_seq: self.flushed_seq,
             next_row_id: self.next_row_id.clone(),
+            ..TableState::new(def, self.flushed_seq, 0)
         }
     }
 
