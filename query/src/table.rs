@@ -1,0 +1,328 @@
+//! A storage table as a DataFusion table: scans read one storage snapshot,
+//! with the projection, the filters the engine answers exactly, and the
+//! limit pushed down, and the scan's independent units spread over
+//! DataFusion partitions.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow_schema::SchemaRef;
+use async_trait::async_trait;
+use basalt_storage::{Db, Predicate, PredicateOp, Scalar, ScanOptions, ScanPlan, TableDef};
+use datafusion::catalog::Session;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
+    PlanProperties, ReplaceChildrenOptions,
+};
+
+/// A table of the storage engine.
+#[derive(Debug)]
+pub struct StorageTable {
+    db: Arc<Db>,
+    def: TableDef,
+}
+
+impl StorageTable {
+    pub fn new(db: Arc<Db>, def: TableDef) -> StorageTable {
+        StorageTable { db, def }
+    }
+}
+
+#[async_trait]
+impl TableProvider for StorageTable {
+    fn schema(&self) -> SchemaRef {
+        self.def.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|f| match to_predicate(&self.def.schema, f) {
+                Some(_) => TableProviderFilterPushDown::Exact,
+                None => TableProviderFilterPushDown::Unsupported,
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let predicates: Vec<Predicate> = filters
+            .iter()
+            .filter_map(|f| to_predicate(&self.def.schema, f))
+            .collect();
+        if predicates.len() != filters.len() {
+            return Err(DataFusionError::Internal(
+                "a filter the scan cannot answer was pushed down".into(),
+            ));
+        }
+        let options = ScanOptions {
+            projection: projection.cloned(),
+            predicates,
+            limit,
+            with_key: false,
+        };
+        let plan = self
+            .db
+            .snapshot()
+            .scan(&self.def.name, &options)
+            .map_err(external)?;
+        let partitions = state.config().target_partitions().max(1);
+        Ok(Arc::new(StorageScanExec::new(
+            self.def.name.clone(),
+            plan,
+            options,
+            partitions,
+        )))
+    }
+}
+
+fn external(err: basalt_storage::Error) -> DataFusionError {
+    DataFusionError::External(Box::new(err))
+}
+
+/// The storage predicate for `expr` when the engine evaluates it exactly:
+/// a column compared with a non-null literal the column's type can hold.
+fn to_predicate(schema: &SchemaRef, expr: &Expr) -> Option<Predicate> {
+    let column_index = |e: &Expr| match e {
+        Expr::Column(c) => schema.index_of(&c.name).ok(),
+        _ => None,
+    };
+    let fits =
+        |column: usize, value: &Scalar| value.to_array(schema.field(column).data_type()).is_ok();
+    let (column, op) = match expr {
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+            let (column, literal, op) = match (column_index(left), literal(right)) {
+                (Some(c), Some(v)) => (c, v, *op),
+                _ => (column_index(right)?, literal(left)?, op.swap()?),
+            };
+            if !fits(column, &literal) {
+                return None;
+            }
+            let op = match op {
+                Operator::Eq => PredicateOp::Eq(literal),
+                Operator::Lt => PredicateOp::Lt(literal),
+                Operator::LtEq => PredicateOp::LtEq(literal),
+                Operator::Gt => PredicateOp::Gt(literal),
+                Operator::GtEq => PredicateOp::GtEq(literal),
+                _ => return None,
+            };
+            (column, op)
+        }
+        Expr::IsNull(e) => (column_index(e)?, PredicateOp::IsNull),
+        Expr::IsNotNull(e) => (column_index(e)?, PredicateOp::IsNotNull),
+        Expr::InList(list) if !list.negated => {
+            let column = column_index(&list.expr)?;
+            let values = list.list.iter().map(literal).collect::<Option<Vec<_>>>()?;
+            if !values.iter().all(|v| fits(column, v)) {
+                return None;
+            }
+            (column, PredicateOp::In(values))
+        }
+        _ => return None,
+    };
+    Some(Predicate { column, op })
+}
+
+/// A non-null literal as a storage scalar.
+fn literal(expr: &Expr) -> Option<Scalar> {
+    let Expr::Literal(value, _) = expr else {
+        return None;
+    };
+    Some(match value {
+        ScalarValue::Boolean(Some(v)) => Scalar::Boolean(*v),
+        ScalarValue::Int8(Some(v)) => Scalar::Int(i64::from(*v)),
+        ScalarValue::Int16(Some(v)) => Scalar::Int(i64::from(*v)),
+        ScalarValue::Int32(Some(v)) => Scalar::Int(i64::from(*v)),
+        ScalarValue::Int64(Some(v)) => Scalar::Int(*v),
+        ScalarValue::UInt8(Some(v)) => Scalar::UInt(u64::from(*v)),
+        ScalarValue::UInt16(Some(v)) => Scalar::UInt(u64::from(*v)),
+        ScalarValue::UInt32(Some(v)) => Scalar::UInt(u64::from(*v)),
+        ScalarValue::UInt64(Some(v)) => Scalar::UInt(*v),
+        ScalarValue::Float32(Some(v)) => Scalar::Float(f64::from(*v)),
+        ScalarValue::Float64(Some(v)) => Scalar::Float(*v),
+        ScalarValue::Utf8(Some(v))
+        | ScalarValue::LargeUtf8(Some(v))
+        | ScalarValue::Utf8View(Some(v)) => Scalar::Bytes(v.as_bytes().to_vec()),
+        ScalarValue::Binary(Some(v)) | ScalarValue::LargeBinary(Some(v)) => {
+            Scalar::Bytes(v.clone())
+        }
+        ScalarValue::Date32(Some(v)) => Scalar::Int(i64::from(*v)),
+        ScalarValue::Date64(Some(v)) => Scalar::Int(*v),
+        ScalarValue::TimestampSecond(Some(v), _)
+        | ScalarValue::TimestampMillisecond(Some(v), _)
+        | ScalarValue::TimestampMicrosecond(Some(v), _)
+        | ScalarValue::TimestampNanosecond(Some(v), _) => Scalar::Int(*v),
+        ScalarValue::Decimal128(Some(v), _, _) => Scalar::Decimal(*v),
+        _ => return None,
+    })
+}
+
+/// Reads a storage scan plan: partition `p` runs the plan's units
+/// `p, p + n, p + 2n, ...`.
+pub struct StorageScanExec {
+    table: String,
+    plan: Arc<ScanPlan>,
+    options: ScanOptions,
+    partitions: usize,
+    properties: Arc<PlanProperties>,
+}
+
+impl StorageScanExec {
+    fn new(
+        table: String,
+        plan: ScanPlan,
+        options: ScanOptions,
+        target_partitions: usize,
+    ) -> StorageScanExec {
+        // With a limit the units run in key order in one partition, so the
+        // first rows found are the ones returned.
+        let partitions = match options.limit {
+            Some(_) => 1,
+            None => target_partitions.min(plan.num_units()).max(1),
+        };
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(plan.schema()),
+            Partitioning::UnknownPartitioning(partitions),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        StorageScanExec {
+            table,
+            plan: Arc::new(plan),
+            options,
+            partitions,
+            properties: Arc::new(properties),
+        }
+    }
+}
+
+impl fmt::Debug for StorageScanExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StorageScanExec({})", self.table)
+    }
+}
+
+impl DisplayAs for StorageScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "StorageScanExec: table={}, units={}",
+            self.table,
+            self.plan.num_units()
+        )?;
+        if let Some(projection) = &self.options.projection {
+            write!(f, ", projection={projection:?}")?;
+        }
+        if !self.options.predicates.is_empty() {
+            let shown: Vec<String> = self
+                .options
+                .predicates
+                .iter()
+                .map(|p| format!("#{} {:?}", p.column, p.op))
+                .collect();
+            write!(f, ", predicates=[{}]", shown.join(", "))?;
+        }
+        if let Some(limit) = self.options.limit {
+            write!(f, ", limit={limit}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for StorageScanExec {
+    fn name(&self) -> &'static str {
+        "StorageScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    #[allow(deprecated)]
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition >= self.partitions {
+            return Err(DataFusionError::Internal(format!(
+                "no partition {partition} of {}",
+                self.partitions
+            )));
+        }
+        let plan = self.plan.clone();
+        let mut remaining = self.options.limit.unwrap_or(usize::MAX);
+        let units = (partition..plan.num_units()).step_by(self.partitions);
+        let batches = units.filter_map(move |unit| {
+            if remaining == 0 {
+                return None;
+            }
+            match plan.execute_unit(unit) {
+                Ok(Some(batch)) => {
+                    let batch = if batch.num_rows() > remaining {
+                        batch.slice(0, remaining)
+                    } else {
+                        batch
+                    };
+                    remaining -= batch.num_rows();
+                    Some(Ok(batch))
+                }
+                Ok(None) => None,
+                Err(e) => Some(Err(external(e))),
+            }
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.plan.schema(),
+            futures::stream::iter(batches),
+        )))
+    }
+}
