@@ -2,6 +2,7 @@
 //! client sees the code it expects. The SQL layer's own errors join it here.
 
 use basalt_storage::Error as StorageError;
+use datafusion::common::{DataFusionError, SchemaError};
 
 /// SQLSTATE of a storage error.
 pub fn of_storage(err: &StorageError) -> &'static str {
@@ -33,6 +34,38 @@ pub fn of_format(err: &basalt_storage::FormatError) -> &'static str {
         F::InvalidKey(_) => "23502",                       // a null key value
         F::Io(_) => "58030",                               // io_error
         F::Arrow(_) => "XX000",
+        _ => "XX000",
+    }
+}
+
+/// SQLSTATE of an error from planning or running a query.
+pub fn of_datafusion(err: &DataFusionError) -> &'static str {
+    match err {
+        DataFusionError::External(inner) => match inner.downcast_ref::<StorageError>() {
+            Some(storage) => of_storage(storage),
+            None => "XX000",
+        },
+        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
+            of_datafusion(inner)
+        }
+        DataFusionError::Shared(inner) => of_datafusion(inner),
+        DataFusionError::SQL(..) => "42601", // syntax_error
+        DataFusionError::SchemaError(inner, _) => match inner.as_ref() {
+            SchemaError::FieldNotFound { .. } => "42703", // undefined_column
+            SchemaError::AmbiguousReference { .. } => "42702", // ambiguous_column
+            _ => "42P16",                                 // invalid_table_definition
+        },
+        // The planner reports unknown relations only in its message.
+        DataFusionError::Plan(message)
+            if message.starts_with("table '") && message.ends_with("not found") =>
+        {
+            "42P01"
+        }
+        DataFusionError::Plan(_) => "42601",
+        DataFusionError::NotImplemented(_) => "0A000", // feature_not_supported
+        DataFusionError::ResourcesExhausted(_) => "53200", // out_of_memory
+        DataFusionError::IoError(_) => "58030",
+        DataFusionError::Collection(errors) => errors.first().map_or("XX000", of_datafusion),
         _ => "XX000",
     }
 }
@@ -85,6 +118,34 @@ mod tests {
         ];
         for (err, code) in &cases {
             assert_eq!(of_storage(err), *code, "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn query_errors_carry_postgres_codes() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::Database::open(dir.path()).unwrap();
+        let schema =
+            std::sync::Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
+                "id",
+                arrow_schema::DataType::Int64,
+                false,
+            )]));
+        db.storage().create_table("t", schema, &["id"]).unwrap();
+        let session = db.session().unwrap();
+        let conflict = DataFusionError::External(Box::new(StorageError::WriteConflict));
+        assert_eq!(
+            of_datafusion(&DataFusionError::Context("scan".into(), Box::new(conflict))),
+            "40001"
+        );
+        for (sql, code) in [
+            ("SELECT * FROM missing", "42P01"),
+            ("SELECT nope FROM t", "42703"),
+            ("SELEC 1", "42601"),
+            ("SELECT id FROM t WHERE", "42601"),
+        ] {
+            let err = session.query(sql).await.unwrap_err();
+            assert_eq!(of_datafusion(&err), code, "{sql}: {err}");
         }
     }
 }
