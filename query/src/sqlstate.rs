@@ -1,6 +1,7 @@
 //! The one mapping from every Basalt error to a Postgres SQLSTATE, so each
 //! client sees the code it expects. The SQL layer's own errors join it here.
 
+use arrow_schema::ArrowError;
 use basalt_storage::Error as StorageError;
 use datafusion::common::{DataFusionError, SchemaError};
 
@@ -62,6 +63,13 @@ pub fn of_datafusion(err: &DataFusionError) -> &'static str {
             "42P01"
         }
         DataFusionError::Plan(_) => "42601",
+        // DataFusion checks NOT NULL columns itself before rows reach a table.
+        DataFusionError::ArrowError(inner, _) => match inner.as_ref() {
+            ArrowError::InvalidArgumentError(m) if m.contains("non-nullable but contains null") => {
+                "23502"
+            }
+            _ => "XX000",
+        },
         DataFusionError::NotImplemented(_) => "0A000", // feature_not_supported
         DataFusionError::ResourcesExhausted(_) => "53200", // out_of_memory
         DataFusionError::IoError(_) => "58030",

@@ -12,8 +12,10 @@ use basalt_storage::{Db, Predicate, PredicateOp, Scalar, ScanOptions, ScanPlan, 
 use datafusion::catalog::Session;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::datasource::sink::{DataSink, DataSinkExec};
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -22,6 +24,7 @@ use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
     PlanProperties, ReplaceChildrenOptions,
 };
+use futures::StreamExt;
 
 /// A table of the storage engine.
 #[derive(Debug)]
@@ -59,6 +62,26 @@ impl TableProvider for StorageTable {
             .collect())
     }
 
+    /// `INSERT INTO`: the rows are upserted by primary key in one storage
+    /// transaction, committed before the statement returns.
+    async fn insert_into(
+        &self,
+        _state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: InsertOp,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if insert_op != InsertOp::Append {
+            return Err(DataFusionError::NotImplemented(format!(
+                "{insert_op} into a Basalt table"
+            )));
+        }
+        let sink = StorageSink {
+            db: self.db.clone(),
+            def: self.def.clone(),
+        };
+        Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
+    }
+
     async fn scan(
         &self,
         state: &dyn Session,
@@ -93,6 +116,44 @@ impl TableProvider for StorageTable {
             options,
             partitions,
         )))
+    }
+}
+
+/// Writes a statement's rows into a table in one transaction.
+#[derive(Debug)]
+struct StorageSink {
+    db: Arc<Db>,
+    def: TableDef,
+}
+
+impl DisplayAs for StorageSink {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "StorageSink: table={}", self.def.name)
+    }
+}
+
+#[async_trait]
+impl DataSink for StorageSink {
+    fn schema(&self) -> &SchemaRef {
+        &self.def.schema
+    }
+
+    async fn write_all(
+        &self,
+        mut data: SendableRecordBatchStream,
+        _context: &Arc<TaskContext>,
+    ) -> Result<u64> {
+        let mut txn = self.db.begin();
+        let mut rows = 0u64;
+        while let Some(batch) = data.next().await {
+            // The planner has cast the values to the column types; the
+            // transaction checks them and NOT NULL against the table.
+            let batch = batch?;
+            rows += batch.num_rows() as u64;
+            txn.put(&self.def.name, &batch).map_err(external)?;
+        }
+        txn.commit().map_err(external)?;
+        Ok(rows)
     }
 }
 

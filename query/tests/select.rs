@@ -157,3 +157,56 @@ async fn unknown_tables_are_errors() {
     let err = session.query("SELECT * FROM missing").await.unwrap_err();
     assert!(err.to_string().contains("missing"), "{err}");
 }
+
+#[tokio::test]
+async fn insert_upserts_by_key_in_one_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = database(dir.path());
+    let session = database.session().unwrap();
+    let inserted = session
+        .query("INSERT INTO t VALUES (20000, 1, 'new'), (1, NULL, 'replaced')")
+        .await
+        .unwrap();
+    assert_eq!(
+        inserted[0]
+            .column(0)
+            .as_primitive::<arrow_array::types::UInt64Type>()
+            .value(0),
+        2
+    );
+    assert_eq!(
+        text(
+            &session,
+            "SELECT s FROM t WHERE id IN (1, 20000) ORDER BY id"
+        )
+        .await,
+        "replaced\nnew\n"
+    );
+    assert_eq!(
+        int_column(&session, "SELECT count(*) FROM t").await,
+        vec![10001]
+    );
+    // Copying rows through SQL: every id shifted past the existing ones.
+    session
+        .query("INSERT INTO t SELECT id + 100000, a, s FROM t WHERE id < 10")
+        .await
+        .unwrap();
+    assert_eq!(
+        int_column(&session, "SELECT count(*) FROM t WHERE id >= 100000").await,
+        vec![10]
+    );
+    // A NULL key is refused and nothing of the statement is applied.
+    let err = session
+        .query("INSERT INTO t VALUES (30000, 1, 'ok'), (NULL, 2, 'bad')")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        basalt_query::sqlstate::of_datafusion(&err),
+        "23502",
+        "{err}"
+    );
+    assert_eq!(
+        int_column(&session, "SELECT count(*) FROM t WHERE id = 30000").await,
+        vec![0]
+    );
+}
