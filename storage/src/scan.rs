@@ -10,9 +10,7 @@ use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{UInt64Type, UInt8Type};
-use arrow_array::{
-    new_null_array, Array, ArrayRef, BooleanArray, Datum, RecordBatch, RecordBatchOptions,
-};
+use arrow_array::{Array, ArrayRef, BooleanArray, Datum, RecordBatch, RecordBatchOptions};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use arrow_select::filter::FilterBuilder;
 use basalt_formats::scalar::Scalar;
@@ -300,24 +298,19 @@ fn clean_group_and_memory<'a>(
     group.map(|(segment, g)| (segment, g, memory))
 }
 
-/// One table column of a row group; columns added to the table after the
-/// segment was written read as nulls.
+/// One table column of a row group, as the scan's table schema types it.
 fn table_column(
     ctx: &ScanContext,
     segment: &SegmentFile,
     group: usize,
     column: usize,
 ) -> Result<ArrayRef> {
-    let stored = SYSTEM_COLUMNS + column;
-    if stored < segment.reader.schema().fields().len() {
-        segment.column(&ctx.cache, group, stored)
-    } else {
-        let rows = segment.row_groups()[group].num_rows as usize;
-        Ok(new_null_array(
-            ctx.table_schema.field(column).data_type(),
-            rows,
-        ))
-    }
+    segment.table_column(
+        &ctx.cache,
+        group,
+        column,
+        ctx.table_schema.field(column).data_type(),
+    )
 }
 
 /// The system columns and the needed table columns of one row group. Columns

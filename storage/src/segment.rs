@@ -10,11 +10,13 @@ use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::UInt64Type;
-use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_array::{new_null_array, Array, ArrayRef, RecordBatch};
 use arrow_buffer::Buffer;
-use arrow_schema::SchemaRef;
+use arrow_schema::{DataType, SchemaRef};
 use basalt_formats::array::Codec;
-use basalt_formats::segment::{RowGroupMeta, SegmentReader, SegmentSummary, SegmentWriter};
+use basalt_formats::segment::{
+    RowGroupMeta, SegmentReader, SegmentSummary, SegmentWriter, SYSTEM_COLUMNS,
+};
 use memmap2::Mmap;
 
 use crate::error::{Error, IoContext, Result};
@@ -144,6 +146,24 @@ impl SegmentFile {
             },
         );
         Ok(array)
+    }
+
+    /// Table column `column` (of type `data_type`) of a row group; a column
+    /// added to the table after this segment was written reads as nulls.
+    pub fn table_column(
+        &self,
+        cache: &ChunkCache,
+        row_group: usize,
+        column: usize,
+        data_type: &DataType,
+    ) -> Result<ArrayRef> {
+        let stored = SYSTEM_COLUMNS + column;
+        if stored < self.reader.schema().fields().len() {
+            self.column(cache, row_group, stored)
+        } else {
+            let rows = self.row_groups()[row_group].num_rows as usize;
+            Ok(new_null_array(data_type, rows))
+        }
     }
 
     /// The newest version of `key` at or below `snapshot_seq`: (row group, row).

@@ -14,7 +14,7 @@ use arrow_array::{new_null_array, Array, ArrayRef, BinaryArray, RecordBatch, UIn
 use basalt_formats::frame::MAX_FRAME_LEN;
 use basalt_formats::key::{encode_keys, row_id_key};
 use basalt_formats::manifest::TableDef;
-use basalt_formats::segment::{OP_DELETE, OP_PUT, SYSTEM_COLUMNS};
+use basalt_formats::segment::{OP_DELETE, OP_PUT};
 use basalt_formats::wal::{encode_wal_record, TableWrite, WalRecord};
 use parking_lot::Mutex;
 
@@ -594,16 +594,16 @@ fn get_row(
         {
             return Ok(None);
         }
-        let stored = segment.reader.schema().fields().len();
         let columns = table
             .def
             .schema
             .fields()
             .iter()
             .enumerate()
-            .map(|(c, field)| match SYSTEM_COLUMNS + c {
-                s if s < stored => Ok(segment.column(cache, group, s)?.slice(row, 1)),
-                _ => Ok(new_null_array(field.data_type(), 1)),
+            .map(|(c, field)| {
+                Ok(segment
+                    .table_column(cache, group, c, field.data_type())?
+                    .slice(row, 1))
             })
             .collect::<Result<Vec<_>>>()?;
         return Ok(Some(RecordBatch::try_new(
