@@ -10,11 +10,12 @@ use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{UInt64Type, UInt8Type};
-use arrow_array::{new_null_array, Array, ArrayRef, RecordBatch};
+use arrow_array::{new_null_array, RecordBatch};
 use arrow_schema::SchemaRef;
 use basalt_formats::segment::OP_DELETE;
 
 use crate::error::Result;
+use crate::memtable::BatchRows;
 use crate::segment::{SegmentBuilder, SegmentFile};
 
 /// Reads a key-ordered sequence of row groups one at a time.
@@ -90,40 +91,6 @@ fn read_group(segment: &SegmentFile, group: usize, schema: &SchemaRef) -> Result
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
-/// Rows chosen for the next output row group, and the input batches they
-/// come from.
-#[derive(Default)]
-struct PendingRows {
-    batches: Vec<Arc<RecordBatch>>,
-    picks: Vec<(usize, usize)>,
-}
-
-impl PendingRows {
-    fn push(&mut self, batch: &Arc<RecordBatch>, row: usize) {
-        let slot = match self.batches.iter().rposition(|b| Arc::ptr_eq(b, batch)) {
-            Some(slot) => slot,
-            None => {
-                self.batches.push(batch.clone());
-                self.batches.len() - 1
-            }
-        };
-        self.picks.push((slot, row));
-    }
-
-    fn take(&mut self, schema: &SchemaRef) -> Result<RecordBatch> {
-        let columns = (0..schema.fields().len())
-            .map(|c| {
-                let sources: Vec<&dyn Array> =
-                    self.batches.iter().map(|b| b.column(c).as_ref()).collect();
-                arrow_select::interleave::interleave(&sources, &self.picks)
-            })
-            .collect::<std::result::Result<Vec<ArrayRef>, _>>()?;
-        self.batches.clear();
-        self.picks.clear();
-        Ok(RecordBatch::try_new(schema.clone(), columns)?)
-    }
-}
-
 pub(crate) struct MergeLimits {
     pub row_group_rows: usize,
     pub segment_max_rows: usize,
@@ -139,8 +106,12 @@ struct Output<'a, F> {
 }
 
 impl<F: FnMut() -> Result<(u64, SegmentBuilder)>> Output<'_, F> {
-    fn write_row_group(&mut self, pending: &mut PendingRows) -> Result<()> {
-        let rows = pending.take(self.schema)?;
+    fn write_row_group(&mut self, pending: &mut BatchRows) -> Result<()> {
+        let columns = (0..self.schema.fields().len())
+            .map(|c| pending.gather(c))
+            .collect::<Result<Vec<_>>>()?;
+        pending.clear();
+        let rows = RecordBatch::try_new(self.schema.clone(), columns)?;
         let (_, builder) = match &mut self.open {
             Some(open) => open,
             None => self.open.insert((self.new_segment)()?),
@@ -177,7 +148,7 @@ pub(crate) fn merge(
         .map(|s| Cursor::new(&[*s], schema))
         .collect::<Result<Vec<_>>>()?;
     cursors.push(Cursor::new(level1, schema)?);
-    let mut pending = PendingRows::default();
+    let mut pending = BatchRows::default();
     let mut output = Output {
         schema,
         limits,
@@ -199,7 +170,7 @@ pub(crate) fn merge(
         };
         if keep {
             if last_kept.as_deref() != Some(key) {
-                if pending.picks.len() >= limits.row_group_rows {
+                if pending.len() >= limits.row_group_rows {
                     output.write_row_group(&mut pending)?;
                 }
                 last_kept = Some(key.to_vec());
@@ -210,7 +181,7 @@ pub(crate) fn merge(
         }
         cursors[i].advance(schema)?;
     }
-    if !pending.picks.is_empty() {
+    if pending.len() > 0 {
         output.write_row_group(&mut pending)?;
     }
     output.finish_segment()?;
@@ -239,7 +210,7 @@ fn next_cursor(cursors: &[Cursor]) -> Option<usize> {
 mod tests {
     use super::*;
     use crate::segment::{new_cache, write_segment};
-    use arrow_array::{BinaryArray, Int64Array, UInt64Array, UInt8Array};
+    use arrow_array::{Array, BinaryArray, Int64Array, UInt64Array, UInt8Array};
     use arrow_schema::{DataType, Field, Schema};
     use basalt_formats::segment::{storage_schema, OP_PUT};
 

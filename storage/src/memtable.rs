@@ -171,6 +171,46 @@ impl Memtable {
     }
 }
 
+/// Rows picked from a few batches, gathered into new columns in pick order.
+#[derive(Default)]
+pub(crate) struct BatchRows {
+    batches: Vec<Arc<RecordBatch>>,
+    picks: Vec<(usize, usize)>,
+}
+
+impl BatchRows {
+    pub fn push(&mut self, batch: &Arc<RecordBatch>, row: usize) {
+        // Picks arrive in runs from the same batch: look from the newest.
+        let slot = match self.batches.iter().rposition(|b| Arc::ptr_eq(b, batch)) {
+            Some(slot) => slot,
+            None => {
+                self.batches.push(batch.clone());
+                self.batches.len() - 1
+            }
+        };
+        self.picks.push((slot, row));
+    }
+
+    pub fn len(&self) -> usize {
+        self.picks.len()
+    }
+
+    /// Column `column` of every picked row.
+    pub fn gather(&self, column: usize) -> Result<ArrayRef> {
+        let sources: Vec<&dyn Array> = self
+            .batches
+            .iter()
+            .map(|b| b.column(column).as_ref())
+            .collect();
+        Ok(arrow_select::interleave::interleave(&sources, &self.picks)?)
+    }
+
+    pub fn clear(&mut self) {
+        self.batches.clear();
+        self.picks.clear();
+    }
+}
+
 /// Builds a run in segment layout from WAL-batch rows.
 pub(crate) fn rows_to_run(
     keys: &[&[u8]],
@@ -182,17 +222,9 @@ pub(crate) fn rows_to_run(
     if rows.is_empty() {
         return Ok(empty_like(storage_schema));
     }
-    let mut batches: Vec<Arc<RecordBatch>> = Vec::new();
-    let mut indices = Vec::with_capacity(rows.len());
+    let mut picked = BatchRows::default();
     for r in rows {
-        let idx = match batches.iter().rposition(|b| Arc::ptr_eq(b, &r.batch)) {
-            Some(i) => i,
-            None => {
-                batches.push(r.batch.clone());
-                batches.len() - 1
-            }
-        };
-        indices.push((idx, r.row as usize));
+        picked.push(&r.batch, r.row as usize);
     }
     let ops: Vec<u8> = rows
         .iter()
@@ -210,8 +242,7 @@ pub(crate) fn rows_to_run(
     ];
     for &c in columns {
         // WAL batch columns: _key, _op, then table columns.
-        let sources: Vec<&dyn Array> = batches.iter().map(|b| b.column(c + 2).as_ref()).collect();
-        out.push(arrow_select::interleave::interleave(&sources, &indices)?);
+        out.push(picked.gather(c + 2)?);
     }
     Ok(RecordBatch::try_new(storage_schema.clone(), out)?)
 }
