@@ -1,10 +1,22 @@
-//! Basalt's SQL layer: DataFusion over storage snapshots. So far: SELECT over
-//! storage tables with projection, filter and limit pushdown, and the
-//! error-to-SQLSTATE mapping every layer reports through.
+//! Basalt's SQL layer: sessions that run Postgres-flavoured SQL on
+//! DataFusion over storage snapshots and transactions. DDL and DML are the
+//! session's own; queries are DataFusion's, reading storage tables with
+//! projection, filter and limit pushed down.
 
+mod catalog;
+mod ddl;
+mod dml;
+mod error;
+pub mod pgtext;
 mod session;
+mod settings;
 pub mod sqlstate;
 mod table;
 
-pub use session::{Database, Session, CATALOG, SCHEMA};
+pub use catalog::{CATALOG, PG_TYPE_KEY, SCHEMA};
+pub use error::{Error, Result};
+pub use session::{Database, QueryResult, Session};
 pub use table::{StorageScanExec, StorageTable};
+
+/// The parsed statement [`Session::execute_statement`] takes.
+pub use datafusion::sql::parser::Statement;

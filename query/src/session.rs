@@ -1,95 +1,446 @@
 //! The embedded SQL entry points: a [`Database`] wraps an open storage
-//! directory; each [`Session`] is a DataFusion context whose `basalt.public`
-//! schema is the storage catalog.
+//! directory; each [`Session`] parses statements, keeps its transaction
+//! state, runs DDL and DML itself and hands queries to DataFusion, whose
+//! `basalt` catalog is the storage catalog.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
-use async_trait::async_trait;
+use arrow_schema::SchemaRef;
 use basalt_storage::{Db, Options};
-use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, SchemaProvider};
-use datafusion::common::{DataFusionError, Result};
-use datafusion::datasource::TableProvider;
+use datafusion::common::TableReference;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::{DFParserBuilder, Statement};
+use datafusion::sql::sqlparser::ast::{self, ObjectName};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use futures::TryStreamExt;
+use parking_lot::{Mutex, RwLock};
 
-use crate::table::StorageTable;
-
-pub const CATALOG: &str = "basalt";
-pub const SCHEMA: &str = "public";
+use crate::catalog::{SessionShared, StorageCatalog, CATALOG, SCHEMA};
+use crate::error::{Error, Result};
+use crate::settings::Settings;
 
 /// An open database, shared by its sessions.
 #[derive(Debug, Clone)]
 pub struct Database {
     db: Arc<Db>,
+    /// Keeps a scratch directory alive for [`Database::open_temporary`].
+    _scratch: Option<Arc<tempfile::TempDir>>,
 }
 
 impl Database {
-    pub fn open(path: impl AsRef<Path>) -> basalt_storage::Result<Database> {
+    pub fn open(path: impl AsRef<Path>) -> Result<Database> {
+        Database::open_with(path, Options::default())
+    }
+
+    pub fn open_with(path: impl AsRef<Path>, options: Options) -> Result<Database> {
         Ok(Database {
-            db: Arc::new(Db::open(path, Options::default())?),
+            db: Arc::new(Db::open(path, options)?),
+            _scratch: None,
+        })
+    }
+
+    /// A database in a scratch directory removed when the last handle goes:
+    /// for tests and throwaway work.
+    pub fn open_temporary() -> Result<Database> {
+        let dir = tempfile::tempdir()
+            .map_err(|e| Error::Storage(basalt_storage::Error::io("temporary directory", e)))?;
+        let db = Db::open(dir.path(), Options::default())?;
+        Ok(Database {
+            db: Arc::new(db),
+            _scratch: Some(Arc::new(dir)),
         })
     }
 
     pub fn from_storage(db: Arc<Db>) -> Database {
-        Database { db }
+        Database { db, _scratch: None }
     }
 
     pub fn storage(&self) -> &Arc<Db> {
         &self.db
     }
 
-    pub fn session(&self) -> Result<Session> {
+    pub fn session(&self) -> Session {
         let config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG, SCHEMA)
             .with_create_default_catalog_and_schema(false)
-            .with_information_schema(true);
+            .with_information_schema(true)
+            .set_str("datafusion.sql_parser.dialect", "PostgreSQL")
+            // Storage schemas hold Utf8, not Utf8View.
+            .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false)
+            .set_str("datafusion.execution.time_zone", "+00:00");
         let ctx = SessionContext::new_with_config(config);
-        let catalog = MemoryCatalogProvider::new();
-        catalog.register_schema(
-            SCHEMA,
-            Arc::new(StorageSchema {
-                db: self.db.clone(),
+        let shared = Arc::new(SessionShared {
+            db: self.db.clone(),
+            txn: Mutex::new(None),
+            state: RwLock::new(ctx.state_weak_ref()),
+            temp_tables: Mutex::new(Default::default()),
+        });
+        ctx.register_catalog(
+            CATALOG,
+            Arc::new(StorageCatalog {
+                shared: shared.clone(),
             }),
-        )?;
-        ctx.register_catalog(CATALOG, Arc::new(catalog));
-        Ok(Session { ctx })
+        );
+        Session {
+            ctx,
+            shared,
+            block: Block::None,
+            settings: Settings::default(),
+        }
     }
 }
 
-/// One connection's SQL state.
-pub struct Session {
-    ctx: SessionContext,
+/// What a statement returns.
+pub enum QueryResult {
+    /// Rows, streamed. `command` names the statement for its completion tag
+    /// (`SELECT`, or `INSERT`/`UPDATE`/`DELETE` with RETURNING).
+    Rows {
+        command: &'static str,
+        schema: SchemaRef,
+        stream: SendableRecordBatchStream,
+    },
+    /// A statement without rows: its Postgres command tag (`CREATE TABLE`,
+    /// `INSERT 0 3`, ...) and the rows it affected.
+    Command { tag: String, rows: u64 },
+    /// The statement text held no statement.
+    Empty,
 }
 
-impl Session {
-    /// Runs a query and collects its result.
-    pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>> {
-        self.ctx.sql(sql).await?.collect().await
+impl std::fmt::Debug for QueryResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QueryResult::Rows { command, .. } => write!(f, "Rows({command})"),
+            QueryResult::Command { tag, .. } => write!(f, "Command({tag})"),
+            QueryResult::Empty => f.write_str("Empty"),
+        }
     }
 }
 
-/// The storage catalog as DataFusion's `public` schema.
-#[derive(Debug)]
-struct StorageSchema {
-    db: Arc<Db>,
-}
-
-#[async_trait]
-impl SchemaProvider for StorageSchema {
-    fn table_names(&self) -> Vec<String> {
-        self.db.tables().into_iter().map(|t| t.name).collect()
-    }
-
-    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
-        match self.db.table(name) {
-            Ok(def) => Ok(Some(Arc::new(StorageTable::new(self.db.clone(), def)))),
-            Err(basalt_storage::Error::TableNotFound(_)) => Ok(None),
-            Err(e) => Err(DataFusionError::External(Box::new(e))),
+impl QueryResult {
+    pub(crate) fn command(tag: impl Into<String>) -> QueryResult {
+        QueryResult::Command {
+            tag: tag.into(),
+            rows: 0,
         }
     }
 
-    fn table_exist(&self, name: &str) -> bool {
-        self.db.table(name).is_ok()
+    pub(crate) fn rows(
+        command: &'static str,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    ) -> Self {
+        let stream = futures::stream::iter(batches.into_iter().map(Ok));
+        QueryResult::Rows {
+            command,
+            schema: schema.clone(),
+            stream: Box::pin(RecordBatchStreamAdapter::new(schema, stream)),
+        }
     }
+
+    /// Reads every row; a command gives none.
+    pub async fn collect(self) -> Result<Vec<RecordBatch>> {
+        match self {
+            QueryResult::Rows { stream, .. } => {
+                stream.try_collect().await.map_err(Error::from_datafusion)
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+}
+
+/// Where the session is in Postgres' transaction-block life cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Block {
+    /// Autocommit: each statement is its own transaction.
+    None,
+    /// Inside BEGIN ... COMMIT.
+    Open,
+    /// A statement in the block failed: everything but ROLLBACK/COMMIT is
+    /// refused until the block ends.
+    Failed,
+}
+
+/// Autocommit DML that loses a write conflict runs again on a fresh
+/// snapshot, as Postgres' READ COMMITTED would; this bounds the retries.
+const AUTOCOMMIT_RETRIES: usize = 8;
+
+/// One connection's SQL state. Sessions are independent: many can run at
+/// once on one [`Database`], each with its own transaction.
+pub struct Session {
+    pub(crate) ctx: SessionContext,
+    pub(crate) shared: Arc<SessionShared>,
+    block: Block,
+    pub(crate) settings: Settings,
+}
+
+impl Session {
+    /// Runs every statement in `sql` and returns the last one's result.
+    pub async fn execute(&mut self, sql: &str) -> Result<QueryResult> {
+        let mut last = QueryResult::Empty;
+        for statement in self.parse(sql)? {
+            last = self.execute_statement(statement).await?;
+        }
+        Ok(last)
+    }
+
+    /// Runs `sql` and collects the rows of its last statement.
+    pub async fn query(&mut self, sql: &str) -> Result<Vec<RecordBatch>> {
+        self.execute(sql).await?.collect().await
+    }
+
+    /// Splits and parses `sql` in the Postgres dialect.
+    pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
+        let statements = DFParserBuilder::new(sql)
+            .with_dialect(&PostgreSqlDialect {})
+            .build()
+            .and_then(|mut parser| parser.parse_statements())
+            .map_err(|e| Error::sql("42601", e.to_string().replace("SQL error: ", "")))?;
+        Ok(statements.into_iter().collect())
+    }
+
+    /// Whether the session is inside BEGIN ... COMMIT (or a failed block).
+    pub fn in_transaction(&self) -> bool {
+        self.block != Block::None
+    }
+
+    /// The transaction status byte Postgres reports in ReadyForQuery.
+    pub fn transaction_status(&self) -> u8 {
+        match self.block {
+            Block::None => b'I',
+            Block::Open => b'T',
+            Block::Failed => b'E',
+        }
+    }
+
+    pub async fn execute_statement(&mut self, statement: Statement) -> Result<QueryResult> {
+        if let Some(result) = self.transaction_control(&statement)? {
+            return Ok(result);
+        }
+        if self.block == Block::Failed {
+            return Err(Error::sql(
+                "25P02",
+                "current transaction is aborted, commands ignored until end of transaction block",
+            ));
+        }
+        let result = if self.block == Block::None && writes(&statement) {
+            self.autocommit(&statement).await
+        } else {
+            self.dispatch(statement.clone()).await
+        };
+        if result.is_err() && self.block == Block::Open {
+            self.block = Block::Failed;
+        }
+        result
+    }
+
+    /// One write statement in its own transaction, retried on a write
+    /// conflict while it has returned nothing to the client.
+    async fn autocommit(&mut self, statement: &Statement) -> Result<QueryResult> {
+        let mut attempt = 0;
+        loop {
+            *self.shared.txn.lock() = Some(self.shared.db.begin());
+            let result = self.dispatch(statement.clone()).await;
+            let txn = self.shared.txn.lock().take();
+            let outcome = match (result, txn) {
+                (Ok(result), Some(txn)) => txn.commit().map(|_| result).map_err(Error::from),
+                (Ok(result), None) => Ok(result),
+                (Err(e), _) => Err(e),
+            };
+            match outcome {
+                Err(Error::Storage(basalt_storage::Error::WriteConflict))
+                    if attempt < AUTOCOMMIT_RETRIES =>
+                {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// BEGIN, COMMIT, ROLLBACK; None for any other statement.
+    fn transaction_control(&mut self, statement: &Statement) -> Result<Option<QueryResult>> {
+        let Statement::Statement(inner) = statement else {
+            return Ok(None);
+        };
+        let tag = match inner.as_ref() {
+            ast::Statement::StartTransaction { .. } => {
+                if self.block == Block::None {
+                    *self.shared.txn.lock() = Some(self.shared.db.begin());
+                    self.block = Block::Open;
+                }
+                // Postgres only warns about a BEGIN inside a block.
+                "BEGIN"
+            }
+            ast::Statement::Commit { chain: false, .. } => {
+                let txn = self.shared.txn.lock().take();
+                let failed = self.block == Block::Failed;
+                self.block = Block::None;
+                match txn {
+                    Some(txn) if !failed => {
+                        txn.commit()?;
+                        "COMMIT"
+                    }
+                    Some(txn) => {
+                        txn.rollback();
+                        "ROLLBACK"
+                    }
+                    None => "COMMIT",
+                }
+            }
+            ast::Statement::Rollback {
+                chain: false,
+                savepoint: None,
+            } => {
+                if let Some(txn) = self.shared.txn.lock().take() {
+                    txn.rollback();
+                }
+                self.block = Block::None;
+                "ROLLBACK"
+            }
+            ast::Statement::Commit { .. } | ast::Statement::Rollback { .. } => {
+                return Err(Error::not_supported(
+                    "COMMIT/ROLLBACK AND CHAIN or TO SAVEPOINT",
+                ))
+            }
+            ast::Statement::Savepoint { .. } | ast::Statement::ReleaseSavepoint { .. } => {
+                return Err(Error::not_supported("SAVEPOINT"))
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(QueryResult::command(tag)))
+    }
+
+    async fn dispatch(&mut self, statement: Statement) -> Result<QueryResult> {
+        let Statement::Statement(inner) = statement else {
+            return self.run_datafusion(statement).await;
+        };
+        match *inner {
+            ast::Statement::Insert(insert) => self.insert(insert).await,
+            ast::Statement::Update(update) => self.update(update).await,
+            ast::Statement::Delete(delete) => self.delete(delete).await,
+            ast::Statement::Truncate(truncate) => self.truncate(truncate).await,
+            ast::Statement::CreateTable(create) => self.create_table(create).await,
+            ast::Statement::CreateView(view) => self.create_view(view).await,
+            ast::Statement::CreateSchema {
+                schema_name,
+                if_not_exists,
+                ..
+            } => self.create_schema(&schema_name, if_not_exists),
+            ast::Statement::Drop {
+                object_type,
+                if_exists,
+                names,
+                cascade,
+                ..
+            } => self.drop(object_type, if_exists, &names, cascade),
+            ast::Statement::AlterTable(alter) => self.alter_table(alter).await,
+            ast::Statement::Set(set) => self.set(set),
+            ast::Statement::ShowVariable { variable } => self.show(&variable).await,
+            other => {
+                self.run_datafusion(Statement::Statement(Box::new(other)))
+                    .await
+            }
+        }
+    }
+
+    /// A query (or any statement DataFusion runs without storage changes).
+    pub(crate) async fn run_datafusion(&mut self, statement: Statement) -> Result<QueryResult> {
+        let state = self.ctx.state();
+        let plan = state
+            .statement_to_plan(statement)
+            .await
+            .map_err(Error::from_datafusion)?;
+        let frame = self
+            .ctx
+            .execute_logical_plan(plan)
+            .await
+            .map_err(Error::from_datafusion)?;
+        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+        let stream = frame
+            .execute_stream()
+            .await
+            .map_err(Error::from_datafusion)?;
+        Ok(QueryResult::Rows {
+            command: "SELECT",
+            schema,
+            stream,
+        })
+    }
+
+    /// Plans and runs SQL text the session built itself, collecting rows.
+    pub(crate) async fn run_internal(&mut self, sql: &str) -> Result<Vec<RecordBatch>> {
+        let mut statements = self.parse(sql)?;
+        let Some(statement) = statements.pop() else {
+            return Ok(Vec::new());
+        };
+        self.run_datafusion(statement).await?.collect().await
+    }
+
+    /// `(schema, table)` of a possibly qualified table name, normalized as
+    /// Postgres does (unquoted names fold to lower case).
+    pub(crate) fn resolve(&self, name: &ObjectName) -> Result<(String, String)> {
+        let reference =
+            datafusion::sql::planner::object_name_to_table_reference(name.clone(), true)
+                .map_err(Error::from_datafusion)?;
+        match reference {
+            TableReference::Bare { table } => Ok((SCHEMA.to_string(), table.to_string())),
+            TableReference::Partial { schema, table } => {
+                Ok((schema.to_string(), table.to_string()))
+            }
+            TableReference::Full {
+                catalog,
+                schema,
+                table,
+            } if catalog.as_ref() == CATALOG => Ok((schema.to_string(), table.to_string())),
+            TableReference::Full { catalog, .. } => Err(Error::sql(
+                "0A000",
+                format!("cross-database references are not implemented: \"{catalog}\""),
+            )),
+        }
+    }
+
+    /// DDL takes effect at once, outside any transaction; a block that has
+    /// not written yet moves to a snapshot that sees it.
+    pub(crate) fn before_ddl(&mut self) -> Result<()> {
+        let mut txn = self.shared.txn.lock();
+        match txn.as_ref() {
+            Some(open) if !open.is_empty() => Err(Error::sql(
+                "0A000",
+                "schema changes inside a transaction that has written rows are not supported",
+            )),
+            _ => Ok(()),
+        }
+        .map(|()| {
+            if txn.is_some() {
+                *txn = Some(self.shared.db.begin());
+            }
+        })
+    }
+
+    pub(crate) fn after_ddl(&mut self) {
+        let mut txn = self.shared.txn.lock();
+        if txn.as_ref().is_some_and(|t| t.is_empty()) {
+            *txn = Some(self.shared.db.begin());
+        }
+    }
+}
+
+/// Statements that write rows and so run in a transaction of their own
+/// under autocommit.
+fn writes(statement: &Statement) -> bool {
+    matches!(
+        statement,
+        Statement::Statement(s) if matches!(
+            s.as_ref(),
+            ast::Statement::Insert(_)
+                | ast::Statement::Update(_)
+                | ast::Statement::Delete(_)
+                | ast::Statement::Truncate(_)
+                | ast::Statement::CreateTable(_)
+        )
+    )
 }

@@ -42,10 +42,15 @@ pub fn of_format(err: &basalt_storage::FormatError) -> &'static str {
 /// SQLSTATE of an error from planning or running a query.
 pub fn of_datafusion(err: &DataFusionError) -> &'static str {
     match err {
-        DataFusionError::External(inner) => match inner.downcast_ref::<StorageError>() {
-            Some(storage) => of_storage(storage),
-            None => "XX000",
-        },
+        DataFusionError::External(inner) => {
+            if let Some(storage) = inner.downcast_ref::<StorageError>() {
+                of_storage(storage)
+            } else if let Some(ours) = inner.downcast_ref::<crate::Error>() {
+                ours.sqlstate()
+            } else {
+                "XX000"
+            }
+        }
         DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
             of_datafusion(inner)
         }
@@ -68,6 +73,9 @@ pub fn of_datafusion(err: &DataFusionError) -> &'static str {
             ArrowError::InvalidArgumentError(m) if m.contains("non-nullable but contains null") => {
                 "23502"
             }
+            ArrowError::CastError(_) | ArrowError::ParseError(_) => "22P02", // invalid_text_representation
+            ArrowError::DivideByZero => "22012",                             // division_by_zero
+            ArrowError::ArithmeticOverflow(_) => "22003", // numeric_value_out_of_range
             _ => "XX000",
         },
         DataFusionError::NotImplemented(_) => "0A000", // feature_not_supported
@@ -140,7 +148,7 @@ mod tests {
                 false,
             )]));
         db.storage().create_table("t", schema, &["id"]).unwrap();
-        let session = db.session().unwrap();
+        let mut session = db.session();
         let conflict = DataFusionError::External(Box::new(StorageError::WriteConflict));
         assert_eq!(
             of_datafusion(&DataFusionError::Context("scan".into(), Box::new(conflict))),
@@ -153,7 +161,7 @@ mod tests {
             ("SELECT id FROM t WHERE", "42601"),
         ] {
             let err = session.query(sql).await.unwrap_err();
-            assert_eq!(of_datafusion(&err), code, "{sql}: {err}");
+            assert_eq!(err.sqlstate(), code, "{sql}: {err}");
         }
     }
 }

@@ -3,19 +3,19 @@
 //! limit pushed down, and the scan's independent units spread over
 //! DataFusion partitions.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use arrow_schema::SchemaRef;
+use arrow_array::{RecordBatch, RecordBatchOptions};
+use arrow_schema::{DataType, Field, FieldRef, Schema, SchemaRef};
 use async_trait::async_trait;
-use basalt_storage::{Db, Predicate, PredicateOp, Scalar, ScanOptions, ScanPlan, TableDef};
+use basalt_storage::{Predicate, PredicateOp, Scalar, ScanOptions, ScanPlan, TableDef};
 use datafusion::catalog::Session;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result, ScalarValue};
-use datafusion::datasource::sink::{DataSink, DataSinkExec};
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -24,29 +24,59 @@ use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
     PlanProperties, ReplaceChildrenOptions,
 };
-use futures::StreamExt;
 
-/// A table of the storage engine.
+use crate::catalog::{SessionShared, ROW_KEY};
+
+/// A table of the storage engine. A keyed table shows each row's storage
+/// key as one more column, [`ROW_KEY`], for UPDATE and DELETE to address it.
 #[derive(Debug)]
 pub struct StorageTable {
-    db: Arc<Db>,
+    shared: Arc<SessionShared>,
     def: TableDef,
+    keyed: bool,
+    schema: SchemaRef,
+    defaults: HashMap<String, Expr>,
 }
 
 impl StorageTable {
-    pub fn new(db: Arc<Db>, def: TableDef) -> StorageTable {
-        StorageTable { db, def }
+    pub(crate) fn new(
+        shared: Arc<SessionShared>,
+        def: TableDef,
+        keyed: bool,
+        defaults: HashMap<String, Expr>,
+    ) -> StorageTable {
+        let schema = if keyed {
+            let mut fields: Vec<FieldRef> = def.schema.fields().iter().cloned().collect();
+            fields.push(Arc::new(Field::new(ROW_KEY, DataType::Binary, false)));
+            Arc::new(Schema::new_with_metadata(
+                fields,
+                def.schema.metadata().clone(),
+            ))
+        } else {
+            def.schema.clone()
+        };
+        StorageTable {
+            shared,
+            def,
+            keyed,
+            schema,
+            defaults,
+        }
     }
 }
 
 #[async_trait]
 impl TableProvider for StorageTable {
     fn schema(&self) -> SchemaRef {
-        self.def.schema.clone()
+        self.schema.clone()
     }
 
     fn table_type(&self) -> TableType {
         TableType::Base
+    }
+
+    fn get_column_default(&self, column: &str) -> Option<&Expr> {
+        self.defaults.get(column)
     }
 
     fn supports_filters_pushdown(
@@ -60,26 +90,6 @@ impl TableProvider for StorageTable {
                 None => TableProviderFilterPushDown::Unsupported,
             })
             .collect())
-    }
-
-    /// `INSERT INTO`: the rows are upserted by primary key in one storage
-    /// transaction, committed before the statement returns.
-    async fn insert_into(
-        &self,
-        _state: &dyn Session,
-        input: Arc<dyn ExecutionPlan>,
-        insert_op: InsertOp,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        if insert_op != InsertOp::Append {
-            return Err(DataFusionError::NotImplemented(format!(
-                "{insert_op} into a Basalt table"
-            )));
-        }
-        let sink = StorageSink {
-            db: self.db.clone(),
-            def: self.def.clone(),
-        };
-        Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }
 
     async fn scan(
@@ -98,16 +108,33 @@ impl TableProvider for StorageTable {
                 "a filter the scan cannot answer was pushed down".into(),
             ));
         }
+        let columns = self.def.schema.fields().len();
+        let wanted: Vec<usize> = projection
+            .cloned()
+            .unwrap_or_else(|| (0..self.schema.fields().len()).collect());
+        let with_key = self.keyed && wanted.contains(&columns);
+        let storage_projection: Vec<usize> =
+            wanted.iter().copied().filter(|&c| c < columns).collect();
+        // Storage puts the key last; DataFusion wants the columns in the
+        // order it asked for.
+        let mut produced = storage_projection.clone();
+        if with_key {
+            produced.push(columns);
+        }
+        let reorder: Vec<usize> = wanted
+            .iter()
+            .filter_map(|c| produced.iter().position(|p| p == c))
+            .collect();
+        let output_schema = Arc::new(self.schema.project(&wanted)?);
         let options = ScanOptions {
-            projection: projection.cloned(),
+            projection: Some(storage_projection),
             predicates,
             limit,
-            with_key: false,
+            with_key,
         };
         let plan = self
-            .db
-            .snapshot()
-            .scan(&self.def.name, &options)
+            .shared
+            .with_reader(|reader| reader.scan(&self.def.name, &options))
             .map_err(external)?;
         let partitions = state.config().target_partitions().max(1);
         Ok(Arc::new(StorageScanExec::new(
@@ -115,45 +142,9 @@ impl TableProvider for StorageTable {
             plan,
             options,
             partitions,
+            output_schema,
+            reorder,
         )))
-    }
-}
-
-/// Writes a statement's rows into a table in one transaction.
-#[derive(Debug)]
-struct StorageSink {
-    db: Arc<Db>,
-    def: TableDef,
-}
-
-impl DisplayAs for StorageSink {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "StorageSink: table={}", self.def.name)
-    }
-}
-
-#[async_trait]
-impl DataSink for StorageSink {
-    fn schema(&self) -> &SchemaRef {
-        &self.def.schema
-    }
-
-    async fn write_all(
-        &self,
-        mut data: SendableRecordBatchStream,
-        _context: &Arc<TaskContext>,
-    ) -> Result<u64> {
-        let mut txn = self.db.begin();
-        let mut rows = 0u64;
-        while let Some(batch) = data.next().await {
-            // The planner has cast the values to the column types; the
-            // transaction checks them and NOT NULL against the table.
-            let batch = batch?;
-            rows += batch.num_rows() as u64;
-            txn.put(&self.def.name, &batch).map_err(external)?;
-        }
-        txn.commit().map_err(external)?;
-        Ok(rows)
     }
 }
 
@@ -246,6 +237,9 @@ pub struct StorageScanExec {
     options: ScanOptions,
     partitions: usize,
     properties: Arc<PlanProperties>,
+    schema: SchemaRef,
+    /// Output column i is the scan's column `reorder[i]`.
+    reorder: Vec<usize>,
 }
 
 impl StorageScanExec {
@@ -254,6 +248,8 @@ impl StorageScanExec {
         plan: ScanPlan,
         options: ScanOptions,
         target_partitions: usize,
+        schema: SchemaRef,
+        reorder: Vec<usize>,
     ) -> StorageScanExec {
         // With a limit the units run in key order in one partition, so the
         // first rows found are the ones returned.
@@ -262,7 +258,7 @@ impl StorageScanExec {
             None => target_partitions.min(plan.num_units()).max(1),
         };
         let properties = PlanProperties::new(
-            EquivalenceProperties::new(plan.schema()),
+            EquivalenceProperties::new(schema.clone()),
             Partitioning::UnknownPartitioning(partitions),
             EmissionType::Incremental,
             Boundedness::Bounded,
@@ -273,6 +269,8 @@ impl StorageScanExec {
             options,
             partitions,
             properties: Arc::new(properties),
+            schema,
+            reorder,
         }
     }
 }
@@ -361,6 +359,8 @@ impl ExecutionPlan for StorageScanExec {
             )));
         }
         let plan = self.plan.clone();
+        let schema = self.schema.clone();
+        let reorder = self.reorder.clone();
         let mut remaining = self.options.limit.unwrap_or(usize::MAX);
         let units = (partition..plan.num_units()).step_by(self.partitions);
         let batches = units.filter_map(move |unit| {
@@ -375,14 +375,19 @@ impl ExecutionPlan for StorageScanExec {
                         batch
                     };
                     remaining -= batch.num_rows();
-                    Some(Ok(batch))
+                    let columns = reorder.iter().map(|&c| batch.column(c).clone()).collect();
+                    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+                    Some(
+                        RecordBatch::try_new_with_options(schema.clone(), columns, &options)
+                            .map_err(|e| DataFusionError::ArrowError(Box::new(e), None)),
+                    )
                 }
                 Ok(None) => None,
                 Err(e) => Some(Err(external(e))),
             }
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
-            self.plan.schema(),
+            self.schema.clone(),
             futures::stream::iter(batches),
         )))
     }

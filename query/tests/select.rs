@@ -7,7 +7,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use basalt_query::{Database, Session};
+use basalt_query::{Database, QueryResult, Session};
 
 fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -52,7 +52,7 @@ fn database(dir: &std::path::Path) -> Database {
     database
 }
 
-async fn int_column(session: &Session, sql: &str) -> Vec<i64> {
+async fn int_column(session: &mut Session, sql: &str) -> Vec<i64> {
     let batches = session.query(sql).await.unwrap();
     batches
         .iter()
@@ -60,7 +60,7 @@ async fn int_column(session: &Session, sql: &str) -> Vec<i64> {
         .collect()
 }
 
-async fn text(session: &Session, sql: &str) -> String {
+async fn text(session: &mut Session, sql: &str) -> String {
     let batches = session.query(sql).await.unwrap();
     arrow_cast_display(&batches)
 }
@@ -83,18 +83,18 @@ fn arrow_cast_display(batches: &[RecordBatch]) -> String {
 #[tokio::test]
 async fn filtered_select_matches_the_rows_written() {
     let dir = tempfile::tempdir().unwrap();
-    let session = database(dir.path()).session().unwrap();
-    let got = int_column(&session, "SELECT id FROM t WHERE a = 42 ORDER BY id").await;
+    let mut session = database(dir.path()).session();
+    let got = int_column(&mut session, "SELECT id FROM t WHERE a = 42 ORDER BY id").await;
     let want: Vec<i64> = (0..10000)
         .filter(|&i| i % 10 != 0 && a_of(i) == 42)
         .collect();
     assert!(!want.is_empty());
     assert_eq!(got, want);
 
-    let got = int_column(&session, "SELECT count(*) FROM t WHERE a IS NULL").await;
+    let got = int_column(&mut session, "SELECT count(*) FROM t WHERE a IS NULL").await;
     assert_eq!(got, vec![1000]);
     let got = int_column(
-        &session,
+        &mut session,
         "SELECT sum(a) FROM t WHERE id >= 4990 AND id < 5010",
     )
     .await;
@@ -103,7 +103,7 @@ async fn filtered_select_matches_the_rows_written() {
         vec![(4990..5010).filter(|i| i % 10 != 0).map(a_of).sum::<i64>()]
     );
     let got = int_column(
-        &session,
+        &mut session,
         "SELECT id FROM t WHERE id IN (3, 5001, 20000) ORDER BY id",
     )
     .await;
@@ -113,34 +113,38 @@ async fn filtered_select_matches_the_rows_written() {
 #[tokio::test]
 async fn newest_versions_win_and_limits_and_joins_work() {
     let dir = tempfile::tempdir().unwrap();
-    let session = database(dir.path()).session().unwrap();
+    let mut session = database(dir.path()).session();
     let got = text(
-        &session,
+        &mut session,
         "SELECT s FROM t WHERE id IN (99, 100) ORDER BY id",
     )
     .await;
     assert_eq!(got, "v2-99\nv1-100\n");
     assert_eq!(
-        int_column(&session, "SELECT count(*) FROM t").await,
+        int_column(&mut session, "SELECT count(*) FROM t").await,
         vec![10000]
     );
     assert_eq!(
-        int_column(&session, "SELECT count(*) FROM (SELECT id FROM t LIMIT 7)").await,
+        int_column(
+            &mut session,
+            "SELECT count(*) FROM (SELECT id FROM t LIMIT 7)"
+        )
+        .await,
         vec![7]
     );
     let joined = "SELECT count(*) FROM t x JOIN t y ON x.id = y.id + 1 WHERE y.a = 1";
     let want = (0..10000)
         .filter(|&i| i % 10 != 0 && a_of(i) == 1 && i + 1 < 10000)
         .count() as i64;
-    assert_eq!(int_column(&session, joined).await, vec![want]);
+    assert_eq!(int_column(&mut session, joined).await, vec![want]);
 }
 
 #[tokio::test]
 async fn explain_shows_the_pushed_down_scan() {
     let dir = tempfile::tempdir().unwrap();
-    let session = database(dir.path()).session().unwrap();
+    let mut session = database(dir.path()).session();
     let plan = text(
-        &session,
+        &mut session,
         "EXPLAIN SELECT id, s FROM t WHERE a = 42 AND s LIKE 'v1%'",
     )
     .await;
@@ -153,38 +157,49 @@ async fn explain_shows_the_pushed_down_scan() {
 #[tokio::test]
 async fn unknown_tables_are_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let session = database(dir.path()).session().unwrap();
+    let mut session = database(dir.path()).session();
     let err = session.query("SELECT * FROM missing").await.unwrap_err();
     assert!(err.to_string().contains("missing"), "{err}");
 }
 
 #[tokio::test]
-async fn insert_upserts_by_key_in_one_commit() {
+async fn insert_checks_keys_and_upserts_on_conflict() {
     let dir = tempfile::tempdir().unwrap();
     let database = database(dir.path());
-    let session = database.session().unwrap();
+    let mut session = database.session();
     let inserted = session
-        .query("INSERT INTO t VALUES (20000, 1, 'new'), (1, NULL, 'replaced')")
+        .execute("INSERT INTO t VALUES (20000, 1, 'new'), (20001, NULL, 'new')")
+        .await
+        .unwrap();
+    assert!(
+        matches!(&inserted, QueryResult::Command { tag, rows: 2 } if tag == "INSERT 0 2"),
+        "{inserted:?}"
+    );
+    // Row 1 exists (flushed to a segment, then rewritten in the memtable).
+    let err = session
+        .query("INSERT INTO t VALUES (20002, 1, 'x'), (1, NULL, 'replaced')")
+        .await
+        .unwrap_err();
+    assert_eq!(err.sqlstate(), "23505", "{err}");
+    assert_eq!(err.detail(), Some("Key (id)=(1) already exists."));
+    session
+        .query(
+            "INSERT INTO t VALUES (1, NULL, 'replaced') \
+             ON CONFLICT (id) DO UPDATE SET a = excluded.a, s = excluded.s || '!'",
+        )
         .await
         .unwrap();
     assert_eq!(
-        inserted[0]
-            .column(0)
-            .as_primitive::<arrow_array::types::UInt64Type>()
-            .value(0),
-        2
-    );
-    assert_eq!(
         text(
-            &session,
-            "SELECT s FROM t WHERE id IN (1, 20000) ORDER BY id"
+            &mut session,
+            "SELECT s FROM t WHERE id IN (1, 20000, 20002) ORDER BY id"
         )
         .await,
-        "replaced\nnew\n"
+        "replaced!\nnew\n"
     );
     assert_eq!(
-        int_column(&session, "SELECT count(*) FROM t").await,
-        vec![10001]
+        int_column(&mut session, "SELECT count(*) FROM t").await,
+        vec![10002]
     );
     // Copying rows through SQL: every id shifted past the existing ones.
     session
@@ -192,7 +207,7 @@ async fn insert_upserts_by_key_in_one_commit() {
         .await
         .unwrap();
     assert_eq!(
-        int_column(&session, "SELECT count(*) FROM t WHERE id >= 100000").await,
+        int_column(&mut session, "SELECT count(*) FROM t WHERE id >= 100000").await,
         vec![10]
     );
     // A NULL key is refused and nothing of the statement is applied.
@@ -200,13 +215,9 @@ async fn insert_upserts_by_key_in_one_commit() {
         .query("INSERT INTO t VALUES (30000, 1, 'ok'), (NULL, 2, 'bad')")
         .await
         .unwrap_err();
+    assert_eq!(err.sqlstate(), "23502", "{err}");
     assert_eq!(
-        basalt_query::sqlstate::of_datafusion(&err),
-        "23502",
-        "{err}"
-    );
-    assert_eq!(
-        int_column(&session, "SELECT count(*) FROM t WHERE id = 30000").await,
+        int_column(&mut session, "SELECT count(*) FROM t WHERE id = 30000").await,
         vec![0]
     );
 }

@@ -1,0 +1,651 @@
+//! INSERT, UPDATE, DELETE, TRUNCATE and RETURNING. DataFusion plans and
+//! evaluates every expression; the session turns the rows it gets into
+//! storage writes in the session's transaction: rows are found through the
+//! table's keyed view (each row with its storage key), so an UPDATE or
+//! DELETE knows exactly which stored row it replaces.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arrow_array::{Array, ArrayRef, BinaryArray, BooleanArray, RecordBatch};
+use arrow_schema::{Field, Schema, SchemaRef};
+use basalt_storage::{ScanOptions, TableDef, Transaction};
+use datafusion::arrow::compute::{cast_with_options, filter_record_batch, CastOptions};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::datasource::MemTable;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::sql::parser::Statement;
+use datafusion::sql::sqlparser::ast::{
+    self, Assignment, AssignmentTarget, FromTable, OnConflictAction, OnInsert, SelectItem,
+    TableFactor, TableObject, TableWithJoins, UpdateTableFromKind,
+};
+use futures::StreamExt;
+
+use crate::catalog::{storage_name, INTERNAL_SCHEMA, ROW_KEY};
+use crate::ddl::normalize;
+use crate::error::{Error, Result};
+use crate::session::{QueryResult, Session};
+
+const EXCLUDED: &str = "__basalt_excluded";
+const RETURNING: &str = "__basalt_returning";
+
+pub(crate) fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The keyed view of a storage table, as SQL.
+fn keyed_table(full: &str) -> String {
+    format!("{INTERNAL_SCHEMA}.{}", quote_ident(full))
+}
+
+/// The target of a DML statement.
+struct Target {
+    full: String,
+    def: TableDef,
+    /// How the statement's expressions name the table.
+    alias: String,
+}
+
+impl Session {
+    fn target(&self, name: &ast::ObjectName, alias: Option<&ast::Ident>) -> Result<Target> {
+        let (schema, table) = self.resolve(name)?;
+        let full = storage_name(&schema, &table);
+        let def = self.shared.db.table(&full).map_err(|e| match e {
+            basalt_storage::Error::TableNotFound(_) => {
+                Error::sql("42P01", format!("relation \"{table}\" does not exist"))
+            }
+            other => other.into(),
+        })?;
+        Ok(Target {
+            full,
+            def,
+            alias: alias.map(normalize).unwrap_or(table),
+        })
+    }
+
+    fn with_txn<T>(
+        &self,
+        write: impl FnOnce(&mut Transaction) -> basalt_storage::Result<T>,
+    ) -> Result<T> {
+        let mut txn = self.shared.txn.lock();
+        let txn = txn
+            .as_mut()
+            .ok_or_else(|| Error::sql("XX000", "a write outside any transaction"))?;
+        Ok(write(txn)?)
+    }
+
+    pub(crate) async fn insert(&mut self, mut insert: ast::Insert) -> Result<QueryResult> {
+        let on = insert.on.take();
+        let returning = insert.returning.take();
+        let TableObject::TableName(name) = &insert.table else {
+            return Err(Error::not_supported("INSERT into a table function"));
+        };
+        let alias = insert.table_alias.take().map(|a| a.alias);
+        let target = self.target(name, alias.as_ref())?;
+        let statement = Statement::Statement(Box::new(ast::Statement::Insert(insert)));
+        let plan = self
+            .ctx
+            .state()
+            .statement_to_plan(statement)
+            .await
+            .map_err(Error::from_datafusion)?;
+        let LogicalPlan::Dml(dml) = plan else {
+            return Err(Error::sql("XX000", "INSERT did not plan as DML"));
+        };
+        let rows = self
+            .collect_plan(dml.input.as_ref().clone(), &target)
+            .await?;
+        let action = match on {
+            None => None,
+            Some(OnInsert::OnConflict(on_conflict)) => Some(on_conflict.action),
+            Some(OnInsert::DuplicateKeyUpdate(_)) => {
+                return Err(Error::not_supported("ON DUPLICATE KEY UPDATE"))
+            }
+            Some(other) => return Err(Error::not_supported(format!("{other}"))),
+        };
+        let written = self.write_inserted(&target, rows, action).await?;
+        let count = written.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+        match returning {
+            Some(items) => self.returning(&target, items, written, "INSERT").await,
+            None => Ok(QueryResult::Command {
+                tag: format!("INSERT 0 {count}"),
+                rows: count,
+            }),
+        }
+    }
+
+    /// The rows of the INSERT's source, in the table's column types, with
+    /// NOT NULL checked by column name.
+    async fn collect_plan(
+        &mut self,
+        input: LogicalPlan,
+        target: &Target,
+    ) -> Result<Vec<RecordBatch>> {
+        let frame = self
+            .ctx
+            .execute_logical_plan(input)
+            .await
+            .map_err(Error::from_datafusion)?;
+        let mut stream = frame
+            .execute_stream()
+            .await
+            .map_err(Error::from_datafusion)?;
+        let mut batches = Vec::new();
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(Error::from_datafusion)?;
+            batches.push(conform(
+                &target.def.schema,
+                &target.full,
+                batch.columns().to_vec(),
+            )?);
+        }
+        Ok(batches)
+    }
+
+    /// Writes inserted rows, resolving key conflicts as the statement says.
+    /// Returns the rows as written (inserted and updated).
+    async fn write_inserted(
+        &mut self,
+        target: &Target,
+        batches: Vec<RecordBatch>,
+        action: Option<OnConflictAction>,
+    ) -> Result<Vec<RecordBatch>> {
+        if target.def.key_columns.is_empty() {
+            if action.is_some() {
+                return Err(Error::sql(
+                    "42P10",
+                    "there is no unique or exclusion constraint matching the ON CONFLICT specification",
+                ));
+            }
+            for batch in &batches {
+                self.with_txn(|txn| txn.put(&target.full, batch))?;
+            }
+            return Ok(batches);
+        }
+        let mut seen: HashSet<Vec<u8>> = HashSet::new();
+        let mut written = Vec::new();
+        let mut conflicts = Vec::new();
+        for batch in batches {
+            let keys = row_keys(&target.def, &batch)?;
+            let mut insert_mask = Vec::with_capacity(keys.len());
+            let mut conflict_mask = Vec::with_capacity(keys.len());
+            for (row, key) in keys.iter().enumerate() {
+                let repeated = !seen.insert(key.clone());
+                let exists = repeated
+                    || self
+                        .shared
+                        .with_reader(|r| r.get(&target.full, key))?
+                        .is_some();
+                match (&action, exists) {
+                    (_, false) => {}
+                    (None, true) => return Err(unique_violation(target, &batch, row)),
+                    (Some(OnConflictAction::DoUpdate(_)), true) if repeated => {
+                        return Err(Error::sql(
+                            "21000",
+                            "ON CONFLICT DO UPDATE command cannot affect row a second time",
+                        )
+                        .with_detail(
+                            "Ensure that no rows proposed for insertion within the same command have duplicate constrained values.",
+                        ))
+                    }
+                    (Some(_), true) => {}
+                }
+                insert_mask.push(!exists);
+                conflict_mask.push(exists);
+            }
+            let inserted = filter(&batch, insert_mask)?;
+            if inserted.num_rows() > 0 {
+                self.with_txn(|txn| txn.put(&target.full, &inserted))?;
+                written.push(inserted);
+            }
+            if let Some(OnConflictAction::DoUpdate(_)) = &action {
+                let keys: Vec<&[u8]> = keys
+                    .iter()
+                    .zip(&conflict_mask)
+                    .filter(|(_, c)| **c)
+                    .map(|(k, _)| k.as_slice())
+                    .collect();
+                let conflicting = filter(&batch, conflict_mask)?;
+                if conflicting.num_rows() > 0 {
+                    conflicts.push(with_row_keys(&conflicting, keys)?);
+                }
+            }
+        }
+        if let (Some(OnConflictAction::DoUpdate(update)), false) = (action, conflicts.is_empty()) {
+            written.extend(self.update_conflicts(target, update, conflicts).await?);
+        }
+        Ok(written)
+    }
+
+    /// ON CONFLICT DO UPDATE: evaluates the assignments with the stored row
+    /// as the table and the proposed row as `excluded`.
+    async fn update_conflicts(
+        &mut self,
+        target: &Target,
+        update: ast::DoUpdate,
+        excluded: Vec<RecordBatch>,
+    ) -> Result<Vec<RecordBatch>> {
+        let schema = excluded[0].schema();
+        let table = MemTable::try_new(schema, vec![excluded]).map_err(Error::from_datafusion)?;
+        self.shared
+            .temp_tables
+            .lock()
+            .insert(EXCLUDED.to_string(), Arc::new(table));
+        let alias = quote_ident(&target.alias);
+        let from = format!(
+            "{} AS {alias} JOIN {INTERNAL_SCHEMA}.{EXCLUDED} AS excluded ON {alias}.{ROW_KEY} = excluded.{ROW_KEY}",
+            keyed_table(&target.full)
+        );
+        let result = self
+            .assign(
+                target,
+                &update.assignments,
+                &from,
+                update.selection.as_ref(),
+            )
+            .await;
+        self.shared.temp_tables.lock().remove(EXCLUDED);
+        result
+    }
+
+    pub(crate) async fn update(&mut self, update: ast::Update) -> Result<QueryResult> {
+        if update.limit.is_some() || !update.order_by.is_empty() {
+            return Err(Error::not_supported("UPDATE with ORDER BY or LIMIT"));
+        }
+        let (name, alias) = table_of(&update.table)?;
+        let target = self.target(&name, alias.as_ref())?;
+        let mut from = format!(
+            "{} AS {}",
+            keyed_table(&target.full),
+            quote_ident(&target.alias)
+        );
+        if let Some(
+            UpdateTableFromKind::BeforeSet(tables) | UpdateTableFromKind::AfterSet(tables),
+        ) = &update.from
+        {
+            for table in tables {
+                from.push_str(&format!(", {table}"));
+            }
+        }
+        let written = self
+            .assign(
+                &target,
+                &update.assignments,
+                &from,
+                update.selection.as_ref(),
+            )
+            .await?;
+        let count = written.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+        match update.returning {
+            Some(items) => self.returning(&target, items, written, "UPDATE").await,
+            None => Ok(QueryResult::Command {
+                tag: format!("UPDATE {count}"),
+                rows: count,
+            }),
+        }
+    }
+
+    /// Computes `SET` assignments for the rows `from ... WHERE selection`
+    /// finds, and writes the new rows in place of the old ones.
+    async fn assign(
+        &mut self,
+        target: &Target,
+        assignments: &[Assignment],
+        from: &str,
+        selection: Option<&ast::Expr>,
+    ) -> Result<Vec<RecordBatch>> {
+        let schema = &target.def.schema;
+        let mut columns = Vec::new();
+        let mut values = Vec::new();
+        for assignment in assignments {
+            let AssignmentTarget::ColumnName(column) = &assignment.target else {
+                return Err(Error::not_supported("assigning a tuple of columns"));
+            };
+            let Some(ident) = column.0.last().and_then(|p| p.as_ident()) else {
+                return Err(Error::sql("42601", format!("invalid column {column}")));
+            };
+            let name = normalize(ident);
+            let index = schema.index_of(&name).map_err(|_| {
+                Error::sql(
+                    "42703",
+                    format!(
+                        "column \"{name}\" of relation \"{}\" does not exist",
+                        target.alias
+                    ),
+                )
+            })?;
+            if columns.contains(&index) {
+                return Err(Error::sql(
+                    "42601",
+                    format!("multiple assignments to same column \"{name}\""),
+                ));
+            }
+            columns.push(index);
+            values.push(format!("({})", assignment.value));
+        }
+        let mut sql = format!("SELECT {}.*", quote_ident(&target.alias));
+        for value in &values {
+            sql.push_str(&format!(", {value}"));
+        }
+        sql.push_str(&format!(" FROM {from}"));
+        if let Some(selection) = selection {
+            sql.push_str(&format!(" WHERE {selection}"));
+        }
+        let found = self.run_internal(&sql).await?;
+        let width = schema.fields().len();
+        let mut seen = HashSet::new();
+        let mut written = Vec::new();
+        for batch in found {
+            // A row an UPDATE ... FROM joins twice is updated once.
+            let keys = batch
+                .column(width)
+                .as_any()
+                .downcast_ref::<BinaryArray>()
+                .ok_or_else(|| Error::sql("XX000", "row keys of unexpected type"))?
+                .clone();
+            let first: Vec<bool> = (0..batch.num_rows())
+                .map(|row| seen.insert(keys.value(row).to_vec()))
+                .collect();
+            let batch = filter(&batch, first)?;
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            let mut new_columns: Vec<ArrayRef> = batch.columns()[..width].to_vec();
+            for (i, &column) in columns.iter().enumerate() {
+                let value = batch.column(width + 1 + i);
+                new_columns[column] = cast_value(value, schema.field(column))?;
+            }
+            let new_rows = conform(schema, &target.full, new_columns)?;
+            let old_keys = batch
+                .column(width)
+                .as_any()
+                .downcast_ref::<BinaryArray>()
+                .map(|k| k.iter().flatten().map(<[u8]>::to_vec).collect::<Vec<_>>())
+                .unwrap_or_default();
+            self.replace_rows(target, old_keys, &new_rows)?;
+            written.push(new_rows);
+        }
+        Ok(written)
+    }
+
+    /// Writes `new_rows` in place of the rows stored under `old_keys`,
+    /// refusing a key another row already holds.
+    fn replace_rows(
+        &mut self,
+        target: &Target,
+        old_keys: Vec<Vec<u8>>,
+        new_rows: &RecordBatch,
+    ) -> Result<()> {
+        if target.def.key_columns.is_empty() {
+            return self.with_txn(|txn| {
+                txn.delete_keys(&target.full, old_keys)?;
+                txn.put(&target.full, new_rows)
+            });
+        }
+        let new_keys = row_keys(&target.def, new_rows)?;
+        let old: HashSet<&Vec<u8>> = old_keys.iter().collect();
+        let mut taken = HashSet::new();
+        for (row, key) in new_keys.iter().enumerate() {
+            let clash = !taken.insert(key)
+                || (!old.contains(key)
+                    && self
+                        .shared
+                        .with_reader(|r| r.get(&target.full, key))?
+                        .is_some());
+            if clash {
+                return Err(unique_violation(target, new_rows, row));
+            }
+        }
+        let moved: Vec<Vec<u8>> = old_keys
+            .iter()
+            .filter(|k| !taken.contains(k))
+            .cloned()
+            .collect();
+        self.with_txn(|txn| {
+            txn.delete_keys(&target.full, moved)?;
+            txn.put(&target.full, new_rows)
+        })
+    }
+
+    pub(crate) async fn delete(&mut self, delete: ast::Delete) -> Result<QueryResult> {
+        if delete.limit.is_some() || !delete.order_by.is_empty() {
+            return Err(Error::not_supported("DELETE with ORDER BY or LIMIT"));
+        }
+        let tables = match &delete.from {
+            FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t,
+        };
+        let [table] = tables.as_slice() else {
+            return Err(Error::not_supported("DELETE from several tables"));
+        };
+        let (name, alias) = table_of(table)?;
+        let target = self.target(&name, alias.as_ref())?;
+        let alias = quote_ident(&target.alias);
+        let mut sql = format!(
+            "SELECT {alias}.* FROM {} AS {alias}",
+            keyed_table(&target.full)
+        );
+        for using in delete.using.iter().flatten() {
+            sql.push_str(&format!(", {using}"));
+        }
+        if let Some(selection) = &delete.selection {
+            sql.push_str(&format!(" WHERE {selection}"));
+        }
+        let found = self.run_internal(&sql).await?;
+        let width = target.def.schema.fields().len();
+        let mut seen = HashSet::new();
+        let mut deleted = Vec::new();
+        for batch in found {
+            let Some(keys) = batch.column(width).as_any().downcast_ref::<BinaryArray>() else {
+                return Err(Error::sql("XX000", "row keys of unexpected type"));
+            };
+            let first: Vec<bool> = (0..batch.num_rows())
+                .map(|row| seen.insert(keys.value(row).to_vec()))
+                .collect();
+            let batch = filter(&batch, first)?;
+            let keys = batch
+                .column(width)
+                .as_any()
+                .downcast_ref::<BinaryArray>()
+                .map(|k| k.iter().flatten().map(<[u8]>::to_vec).collect::<Vec<_>>())
+                .unwrap_or_default();
+            self.with_txn(|txn| txn.delete_keys(&target.full, keys))?;
+            deleted.push(conform(
+                &target.def.schema,
+                &target.full,
+                batch.columns()[..width].to_vec(),
+            )?);
+        }
+        let count = deleted.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+        match delete.returning {
+            Some(items) => self.returning(&target, items, deleted, "DELETE").await,
+            None => Ok(QueryResult::Command {
+                tag: format!("DELETE {count}"),
+                rows: count,
+            }),
+        }
+    }
+
+    /// TRUNCATE as a transactional delete of every row.
+    pub(crate) async fn truncate(&mut self, truncate: ast::Truncate) -> Result<QueryResult> {
+        for table in &truncate.table_names {
+            let target = self.target(&table.name, None)?;
+            let options = ScanOptions {
+                projection: Some(Vec::new()),
+                predicates: Vec::new(),
+                limit: None,
+                with_key: true,
+            };
+            let batches = self
+                .shared
+                .with_reader(|r| r.scan(&target.full, &options)?.execute(1))?;
+            for batch in batches {
+                let Some(keys) = batch.column(0).as_any().downcast_ref::<BinaryArray>() else {
+                    return Err(Error::sql("XX000", "row keys of unexpected type"));
+                };
+                let keys = keys.iter().flatten().map(<[u8]>::to_vec).collect();
+                self.with_txn(|txn| txn.delete_keys(&target.full, keys))?;
+            }
+        }
+        Ok(QueryResult::command("TRUNCATE TABLE"))
+    }
+
+    /// Evaluates RETURNING over the rows a statement wrote or deleted.
+    async fn returning(
+        &mut self,
+        target: &Target,
+        items: Vec<SelectItem>,
+        rows: Vec<RecordBatch>,
+        command: &'static str,
+    ) -> Result<QueryResult> {
+        let schema = target.def.schema.clone();
+        let table = MemTable::try_new(schema, vec![rows]).map_err(Error::from_datafusion)?;
+        self.shared
+            .temp_tables
+            .lock()
+            .insert(RETURNING.to_string(), Arc::new(table));
+        let items: Vec<String> = items.iter().map(ToString::to_string).collect();
+        let sql = format!(
+            "SELECT {} FROM {INTERNAL_SCHEMA}.{RETURNING} AS {}",
+            items.join(", "),
+            quote_ident(&target.alias)
+        );
+        let result = self.run_internal_result(&sql).await;
+        self.shared.temp_tables.lock().remove(RETURNING);
+        let (schema, batches) = result?;
+        Ok(QueryResult::rows(command, schema, batches))
+    }
+
+    async fn run_internal_result(&mut self, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let mut statements = self.parse(sql)?;
+        let statement = statements
+            .pop()
+            .ok_or_else(|| Error::sql("XX000", "empty internal statement"))?;
+        match self.run_datafusion(statement).await? {
+            QueryResult::Rows { schema, stream, .. } => {
+                let rows = QueryResult::Rows {
+                    command: "SELECT",
+                    schema: schema.clone(),
+                    stream,
+                };
+                Ok((schema, rows.collect().await?))
+            }
+            _ => Err(Error::sql("XX000", "internal statement returned no rows")),
+        }
+    }
+}
+
+/// The table a single-table UPDATE or DELETE names, with its alias.
+fn table_of(table: &TableWithJoins) -> Result<(ast::ObjectName, Option<ast::Ident>)> {
+    if !table.joins.is_empty() {
+        return Err(Error::not_supported(
+            "JOIN in the target of UPDATE or DELETE",
+        ));
+    }
+    match &table.relation {
+        TableFactor::Table { name, alias, .. } => {
+            Ok((name.clone(), alias.as_ref().map(|a| a.name.clone())))
+        }
+        other => Err(Error::not_supported(format!(
+            "{other} as the target of UPDATE or DELETE"
+        ))),
+    }
+}
+
+/// Rows as the table's schema: NOT NULL checked with the column named, as
+/// Postgres reports it.
+fn conform(schema: &SchemaRef, table: &str, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
+    for (field, column) in schema.fields().iter().zip(&columns) {
+        if !field.is_nullable() && column.null_count() > 0 {
+            return Err(Error::sql(
+                "23502",
+                format!(
+                    "null value in column \"{}\" of relation \"{table}\" violates not-null constraint",
+                    field.name()
+                ),
+            ));
+        }
+    }
+    RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::Storage(e.into()))
+}
+
+/// A SET value in the column's type; a value the type cannot hold is an
+/// error, not a NULL.
+fn cast_value(value: &ArrayRef, field: &Field) -> Result<ArrayRef> {
+    if value.data_type() == field.data_type() {
+        return Ok(value.clone());
+    }
+    let options = CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    cast_with_options(value, field.data_type(), &options).map_err(|e| {
+        Error::sql(
+            "22P02",
+            format!("invalid value for column \"{}\": {e}", field.name()),
+        )
+    })
+}
+
+fn filter(batch: &RecordBatch, mask: Vec<bool>) -> Result<RecordBatch> {
+    filter_record_batch(batch, &BooleanArray::from(mask)).map_err(|e| Error::Storage(e.into()))
+}
+
+fn row_keys(def: &TableDef, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
+    let columns: Vec<ArrayRef> = def
+        .key_columns
+        .iter()
+        .map(|&c| batch.column(c as usize).clone())
+        .collect();
+    basalt_storage::encode_keys(&columns, batch.num_rows()).map_err(|_| {
+        Error::sql(
+            "23502",
+            "null value in a primary key column violates not-null constraint",
+        )
+    })
+}
+
+/// `batch` with each row's storage key as a last column.
+fn with_row_keys(batch: &RecordBatch, keys: Vec<&[u8]>) -> Result<RecordBatch> {
+    let mut fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new(ROW_KEY, arrow_schema::DataType::Binary, false));
+    let mut columns = batch.columns().to_vec();
+    columns.push(Arc::new(BinaryArray::from(keys)));
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .map_err(|e| Error::Storage(e.into()))
+}
+
+/// 23505 for the row at `row`, naming its key as Postgres does.
+fn unique_violation(target: &Target, batch: &RecordBatch, row: usize) -> Error {
+    let names: Vec<&str> = target
+        .def
+        .key_columns
+        .iter()
+        .map(|&c| target.def.schema.field(c as usize).name().as_str())
+        .collect();
+    let values: Vec<String> = target
+        .def
+        .key_columns
+        .iter()
+        .map(|&c| {
+            let column = batch.column(c as usize);
+            ArrayFormatter::try_new(column.as_ref(), &FormatOptions::default())
+                .map(|f| f.value(row).to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    let table = target.full.rsplit('.').next().unwrap_or(&target.full);
+    Error::sql(
+        "23505",
+        format!("duplicate key value violates unique constraint \"{table}_pkey\""),
+    )
+    .with_detail(format!(
+        "Key ({})=({}) already exists.",
+        names.join(", "),
+        values.join(", ")
+    ))
+}

@@ -1,0 +1,89 @@
+//! The SQL layer's error: its own failures carry their SQLSTATE; storage and
+//! DataFusion errors are wrapped and mapped by [`crate::sqlstate`].
+
+use datafusion::common::DataFusionError;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An error the SQL layer raises itself, with its SQLSTATE.
+    #[error("{message}")]
+    Sql {
+        code: &'static str,
+        message: String,
+        detail: Option<String>,
+    },
+    #[error(transparent)]
+    Storage(#[from] basalt_storage::Error),
+    #[error(transparent)]
+    DataFusion(#[from] DataFusionError),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn sql(code: &'static str, message: impl Into<String>) -> Error {
+        Error::Sql {
+            code,
+            message: message.into(),
+            detail: None,
+        }
+    }
+
+    pub fn not_supported(what: impl std::fmt::Display) -> Error {
+        Error::sql("0A000", format!("{what} is not supported"))
+    }
+
+    pub fn with_detail(self, detail: impl Into<String>) -> Error {
+        match self {
+            Error::Sql { code, message, .. } => Error::Sql {
+                code,
+                message,
+                detail: Some(detail.into()),
+            },
+            other => other,
+        }
+    }
+
+    /// The Postgres SQLSTATE a client sees for this error.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            Error::Sql { code, .. } => code,
+            Error::Storage(e) => crate::sqlstate::of_storage(e),
+            Error::DataFusion(e) => crate::sqlstate::of_datafusion(e),
+        }
+    }
+
+    /// Postgres' DETAIL line, when there is one.
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            Error::Sql { detail, .. } => detail.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Unwraps DataFusion's wrapping of an error raised inside a plan, so
+    /// the inner error's code and message reach the client.
+    pub(crate) fn from_datafusion(err: DataFusionError) -> Error {
+        match err {
+            DataFusionError::External(inner) => match inner.downcast::<Error>() {
+                Ok(ours) => *ours,
+                Err(inner) => match inner.downcast::<basalt_storage::Error>() {
+                    Ok(storage) => Error::Storage(*storage),
+                    Err(inner) => Error::DataFusion(DataFusionError::External(inner)),
+                },
+            },
+            DataFusionError::Context(_, inner) => Error::from_datafusion(*inner),
+            other => Error::DataFusion(other),
+        }
+    }
+
+    /// Wraps this error to pass through DataFusion interfaces.
+    pub(crate) fn into_datafusion(self) -> DataFusionError {
+        match self {
+            Error::DataFusion(e) => e,
+            other => DataFusionError::External(Box::new(other)),
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! Values in Postgres' text output format, as psql and every driver's text
+//! mode show them: `t`/`f`, `\x` bytea, ISO dates, `+00` zones, Postgres
+//! intervals, `{...}` arrays. NULL is `None`.
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Date32Type, Decimal128Type, Float32Type, Float64Type, IntervalMonthDayNanoType,
+};
+use arrow_array::Array;
+use arrow_schema::{DataType, TimeUnit};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+
+/// The text of `array[row]`, or None for NULL.
+pub fn format_value(array: &dyn Array, row: usize) -> Option<String> {
+    if array.is_null(row) {
+        return None;
+    }
+    Some(match array.data_type() {
+        DataType::Boolean => if array.as_boolean().value(row) {
+            "t"
+        } else {
+            "f"
+        }
+        .to_string(),
+        DataType::Float32 => {
+            format_float(f64::from(array.as_primitive::<Float32Type>().value(row)))
+        }
+        DataType::Float64 => format_float(array.as_primitive::<Float64Type>().value(row)),
+        DataType::Decimal128(_, scale) => {
+            format_decimal(array.as_primitive::<Decimal128Type>().value(row), *scale)
+        }
+        DataType::Binary => format_bytea(array.as_binary::<i32>().value(row)),
+        DataType::LargeBinary => format_bytea(array.as_binary::<i64>().value(row)),
+        DataType::BinaryView => format_bytea(array.as_binary_view().value(row)),
+        DataType::Date32 => {
+            let days = array.as_primitive::<Date32Type>().value(row);
+            arrow_array::temporal_conversions::date32_to_datetime(days)
+                .map(|d| d.format("%Y-%m-%d").to_string())
+                .unwrap_or_else(|| days.to_string())
+        }
+        DataType::Timestamp(unit, tz) => format_timestamp(array, row, unit, tz.is_some()),
+        DataType::Interval(arrow_schema::IntervalUnit::MonthDayNano) => {
+            let v = array.as_primitive::<IntervalMonthDayNanoType>().value(row);
+            format_interval(v.months, v.days, v.nanoseconds)
+        }
+        DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(_, _) => {
+            format_array(array, row)
+        }
+        _ => fallback(array, row),
+    })
+}
+
+fn fallback(array: &dyn Array, row: usize) -> String {
+    ArrayFormatter::try_new(array, &FormatOptions::default())
+        .map(|f| f.value(row).to_string())
+        .unwrap_or_default()
+}
+
+/// Shortest text that reads back to the same float, as Postgres 12+.
+pub fn format_float(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".to_string()
+    } else if v.is_infinite() {
+        if v > 0.0 { "Infinity" } else { "-Infinity" }.to_string()
+    } else if v != 0.0 && (v.abs() >= 1e15 || v.abs() < 1e-4) {
+        // Postgres switches to exponents here, with a signed two-digit one.
+        let text = format!("{v:e}");
+        let (mantissa, exponent) = text.split_once('e').unwrap_or((&text, "0"));
+        let (sign, digits) = match exponent.strip_prefix('-') {
+            Some(d) => ('-', d),
+            None => ('+', exponent),
+        };
+        format!("{mantissa}e{sign}{digits:0>2}")
+    } else {
+        v.to_string()
+    }
+}
+
+fn format_decimal(v: i128, scale: i8) -> String {
+    if scale <= 0 {
+        return (v * 10i128.pow(u32::from(scale.unsigned_abs()))).to_string();
+    }
+    let scale = scale as usize;
+    let digits = v.unsigned_abs().to_string();
+    let padded = format!("{digits:0>width$}", width = scale + 1);
+    let (whole, fraction) = padded.split_at(padded.len() - scale);
+    let sign = if v < 0 { "-" } else { "" };
+    format!("{sign}{whole}.{fraction}")
+}
+
+fn format_bytea(bytes: &[u8]) -> String {
+    let mut text = String::with_capacity(2 + bytes.len() * 2);
+    text.push_str("\\x");
+    for b in bytes {
+        text.push_str(&format!("{b:02x}"));
+    }
+    text
+}
+
+fn format_timestamp(array: &dyn Array, row: usize, unit: &TimeUnit, zoned: bool) -> String {
+    use arrow_array::types::*;
+    let micros = match unit {
+        TimeUnit::Second => {
+            array.as_primitive::<TimestampSecondType>().value(row) as i128 * 1_000_000
+        }
+        TimeUnit::Millisecond => {
+            array.as_primitive::<TimestampMillisecondType>().value(row) as i128 * 1_000
+        }
+        TimeUnit::Microsecond => {
+            array.as_primitive::<TimestampMicrosecondType>().value(row) as i128
+        }
+        TimeUnit::Nanosecond => {
+            array.as_primitive::<TimestampNanosecondType>().value(row) as i128 / 1_000
+        }
+    };
+    let seconds = micros.div_euclid(1_000_000) as i64;
+    let fraction = micros.rem_euclid(1_000_000) as u32;
+    let Some(at) = chrono::DateTime::from_timestamp(seconds, fraction * 1_000) else {
+        return fallback(array, row);
+    };
+    let mut text = at.format("%Y-%m-%d %H:%M:%S").to_string();
+    if fraction != 0 {
+        let digits = format!("{fraction:06}");
+        text.push('.');
+        text.push_str(digits.trim_end_matches('0'));
+    }
+    if zoned {
+        text.push_str("+00");
+    }
+    text
+}
+
+/// Postgres' default `postgres` interval style: `1 year 2 mons 3 days 04:05:06`.
+pub fn format_interval(months: i32, days: i32, nanos: i64) -> String {
+    let mut parts = Vec::new();
+    let (years, months) = (months / 12, months % 12);
+    let unit =
+        |n: i32, one: &str, many: &str| format!("{n} {}", if n.abs() == 1 { one } else { many });
+    if years != 0 {
+        parts.push(unit(years, "year", "years"));
+    }
+    if months != 0 {
+        parts.push(unit(months, "mon", "mons"));
+    }
+    if days != 0 {
+        parts.push(unit(days, "day", "days"));
+    }
+    if nanos != 0 || parts.is_empty() {
+        let sign = if nanos < 0 { "-" } else { "" };
+        let micros = (nanos / 1_000).unsigned_abs();
+        let (h, rest) = (micros / 3_600_000_000, micros % 3_600_000_000);
+        let (m, rest) = (rest / 60_000_000, rest % 60_000_000);
+        let (s, frac) = (rest / 1_000_000, rest % 1_000_000);
+        let mut time = format!("{sign}{h:02}:{m:02}:{s:02}");
+        if frac != 0 {
+            time.push('.');
+            time.push_str(format!("{frac:06}").trim_end_matches('0'));
+        }
+        parts.push(time);
+    }
+    parts.join(" ")
+}
+
+fn format_array(array: &dyn Array, row: usize) -> String {
+    let values = match array.data_type() {
+        DataType::List(_) => array.as_list::<i32>().value(row),
+        DataType::LargeList(_) => array.as_list::<i64>().value(row),
+        _ => array.as_fixed_size_list().value(row),
+    };
+    let items: Vec<String> = (0..values.len())
+        .map(|i| match format_value(values.as_ref(), i) {
+            None => "NULL".to_string(),
+            Some(text) if needs_quotes(&text) => {
+                format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+            }
+            Some(text) => text,
+        })
+        .collect();
+    format!("{{{}}}", items.join(","))
+}
+
+fn needs_quotes(text: &str) -> bool {
+    text.is_empty()
+        || text.eq_ignore_ascii_case("null")
+        || text
+            .chars()
+            .any(|c| matches!(c, '{' | '}' | ',' | '"' | '\\') || c.is_whitespace())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_print_as_postgres_prints_them() {
+        assert_eq!(format_float(1.5), "1.5");
+        assert_eq!(format_float(3.0), "3");
+        assert_eq!(format_float(0.1 + 0.2), "0.30000000000000004");
+        assert_eq!(format_float(f64::NEG_INFINITY), "-Infinity");
+        assert_eq!(format_float(1e20), "1e+20");
+        assert_eq!(format_float(-1.5e-5), "-1.5e-05");
+        assert_eq!(format_float(-0.0), "-0");
+        assert_eq!(format_decimal(-5, 2), "-0.05");
+        assert_eq!(format_decimal(12345, 2), "123.45");
+        assert_eq!(format_bytea(&[0xde, 0xad]), "\\xdead");
+        assert_eq!(
+            format_interval(14, 3, 4 * 3_600_000_000_000 + 5_000_000_000),
+            "1 year 2 mons 3 days 04:00:05"
+        );
+        assert_eq!(format_interval(0, 0, 0), "00:00:00");
+        assert_eq!(format_interval(0, -1, 0), "-1 days");
+    }
+}

@@ -1,0 +1,104 @@
+//! The sqllogictest driver for Basalt, shared by the project's own slt
+//! files and the conformance slice.
+
+use std::path::Path;
+
+use basalt::query::pgtext::format_value;
+use basalt::{Database, QueryResult, Session};
+use sqllogictest::{DBOutput, DefaultColumnType, Runner};
+
+pub struct Basalt {
+    session: Session,
+}
+
+#[async_trait::async_trait]
+impl sqllogictest::AsyncDB for Basalt {
+    type Error = basalt::Error;
+    type ColumnType = DefaultColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, basalt::Error> {
+        match self.session.execute(sql).await? {
+            QueryResult::Rows {
+                schema,
+                stream,
+                command,
+            } => {
+                let types = schema
+                    .fields()
+                    .iter()
+                    .map(|f| column_type(f.data_type()))
+                    .collect();
+                let batches = QueryResult::Rows {
+                    command,
+                    schema,
+                    stream,
+                }
+                .collect()
+                .await?;
+                let mut rows = Vec::new();
+                for batch in &batches {
+                    for row in 0..batch.num_rows() {
+                        rows.push(
+                            batch
+                                .columns()
+                                .iter()
+                                .map(|c| match format_value(c.as_ref(), row) {
+                                    None => "NULL".to_string(),
+                                    Some(s) if s.is_empty() => "(empty)".to_string(),
+                                    Some(s) => s,
+                                })
+                                .collect(),
+                        );
+                    }
+                }
+                Ok(DBOutput::Rows { types, rows })
+            }
+            QueryResult::Command { rows, .. } => Ok(DBOutput::StatementComplete(rows)),
+            QueryResult::Empty => Ok(DBOutput::StatementComplete(0)),
+        }
+    }
+
+    async fn shutdown(&mut self) {}
+
+    fn engine_name(&self) -> &str {
+        "basalt"
+    }
+
+    fn error_sql_state(err: &basalt::Error) -> Option<String> {
+        Some(err.sqlstate().to_string())
+    }
+}
+
+fn column_type(data_type: &arrow_schema::DataType) -> DefaultColumnType {
+    use arrow_schema::DataType as T;
+    match data_type {
+        T::Int8 | T::Int16 | T::Int32 | T::Int64 | T::UInt8 | T::UInt16 | T::UInt32 | T::UInt64 => {
+            DefaultColumnType::Integer
+        }
+        T::Float16 | T::Float32 | T::Float64 | T::Decimal128(..) => {
+            DefaultColumnType::FloatingPoint
+        }
+        _ => DefaultColumnType::Text,
+    }
+}
+
+/// A runner whose connections are sessions on one fresh database.
+pub fn runner(
+    database: Database,
+) -> Runner<Basalt, impl sqllogictest::MakeConnection<Conn = Basalt>> {
+    let mut runner = Runner::new(move || {
+        let session = database.session();
+        async move { Ok(Basalt { session }) }
+    });
+    runner.add_label("basalt");
+    runner.add_label("postgres");
+    runner
+}
+
+pub async fn run_file(path: &Path) -> Result<(), String> {
+    let database = Database::open_temporary().map_err(|e| e.to_string())?;
+    runner(database)
+        .run_file_async(path)
+        .await
+        .map_err(|e| e.display(true).to_string())
+}
