@@ -82,6 +82,7 @@ impl Session {
         };
         let alias = insert.table_alias.take().map(|a| a.alias);
         let target = self.target(name, alias.as_ref())?;
+        decode_bytea_values(&mut insert, &target.def.schema)?;
         let statement = Statement::Statement(Box::new(ast::Statement::Insert(insert)));
         let plan = self
             .ctx
@@ -321,7 +322,11 @@ impl Session {
                 ));
             }
             columns.push(index);
-            values.push(format!("({})", assignment.value));
+            let mut value = assignment.value.clone();
+            if schema.field(index).data_type() == &arrow_schema::DataType::Binary {
+                decode_bytea_literal(&mut value)?;
+            }
+            values.push(format!("({value})"));
         }
         let mut sql = format!("SELECT {}.*", quote_ident(&target.alias));
         for value in &values {
@@ -648,4 +653,61 @@ fn unique_violation(target: &Target, batch: &RecordBatch, row: usize) -> Error {
         names.join(", "),
         values.join(", ")
     ))
+}
+
+/// Postgres reads a bytea literal `'\x0a1b'` as hex; DataFusion would keep
+/// the text's bytes. VALUES literals bound for bytea columns become hex
+/// literals before planning.
+fn decode_bytea_values(insert: &mut ast::Insert, schema: &SchemaRef) -> Result<()> {
+    let targets: Vec<usize> = if insert.columns.is_empty() {
+        (0..schema.fields().len()).collect()
+    } else {
+        insert
+            .columns
+            .iter()
+            .map(|c| {
+                let name = c.0.last().and_then(|p| p.as_ident()).map(normalize);
+                name.and_then(|n| schema.index_of(&n).ok())
+                    .unwrap_or(usize::MAX)
+            })
+            .collect()
+    };
+    let Some(source) = insert.source.as_mut() else {
+        return Ok(());
+    };
+    let ast::SetExpr::Values(values) = source.body.as_mut() else {
+        return Ok(());
+    };
+    for row in &mut values.rows {
+        for (value, &column) in row.content.iter_mut().zip(&targets) {
+            let is_bytea = schema
+                .fields()
+                .get(column)
+                .is_some_and(|f| f.data_type() == &arrow_schema::DataType::Binary);
+            if is_bytea {
+                decode_bytea_literal(value)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn decode_bytea_literal(expr: &mut ast::Expr) -> Result<()> {
+    let ast::Expr::Value(value) = expr else {
+        return Ok(());
+    };
+    let ast::Value::SingleQuotedString(text) = &value.value else {
+        return Ok(());
+    };
+    let Some(hex) = text.strip_prefix("\\x") else {
+        return Ok(());
+    };
+    if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::sql(
+            "22P02",
+            format!("invalid input syntax for type bytea: \"{text}\""),
+        ));
+    }
+    value.value = ast::Value::HexStringLiteral(hex.to_string());
+    Ok(())
 }

@@ -179,11 +179,17 @@ impl Session {
     }
 
     pub(crate) async fn show(&mut self, variable: &[Ident]) -> Result<QueryResult> {
-        let name = variable
+        let words: Vec<String> = variable
             .iter()
             .map(|i| i.value.to_ascii_lowercase())
-            .collect::<Vec<_>>()
-            .join(" ");
+            .collect();
+        // The parser splits both `time zone` and `myapp.tenant` into words.
+        let name = match words.join(" ").as_str() {
+            "time zone" => "timezone".to_string(),
+            "transaction isolation level" => "transaction_isolation".to_string(),
+            "all" => "all".to_string(),
+            _ => words.join("."),
+        };
         if name.starts_with("datafusion.") {
             let statement = ast::Statement::ShowVariable {
                 variable: variable.to_vec(),
@@ -213,11 +219,6 @@ impl Session {
             .map_err(|e| Error::Storage(e.into()))?;
             return Ok(QueryResult::rows("SHOW", schema, vec![batch]));
         }
-        let name = match name.as_str() {
-            "time zone" => "timezone".to_string(),
-            "transaction isolation level" => "transaction_isolation".to_string(),
-            _ => name,
-        };
         let value = self
             .settings
             .get(&name)

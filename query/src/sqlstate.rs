@@ -73,6 +73,11 @@ pub fn of_datafusion(err: &DataFusionError) -> &'static str {
             ArrowError::InvalidArgumentError(m) if m.contains("non-nullable but contains null") => {
                 "23502"
             }
+            ArrowError::InvalidArgumentError(m) | ArrowError::ComputeError(m)
+                if m.contains("too large to store") || m.contains("Overflow") =>
+            {
+                "22003" // numeric_value_out_of_range
+            }
             ArrowError::CastError(_) | ArrowError::ParseError(_) => "22P02", // invalid_text_representation
             ArrowError::DivideByZero => "22012",                             // division_by_zero
             ArrowError::ArithmeticOverflow(_) => "22003", // numeric_value_out_of_range

@@ -19,6 +19,9 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{
+    BaselineMetrics, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
@@ -162,6 +165,14 @@ fn to_predicate(schema: &SchemaRef, expr: &Expr) -> Option<Predicate> {
     let fits =
         |column: usize, value: &Scalar| value.to_array(schema.field(column).data_type()).is_ok();
     let (column, op) = match expr {
+        // DataFusion writes a short IN list as `c = 1 OR c = 2`.
+        Expr::BinaryExpr(BinaryExpr {
+            op: Operator::Or, ..
+        }) => {
+            let mut values = Vec::new();
+            let column = or_of_equalities(schema, expr, &mut values)?;
+            (column, PredicateOp::In(values))
+        }
         Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
             let (column, literal, op) = match (column_index(left), literal(right)) {
                 (Some(c), Some(v)) => (c, v, *op),
@@ -193,6 +204,34 @@ fn to_predicate(schema: &SchemaRef, expr: &Expr) -> Option<Predicate> {
         _ => return None,
     };
     Some(Predicate { column, op })
+}
+
+/// The column of `c = v1 OR c = v2 OR ...`, collecting the values.
+fn or_of_equalities(schema: &SchemaRef, expr: &Expr, values: &mut Vec<Scalar>) -> Option<usize> {
+    match expr {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Or,
+            right,
+        }) => {
+            let left = or_of_equalities(schema, left, values)?;
+            let right = or_of_equalities(schema, right, values)?;
+            (left == right).then_some(left)
+        }
+        Expr::BinaryExpr(BinaryExpr {
+            op: Operator::Eq, ..
+        }) => match to_predicate(schema, expr)? {
+            Predicate {
+                column,
+                op: PredicateOp::Eq(value),
+            } => {
+                values.push(value);
+                Some(column)
+            }
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// A non-null literal as a storage scalar.
@@ -240,6 +279,7 @@ pub struct StorageScanExec {
     schema: SchemaRef,
     /// Output column i is the scan's column `reorder[i]`.
     reorder: Vec<usize>,
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl StorageScanExec {
@@ -271,6 +311,7 @@ impl StorageScanExec {
             properties: Arc::new(properties),
             schema,
             reorder,
+            metrics: ExecutionPlanMetricsSet::new(),
         }
     }
 }
@@ -321,6 +362,10 @@ impl ExecutionPlan for StorageScanExec {
         vec![]
     }
 
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
     fn apply_expressions(
         &self,
         _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
@@ -362,12 +407,18 @@ impl ExecutionPlan for StorageScanExec {
         let schema = self.schema.clone();
         let reorder = self.reorder.clone();
         let mut remaining = self.options.limit.unwrap_or(usize::MAX);
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
+        let units_read = MetricBuilder::new(&self.metrics).counter("units_read", partition);
         let units = (partition..plan.num_units()).step_by(self.partitions);
         let batches = units.filter_map(move |unit| {
             if remaining == 0 {
                 return None;
             }
-            match plan.execute_unit(unit) {
+            let timer = baseline.elapsed_compute().timer();
+            let result = plan.execute_unit(unit);
+            timer.done();
+            units_read.add(1);
+            match result {
                 Ok(Some(batch)) => {
                     let batch = if batch.num_rows() > remaining {
                         batch.slice(0, remaining)
@@ -375,6 +426,7 @@ impl ExecutionPlan for StorageScanExec {
                         batch
                     };
                     remaining -= batch.num_rows();
+                    baseline.record_output(batch.num_rows());
                     let columns = reorder.iter().map(|&c| batch.column(c).clone()).collect();
                     let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
                     Some(
