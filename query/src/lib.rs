@@ -20,3 +20,6 @@ pub use table::{StorageScanExec, StorageTable};
 
 /// The parsed statement [`Session::execute_statement`] takes.
 pub use datafusion::sql::parser::Statement;
+
+/// The Arrow crates the results are made of, as DataFusion uses them.
+pub use datafusion::arrow;
