@@ -2,6 +2,9 @@
 //! same machine, same run. Prints figures, then one JSON line (the last) with
 //! the Basalt/peer ratios. Run through `benches/run WORKLOAD`.
 
+mod tpch;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -37,6 +40,25 @@ enum Workload {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// The 22 TPC-H queries over tpchgen Parquet data, against DuckDB (pip
+    /// `duckdb`), answers checked against DuckDB's.
+    Tpch {
+        /// Directory of the tpchgen Parquet files (`tpchgen-cli parquet -s 1`).
+        #[arg(long)]
+        data: PathBuf,
+        /// Directory of qNN.sql files.
+        #[arg(long, default_value = "../shared/tpch/queries")]
+        queries: PathBuf,
+        /// Basalt's database directory, loaded from the data on first use.
+        #[arg(long)]
+        db: PathBuf,
+        /// Runs per query per engine; the best is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Only these queries (comma-separated, e.g. q01,q06).
+        #[arg(long)]
+        only: Option<String>,
+    },
 }
 
 type BoxError = Box<dyn std::error::Error>;
@@ -50,6 +72,19 @@ fn main() -> ExitCode {
             dir,
             rounds,
         } => storage(keys, batch, scan_rows, dir, rounds),
+        Workload::Tpch {
+            data,
+            queries,
+            db,
+            runs,
+            only,
+        } => tpch::run(tpch::TpchArgs {
+            data,
+            queries,
+            db,
+            runs,
+            only,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -570,7 +570,40 @@ fn conform(schema: &SchemaRef, table: &str, columns: Vec<ArrayRef>) -> Result<Re
             ));
         }
     }
+    for (field, column) in schema.fields().iter().zip(&columns) {
+        if let Some(pg_type) = field.metadata().get(crate::PG_TYPE_KEY) {
+            check_text_type(pg_type, column)?;
+        }
+    }
     RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::Storage(e.into()))
+}
+
+/// uuid and json values are text that must parse as their type.
+fn check_text_type(pg_type: &str, column: &ArrayRef) -> Result<()> {
+    let Some(values) = column.as_any().downcast_ref::<arrow_array::StringArray>() else {
+        return Ok(());
+    };
+    let valid: fn(&str) -> bool = match pg_type {
+        "uuid" => is_uuid,
+        "json" | "jsonb" => crate::json::is_valid,
+        _ => return Ok(()),
+    };
+    match values.iter().flatten().find(|v| !valid(v)) {
+        Some(bad) => Err(Error::sql(
+            "22P02",
+            format!("invalid input syntax for type {pg_type}: \"{bad}\""),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The canonical 8-4-4-4-12 hex form (what Postgres prints).
+fn is_uuid(text: &str) -> bool {
+    text.len() == 36
+        && text.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        })
 }
 
 /// A SET value in the column's type; a value the type cannot hold is an

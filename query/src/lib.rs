@@ -7,6 +7,7 @@ mod catalog;
 mod ddl;
 mod dml;
 mod error;
+mod json;
 pub mod pgtext;
 mod session;
 mod settings;

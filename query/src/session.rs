@@ -73,6 +73,17 @@ impl Database {
             .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false)
             .set_str("datafusion.execution.time_zone", "+00:00");
         let ctx = SessionContext::new_with_config(config);
+        for function in crate::json::functions() {
+            ctx.register_udf(function);
+        }
+        {
+            use datafusion::execution::FunctionRegistry;
+            let state = ctx.state_ref();
+            // Registering a planner cannot fail for a session state.
+            let _ = state
+                .write()
+                .register_expr_planner(Arc::new(crate::json::JsonOperators));
+        }
         let shared = Arc::new(SessionShared {
             db: self.db.clone(),
             txn: Mutex::new(None),
