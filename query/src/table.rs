@@ -13,7 +13,8 @@ use async_trait::async_trait;
 use basalt_storage::{Predicate, PredicateOp, Scalar, ScanOptions, ScanPlan, TableDef};
 use datafusion::catalog::Session;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::common::stats::Precision;
+use datafusion::common::{DataFusionError, Result, ScalarValue, Statistics};
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
@@ -65,6 +66,23 @@ impl StorageTable {
             schema,
             defaults,
         }
+    }
+}
+
+impl StorageTable {
+    /// Rows the scan may return, for the planner's join order: the stored
+    /// rows (versions included) and the memtables at a guessed row width,
+    /// cut to DataFusion's default filter selectivity (20%) when filtered.
+    fn estimated_rows(&self, options: &ScanOptions) -> Option<usize> {
+        let stats = self.shared.db.table_stats(&self.def.name).ok()?;
+        let mut rows = stats.segment_rows as usize + stats.memtable_bytes / 64;
+        if !options.predicates.is_empty() {
+            rows /= 5;
+        }
+        Some(match options.limit {
+            Some(limit) => rows.min(limit),
+            None => rows,
+        })
     }
 }
 
@@ -140,14 +158,16 @@ impl TableProvider for StorageTable {
             .with_reader(|reader| reader.scan(&self.def.name, &options))
             .map_err(external)?;
         let partitions = state.config().target_partitions().max(1);
-        Ok(Arc::new(StorageScanExec::new(
+        let mut scan = StorageScanExec::new(
             self.def.name.clone(),
             plan,
             options,
             partitions,
             output_schema,
             reorder,
-        )))
+        );
+        scan.estimated_rows = self.estimated_rows(&scan.options);
+        Ok(Arc::new(scan))
     }
 }
 
@@ -280,6 +300,7 @@ pub struct StorageScanExec {
     /// Output column i is the scan's column `reorder[i]`.
     reorder: Vec<usize>,
     metrics: ExecutionPlanMetricsSet,
+    estimated_rows: Option<usize>,
 }
 
 impl StorageScanExec {
@@ -312,6 +333,7 @@ impl StorageScanExec {
             schema,
             reorder,
             metrics: ExecutionPlanMetricsSet::new(),
+            estimated_rows: None,
         }
     }
 }
@@ -364,6 +386,18 @@ impl ExecutionPlan for StorageScanExec {
 
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
+    }
+
+    fn partition_statistics(&self, partition: Option<usize>) -> Result<Arc<Statistics>> {
+        let mut statistics = Statistics::new_unknown(&self.schema);
+        if let Some(rows) = self.estimated_rows {
+            let share = match partition {
+                Some(_) => rows / self.partitions.max(1),
+                None => rows,
+            };
+            statistics.num_rows = Precision::Inexact(share);
+        }
+        Ok(Arc::new(statistics))
     }
 
     fn apply_expressions(
