@@ -58,6 +58,12 @@ enum Workload {
         /// Only these queries (comma-separated, e.g. q01,q06).
         #[arg(long)]
         only: Option<String>,
+        /// Print Basalt's EXPLAIN ANALYZE of the queries instead of timing them.
+        #[arg(long)]
+        explain: bool,
+        /// A session setting for Basalt's runs, `name=value` (repeatable).
+        #[arg(long = "set")]
+        settings: Vec<String>,
     },
 }
 
@@ -78,12 +84,16 @@ fn main() -> ExitCode {
             db,
             runs,
             only,
+            explain,
+            settings,
         } => tpch::run(tpch::TpchArgs {
+            settings,
             data,
             queries,
             db,
             runs,
             only,
+            explain,
         }),
     };
     match result {

@@ -11,7 +11,7 @@ use std::time::Instant;
 use arrow_array::{ArrayRef, RecordBatch, RecordBatchReader};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use basalt_query::pgtext::format_value;
-use basalt_query::Database;
+use basalt_query::{Database, Session};
 use basalt_storage::Options;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::{json, Value};
@@ -38,6 +38,10 @@ pub struct TpchArgs {
     pub db: PathBuf,
     pub runs: usize,
     pub only: Option<String>,
+    /// Print EXPLAIN ANALYZE of each query instead of comparing.
+    pub explain: bool,
+    /// `SET` statements run in each session first (`name=value`).
+    pub settings: Vec<String>,
 }
 
 pub fn run(args: TpchArgs) -> Result<(), BoxError> {
@@ -53,9 +57,16 @@ pub fn run(args: TpchArgs) -> Result<(), BoxError> {
         .worker_threads(threads)
         .enable_all()
         .build()?;
+    if args.explain {
+        for (name, sql) in &queries {
+            let plan = runtime.block_on(explain(&database, sql, &args.settings))?;
+            println!("{name}:\n{plan}");
+        }
+        return Ok(());
+    }
     let mut basalt = Vec::new();
     for (name, sql) in &queries {
-        let (ms, rows) = runtime.block_on(time_query(&database, sql, args.runs))?;
+        let (ms, rows) = runtime.block_on(time_query(&database, sql, args.runs, &args.settings))?;
         println!("basalt {name}: {ms:.1} ms, {} rows", rows.len());
         basalt.push((name.clone(), ms, rows));
     }
@@ -206,11 +217,16 @@ fn query_files(dir: &Path, only: Option<&str>) -> Result<Vec<(String, String)>, 
     Ok(queries)
 }
 
-async fn time_query(database: &Database, sql: &str, runs: usize) -> Result<(f64, Rows), BoxError> {
+async fn time_query(
+    database: &Database,
+    sql: &str,
+    runs: usize,
+    settings: &[String],
+) -> Result<(f64, Rows), BoxError> {
     let mut best = f64::MAX;
     let mut rows = Vec::new();
     for _ in 0..runs.max(1) {
-        let mut session = database.session();
+        let mut session = session_with(database, settings).await?;
         let start = Instant::now();
         let batches = session.query(sql).await?;
         best = best.min(start.elapsed().as_secs_f64() * 1000.0);
@@ -227,6 +243,31 @@ async fn time_query(database: &Database, sql: &str, runs: usize) -> Result<(f64,
             .collect();
     }
     Ok((best, rows))
+}
+
+async fn session_with(database: &Database, settings: &[String]) -> Result<Session, BoxError> {
+    let mut session = database.session();
+    for setting in settings {
+        let (name, value) = setting.split_once('=').ok_or("--set wants name=value")?;
+        session.execute(&format!("SET {name} = '{value}'")).await?;
+    }
+    Ok(session)
+}
+
+async fn explain(database: &Database, sql: &str, settings: &[String]) -> Result<String, BoxError> {
+    let mut session = session_with(database, settings).await?;
+    // Once first, so the plan shows warm caches as the timed runs see them.
+    session.query(sql).await?;
+    let batches = session.query(&format!("EXPLAIN ANALYZE {sql}")).await?;
+    let mut text = String::new();
+    for batch in &batches {
+        for row in 0..batch.num_rows() {
+            let line = format_value(batch.column(1).as_ref(), row).unwrap_or_default();
+            text.push_str(&line);
+            text.push('\n');
+        }
+    }
+    Ok(text)
 }
 
 fn duckdb(args: &TpchArgs) -> Result<Value, BoxError> {

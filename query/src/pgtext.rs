@@ -135,7 +135,7 @@ pub fn format_interval(months: i32, days: i32, nanos: i64) -> String {
     let mut parts = Vec::new();
     let (years, months) = (months / 12, months % 12);
     let unit =
-        |n: i32, one: &str, many: &str| format!("{n} {}", if n.abs() == 1 { one } else { many });
+        |n: i32, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
     if years != 0 {
         parts.push(unit(years, "year", "years"));
     }

@@ -14,7 +14,7 @@ use basalt_storage::{Predicate, PredicateOp, Scalar, ScanOptions, ScanPlan, Tabl
 use datafusion::catalog::Session;
 use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{DataFusionError, Result, ScalarValue, Statistics};
+use datafusion::common::{ColumnStatistics, DataFusionError, Result, ScalarValue, Statistics};
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
@@ -83,6 +83,39 @@ impl StorageTable {
             Some(limit) => rows.min(limit),
             None => rows,
         })
+    }
+}
+
+impl StorageTable {
+    /// Zone-map bounds of the scanned columns, for join estimates.
+    fn column_statistics(&self, wanted: &[usize]) -> Vec<ColumnStatistics> {
+        let ranges = self
+            .shared
+            .db
+            .column_ranges(&self.def.name)
+            .unwrap_or_default();
+        wanted
+            .iter()
+            .map(|&c| {
+                let (Some(range), Some(field)) = (ranges.get(c), self.def.schema.fields().get(c))
+                else {
+                    return ColumnStatistics::new_unknown();
+                };
+                let bound = |value: &Option<Scalar>| {
+                    let array = value.as_ref()?.to_array(field.data_type()).ok()?;
+                    ScalarValue::try_from_array(&array, 0).ok()
+                };
+                let mut statistics = ColumnStatistics::new_unknown();
+                statistics.null_count = Precision::Inexact(range.null_count as usize);
+                if !range.unbounded {
+                    if let (Some(min), Some(max)) = (bound(&range.min), bound(&range.max)) {
+                        statistics.min_value = Precision::Inexact(min);
+                        statistics.max_value = Precision::Inexact(max);
+                    }
+                }
+                statistics
+            })
+            .collect()
     }
 }
 
@@ -167,6 +200,7 @@ impl TableProvider for StorageTable {
             reorder,
         );
         scan.estimated_rows = self.estimated_rows(&scan.options);
+        scan.column_statistics = self.column_statistics(&wanted);
         Ok(Arc::new(scan))
     }
 }
@@ -301,6 +335,7 @@ pub struct StorageScanExec {
     reorder: Vec<usize>,
     metrics: ExecutionPlanMetricsSet,
     estimated_rows: Option<usize>,
+    column_statistics: Vec<ColumnStatistics>,
 }
 
 impl StorageScanExec {
@@ -334,6 +369,7 @@ impl StorageScanExec {
             reorder,
             metrics: ExecutionPlanMetricsSet::new(),
             estimated_rows: None,
+            column_statistics: Vec::new(),
         }
     }
 }
@@ -390,6 +426,9 @@ impl ExecutionPlan for StorageScanExec {
 
     fn partition_statistics(&self, partition: Option<usize>) -> Result<Arc<Statistics>> {
         let mut statistics = Statistics::new_unknown(&self.schema);
+        if self.column_statistics.len() == statistics.column_statistics.len() {
+            statistics.column_statistics = self.column_statistics.clone();
+        }
         if let Some(rows) = self.estimated_rows {
             let share = match partition {
                 Some(_) => rows / self.partitions.max(1),

@@ -171,6 +171,42 @@ pub struct TableStats {
     pub segment_rows: u64,
 }
 
+/// Bounds of one column's stored values; see [`Db::column_ranges`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ColumnRange {
+    pub min: Option<basalt_formats::scalar::Scalar>,
+    pub max: Option<basalt_formats::scalar::Scalar>,
+    pub null_count: u64,
+    /// A chunk had no usable bound (e.g. a long string), so min/max are
+    /// not bounds of every value.
+    pub unbounded: bool,
+}
+
+impl ColumnRange {
+    fn widen(&mut self, chunk: &basalt_formats::segment::ChunkMeta) {
+        self.null_count += u64::from(chunk.null_count);
+        match (&chunk.min, &chunk.max) {
+            (Some(min), Some(max)) => {
+                if self
+                    .min
+                    .as_ref()
+                    .is_none_or(|m| min.partial_cmp_same(m) == Some(std::cmp::Ordering::Less))
+                {
+                    self.min = Some(min.clone());
+                }
+                if self
+                    .max
+                    .as_ref()
+                    .is_none_or(|m| max.partial_cmp_same(m) == Some(std::cmp::Ordering::Greater))
+                {
+                    self.max = Some(max.clone());
+                }
+            }
+            _ => self.unbounded = true,
+        }
+    }
+}
+
 /// The catalog as the manifest describes it.
 #[derive(Default)]
 struct Recovered {
@@ -499,6 +535,30 @@ impl Db {
             l1_segments: t.l1.len(),
             segment_rows: t.segments().map(|s| s.summary().num_rows).sum(),
         })
+    }
+
+    /// Per table column, the smallest and largest value and the null count
+    /// the segments' zone maps record. Memtable rows are not counted, and
+    /// superseded versions are, so these are bounds for a planner, not facts.
+    pub fn column_ranges(&self, name: &str) -> Result<Vec<ColumnRange>> {
+        let state = self.inner.current();
+        let t = state.table(name)?;
+        let mut ranges = vec![ColumnRange::default(); t.def.schema.fields().len()];
+        for segment in t.segments() {
+            for group in segment.row_groups() {
+                for (column, range) in ranges.iter_mut().enumerate() {
+                    // A column added after the segment was written is all null there.
+                    match group
+                        .columns
+                        .get(basalt_formats::segment::SYSTEM_COLUMNS + column)
+                    {
+                        Some(chunk) => range.widen(chunk),
+                        None => range.null_count += u64::from(group.num_rows),
+                    }
+                }
+            }
+        }
+        Ok(ranges)
     }
 
     /// How many fsyncs of the WAL commits have waited for; with concurrent

@@ -22,7 +22,7 @@ pub use basalt_formats::key::{encode_key, encode_keys};
 pub use basalt_formats::manifest::TableDef;
 pub use basalt_formats::scalar::Scalar;
 pub use basalt_formats::Error as FormatError;
-pub use db::{Db, TableStats};
+pub use db::{ColumnRange, Db, TableStats};
 pub use error::{Error, Result};
 pub use options::Options;
 pub use scan::{Predicate, PredicateOp, ScanOptions, ScanPlan};
