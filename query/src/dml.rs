@@ -82,7 +82,7 @@ impl Session {
         };
         let alias = insert.table_alias.take().map(|a| a.alias);
         let target = self.target(name, alias.as_ref())?;
-        decode_bytea_values(&mut insert, &target.def.schema)?;
+        rewrite_values(&mut insert, &target.def.schema)?;
         let statement = Statement::Statement(Box::new(ast::Statement::Insert(insert)));
         let plan = self
             .ctx
@@ -323,6 +323,9 @@ impl Session {
             }
             columns.push(index);
             let mut value = assignment.value.clone();
+            if is_default_keyword(&value) {
+                value = default_of(schema.field(index))?;
+            }
             if schema.field(index).data_type() == &arrow_schema::DataType::Binary {
                 decode_bytea_literal(&mut value)?;
             }
@@ -688,10 +691,11 @@ fn unique_violation(target: &Target, batch: &RecordBatch, row: usize) -> Error {
     ))
 }
 
-/// Postgres reads a bytea literal `'\x0a1b'` as hex; DataFusion would keep
-/// the text's bytes. VALUES literals bound for bytea columns become hex
-/// literals before planning.
-fn decode_bytea_values(insert: &mut ast::Insert, schema: &SchemaRef) -> Result<()> {
+/// Rewrites VALUES rows before planning, column by column: `DEFAULT` becomes
+/// the column's default (or NULL), and a bytea literal `'\\x0a1b'` becomes a
+/// hex literal, since Postgres reads it as hex where DataFusion would keep
+/// the text's bytes.
+fn rewrite_values(insert: &mut ast::Insert, schema: &SchemaRef) -> Result<()> {
     let targets: Vec<usize> = if insert.columns.is_empty() {
         (0..schema.fields().len()).collect()
     } else {
@@ -713,16 +717,41 @@ fn decode_bytea_values(insert: &mut ast::Insert, schema: &SchemaRef) -> Result<(
     };
     for row in &mut values.rows {
         for (value, &column) in row.content.iter_mut().zip(&targets) {
-            let is_bytea = schema
-                .fields()
-                .get(column)
-                .is_some_and(|f| f.data_type() == &arrow_schema::DataType::Binary);
-            if is_bytea {
+            let Some(field) = schema.fields().get(column) else {
+                continue;
+            };
+            if is_default_keyword(value) {
+                *value = default_of(field)?;
+            }
+            if field.data_type() == &arrow_schema::DataType::Binary {
                 decode_bytea_literal(value)?;
             }
         }
     }
     Ok(())
+}
+
+fn is_default_keyword(expr: &ast::Expr) -> bool {
+    matches!(expr, ast::Expr::Identifier(ident)
+        if ident.quote_style.is_none() && ident.value.eq_ignore_ascii_case("default"))
+}
+
+/// The column's DEFAULT expression, or NULL.
+fn default_of(field: &Field) -> Result<ast::Expr> {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    let Some(text) = field.metadata().get(crate::catalog::DEFAULT_KEY) else {
+        return Ok(ast::Expr::value(ast::Value::Null));
+    };
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(text)
+        .and_then(|mut parser| parser.parse_expr())
+        .map_err(|e| {
+            Error::sql(
+                "XX000",
+                format!("stored default of \"{}\": {e}", field.name()),
+            )
+        })
 }
 
 fn decode_bytea_literal(expr: &mut ast::Expr) -> Result<()> {

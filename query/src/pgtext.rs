@@ -134,8 +134,7 @@ fn format_timestamp(array: &dyn Array, row: usize, unit: &TimeUnit, zoned: bool)
 pub fn format_interval(months: i32, days: i32, nanos: i64) -> String {
     let mut parts = Vec::new();
     let (years, months) = (months / 12, months % 12);
-    let unit =
-        |n: i32, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let unit = |n: i32, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
     if years != 0 {
         parts.push(unit(years, "year", "years"));
     }
