@@ -45,6 +45,12 @@ async fn committed_rows_survive_reopen_and_rolled_back_ones_do_not() {
         s.execute("CREATE VIEW big AS SELECT id FROM t WHERE id > 1")
             .await
             .unwrap();
+        s.execute("CREATE TABLE serials (id serial PRIMARY KEY, x int)")
+            .await
+            .unwrap();
+        s.execute("INSERT INTO serials (x) VALUES (1), (2)")
+            .await
+            .unwrap();
         // Left open when the database closes: never committed.
         s.execute("BEGIN; INSERT INTO t VALUES (11, 'open')")
             .await

@@ -30,6 +30,8 @@ struct PlannedTable {
     /// The query of CREATE TABLE ... AS.
     input: Option<LogicalPlan>,
     if_not_exists: bool,
+    /// Sequences the table's serial columns draw from, created with it.
+    serials: Vec<String>,
 }
 
 /// Unquoted identifiers fold to lower case, as in Postgres.
@@ -45,7 +47,7 @@ impl Session {
         let (schema_name, table) = self.resolve(&create.name)?;
         self.require_schema(&schema_name)?;
         let full = storage_name(&schema_name, &table);
-        let planned = self.plan_table(create).await?;
+        let planned = self.plan_table(create, &full).await?;
         self.before_ddl()?;
         let key_columns: Vec<&str> = planned.key_columns.iter().map(String::as_str).collect();
         let created = self
@@ -64,6 +66,9 @@ impl Session {
             }
             other => other?,
         };
+        for sequence in &planned.serials {
+            self.sequences.create(&self.shared.db, sequence, 1, false)?;
+        }
         self.after_ddl();
         let Some(input) = planned.input else {
             return Ok(QueryResult::command("CREATE TABLE"));
@@ -122,12 +127,28 @@ impl Session {
     }
 
     /// Plans a CREATE TABLE through DataFusion for its Arrow schema and key.
-    async fn plan_table(&mut self, mut create: ast::CreateTable) -> Result<PlannedTable> {
+    async fn plan_table(
+        &mut self,
+        mut create: ast::CreateTable,
+        full: &str,
+    ) -> Result<PlannedTable> {
         reject_unsupported_constraints(&create)?;
         let mut metadata: HashMap<String, HashMap<String, String>> = HashMap::new();
+        let mut serials = Vec::new();
         for column in &mut create.columns {
             let name = normalize(&column.name);
-            let entry = metadata.entry(name).or_default();
+            let entry = metadata.entry(name.clone()).or_default();
+            if let Some(integer) = serial_type(&column.data_type) {
+                // serial = an integer NOT NULL DEFAULT nextval(its own sequence).
+                let sequence = format!("{full}_{name}_seq");
+                column.data_type = integer;
+                column.options.push(ast::ColumnOptionDef {
+                    name: None,
+                    option: ColumnOption::NotNull,
+                });
+                entry.insert(DEFAULT_KEY.to_string(), format!("nextval('{sequence}')"));
+                serials.push(sequence);
+            }
             if let Some(pg_type) = text_stored_type(&column.data_type) {
                 entry.insert(PG_TYPE_KEY.to_string(), pg_type.to_string());
                 column.data_type = SqlType::Text;
@@ -186,6 +207,7 @@ impl Session {
             key_columns,
             input: is_query.then(|| table.input.as_ref().clone()),
             if_not_exists,
+            serials,
         })
     }
 
@@ -283,6 +305,14 @@ impl Session {
                     self.drop_schema(name, if_exists, cascade)?;
                 }
                 "DROP SCHEMA"
+            }
+            ObjectType::Sequence => {
+                for name in names {
+                    let (schema, sequence) = self.resolve(name)?;
+                    let full = storage_name(&schema, &sequence);
+                    self.sequences.remove(&self.shared.db, &full, if_exists)?;
+                }
+                "DROP SEQUENCE"
             }
             other => return Err(Error::not_supported(format!("DROP {other}"))),
         };
@@ -446,12 +476,63 @@ impl Session {
             columns: vec![column],
             ..probe_table()?
         };
-        let planned = self.plan_table(probe).await?;
+        let planned = self.plan_table(probe, full).await?;
+        if !planned.serials.is_empty() {
+            return Err(Error::not_supported("ADD COLUMN of a serial type"));
+        }
         let field = planned.schema.field(0).clone();
         self.before_ddl()?;
         self.shared.db.add_column(full, field)?;
         self.after_ddl();
         Ok(())
+    }
+}
+
+impl Session {
+    pub(crate) fn create_sequence(
+        &mut self,
+        name: &ObjectName,
+        if_not_exists: bool,
+        options: &[ast::SequenceOptions],
+    ) -> Result<QueryResult> {
+        let (schema, sequence) = self.resolve(name)?;
+        self.require_schema(&schema)?;
+        let mut start = 1;
+        for option in options {
+            match option {
+                ast::SequenceOptions::StartWith(value, _) => {
+                    start = value.to_string().parse().map_err(|_| {
+                        Error::sql("22023", format!("START WITH {value} is not an integer"))
+                    })?;
+                }
+                // Sequences count up by one; other options would be ignored
+                // silently, so they are refused.
+                other => return Err(Error::not_supported(format!("sequence option `{other}`"))),
+            }
+        }
+        self.before_ddl()?;
+        let full = storage_name(&schema, &sequence);
+        self.sequences
+            .create(&self.shared.db, &full, start, if_not_exists)?;
+        self.after_ddl();
+        Ok(QueryResult::command("CREATE SEQUENCE"))
+    }
+}
+
+/// The integer type of `serial`, `bigserial`, `smallserial` (and serial2/4/8).
+fn serial_type(data_type: &SqlType) -> Option<SqlType> {
+    let SqlType::Custom(name, modifiers) = data_type else {
+        return None;
+    };
+    if !modifiers.is_empty() || name.0.len() != 1 {
+        return None;
+    }
+    let type_name = name.0[0].as_ident()?.value.to_lowercase();
+    match type_name.as_str() {
+        "serial" | "serial4" => Some(SqlType::Int(None)),
+        "bigserial" | "serial8" => Some(SqlType::BigInt(None)),
+        "smallserial" | "serial2" => Some(SqlType::SmallInt(None)),
+        _ => None,
     }
 }
 

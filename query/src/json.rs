@@ -83,7 +83,11 @@ impl ScalarUDFImpl for JsonFunction {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let arrays: Vec<ArrayRef> = args
+            .args
+            .iter()
+            .map(|a| a.to_array(args.number_rows))
+            .collect::<Result<_>>()?;
         let Some((document, path)) = arrays.split_first() else {
             return Err(DataFusionError::Plan(format!(
                 "{} needs an argument",

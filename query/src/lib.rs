@@ -9,6 +9,7 @@ mod dml;
 mod error;
 mod json;
 pub mod pgtext;
+mod sequences;
 mod session;
 mod settings;
 pub mod sqlstate;

@@ -21,12 +21,14 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::catalog::{SessionShared, StorageCatalog, CATALOG, SCHEMA};
 use crate::error::{Error, Result};
+use crate::sequences::Sequences;
 use crate::settings::Settings;
 
 /// An open database, shared by its sessions.
 #[derive(Debug, Clone)]
 pub struct Database {
     db: Arc<Db>,
+    sequences: Arc<Sequences>,
     /// Keeps a scratch directory alive for [`Database::open_temporary`].
     _scratch: Option<Arc<tempfile::TempDir>>,
 }
@@ -37,10 +39,7 @@ impl Database {
     }
 
     pub fn open_with(path: impl AsRef<Path>, options: Options) -> Result<Database> {
-        Ok(Database {
-            db: Arc::new(Db::open(path, options)?),
-            _scratch: None,
-        })
+        Ok(Database::from_storage(Arc::new(Db::open(path, options)?)))
     }
 
     /// A database in a scratch directory removed when the last handle goes:
@@ -50,13 +49,17 @@ impl Database {
             .map_err(|e| Error::Storage(basalt_storage::Error::io("temporary directory", e)))?;
         let db = Db::open(dir.path(), Options::default())?;
         Ok(Database {
-            db: Arc::new(db),
             _scratch: Some(Arc::new(dir)),
+            ..Database::from_storage(Arc::new(db))
         })
     }
 
     pub fn from_storage(db: Arc<Db>) -> Database {
-        Database { db, _scratch: None }
+        Database {
+            db,
+            sequences: Arc::new(Sequences::default()),
+            _scratch: None,
+        }
     }
 
     pub fn storage(&self) -> &Arc<Db> {
@@ -74,6 +77,9 @@ impl Database {
             .set_str("datafusion.execution.time_zone", "+00:00");
         let ctx = SessionContext::new_with_config(config);
         for function in crate::json::functions() {
+            ctx.register_udf(function);
+        }
+        for function in crate::sequences::functions(self.db.clone(), self.sequences.clone()) {
             ctx.register_udf(function);
         }
         {
@@ -99,6 +105,7 @@ impl Database {
         Session {
             ctx,
             shared,
+            sequences: self.sequences.clone(),
             block: Block::None,
             settings: Settings::default(),
         }
@@ -184,6 +191,7 @@ const AUTOCOMMIT_RETRIES: usize = 8;
 pub struct Session {
     pub(crate) ctx: SessionContext,
     pub(crate) shared: Arc<SessionShared>,
+    pub(crate) sequences: Arc<Sequences>,
     block: Block,
     pub(crate) settings: Settings,
 }
@@ -349,6 +357,12 @@ impl Session {
                 ..
             } => self.drop(object_type, if_exists, &names, cascade),
             ast::Statement::AlterTable(alter) => self.alter_table(alter).await,
+            ast::Statement::CreateSequence {
+                if_not_exists,
+                name,
+                sequence_options,
+                ..
+            } => self.create_sequence(&name, if_not_exists, &sequence_options),
             ast::Statement::Set(set) => self.set(set),
             ast::Statement::ShowVariable { variable } => self.show(&variable).await,
             other => {
