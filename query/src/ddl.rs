@@ -99,7 +99,16 @@ impl Session {
         let mut rows = 0;
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(Error::from_datafusion)?;
-            let batch = RecordBatch::try_new(schema.clone(), batch.columns().to_vec())
+            let columns = batch
+                .columns()
+                .iter()
+                .zip(schema.fields())
+                .map(|(column, field)| {
+                    datafusion::arrow::compute::cast(column, field.data_type())
+                        .map_err(|e| Error::Storage(e.into()))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let batch = RecordBatch::try_new(schema.clone(), columns)
                 .map_err(|e| Error::Storage(e.into()))?;
             rows += batch.num_rows() as u64;
             let mut txn = self.shared.txn.lock();
@@ -187,7 +196,7 @@ impl Session {
             .iter()
             .enumerate()
             .map(|(i, f)| {
-                let mut field = f.as_ref().clone();
+                let mut field = f.as_ref().clone().with_data_type(storable(f.data_type()));
                 if key_indices.contains(&i) {
                     field = field.with_nullable(false);
                 }
@@ -555,6 +564,27 @@ fn object_name_text(name: &ObjectName) -> Result<String> {
             .map(normalize)
             .ok_or_else(|| Error::sql("42601", format!("invalid name {name}"))),
         _ => Err(Error::sql("42601", format!("invalid schema name {name}"))),
+    }
+}
+
+/// The type storage keeps for a query's column type: view, dictionary and
+/// run-end encodings become the plain type of their values, Float16 Float32.
+fn storable(data_type: &arrow_schema::DataType) -> arrow_schema::DataType {
+    use arrow_schema::DataType as T;
+    match data_type {
+        T::Utf8View => T::Utf8,
+        T::BinaryView => T::Binary,
+        T::Float16 => T::Float32,
+        T::Dictionary(_, values) => storable(values),
+        T::RunEndEncoded(_, values) => storable(values.data_type()),
+        T::ListView(item) | T::LargeListView(item) | T::LargeList(item) | T::List(item) => {
+            T::List(Arc::new(
+                item.as_ref()
+                    .clone()
+                    .with_data_type(storable(item.data_type())),
+            ))
+        }
+        other => other.clone(),
     }
 }
 

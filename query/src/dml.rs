@@ -332,8 +332,10 @@ impl Session {
             values.push(format!("({value})"));
         }
         let mut sql = format!("SELECT {}.*", quote_ident(&target.alias));
-        for value in &values {
-            sql.push_str(&format!(", {value}"));
+        // Named apart from the row's own columns (`SET c = t.a` would
+        // otherwise repeat the name `t.a`).
+        for (i, value) in values.iter().enumerate() {
+            sql.push_str(&format!(", {value} AS __basalt_set_{i}"));
         }
         sql.push_str(&format!(" FROM {from}"));
         if let Some(selection) = selection {
@@ -475,6 +477,15 @@ impl Session {
 
     /// TRUNCATE as a transactional delete of every row.
     pub(crate) async fn truncate(&mut self, truncate: ast::Truncate) -> Result<QueryResult> {
+        if truncate.partitions.is_some() {
+            return Err(Error::not_supported("TRUNCATE ... PARTITION"));
+        }
+        if matches!(
+            truncate.identity,
+            Some(ast::TruncateIdentityOption::Restart)
+        ) {
+            return Err(Error::not_supported("TRUNCATE ... RESTART IDENTITY"));
+        }
         for table in &truncate.table_names {
             let target = self.target(&table.name, None)?;
             let options = ScanOptions {
