@@ -115,7 +115,10 @@ impl sqllogictest::AsyncDB for Engine {
 
 /// A value as the DataFusion suite's runner prints it.
 fn cell(array: &dyn Array, row: usize) -> String {
-    if array.is_null(row) {
+    if array
+        .logical_nulls()
+        .is_some_and(|nulls| nulls.is_null(row))
+    {
         return "NULL".to_string();
     }
     match array.data_type() {
@@ -168,6 +171,9 @@ fn float(text: String) -> String {
 }
 
 fn trim_fraction(text: String) -> String {
+    if text == "-0" {
+        return "0".to_string();
+    }
     if !text.contains('.') {
         return text;
     }

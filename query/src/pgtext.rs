@@ -12,7 +12,11 @@ use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 
 /// The text of `array[row]`, or None for NULL.
 pub fn format_value(array: &dyn Array, row: usize) -> Option<String> {
-    if array.is_null(row) {
+    // Logical nulls: a Null-typed array (SELECT NULL) has no null buffer.
+    if array
+        .logical_nulls()
+        .is_some_and(|nulls| nulls.is_null(row))
+    {
         return None;
     }
     Some(match array.data_type() {
@@ -208,5 +212,7 @@ mod tests {
         );
         assert_eq!(format_interval(0, 0, 0), "00:00:00");
         assert_eq!(format_interval(0, -1, 0), "-1 days");
+        let nulls = arrow_array::NullArray::new(2);
+        assert_eq!(format_value(&nulls, 1), None);
     }
 }
