@@ -226,7 +226,9 @@ impl Session {
         update: ast::DoUpdate,
         excluded: Vec<RecordBatch>,
     ) -> Result<Vec<RecordBatch>> {
-        let schema = excluded[0].schema();
+        let Some(schema) = excluded.first().map(|b| b.schema()) else {
+            return Ok(Vec::new());
+        };
         let table = MemTable::try_new(schema, vec![excluded]).map_err(Error::from_datafusion)?;
         self.shared
             .temp_tables

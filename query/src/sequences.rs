@@ -200,7 +200,10 @@ impl ScalarUDFImpl for SequenceFunction {
             .iter()
             .map(|a| a.to_array(args.number_rows))
             .collect::<DfResult<_>>()?;
-        let names = cast(&arrays[0], &DataType::Utf8)?;
+        let Some(names) = arrays.first() else {
+            return Err(DataFusionError::Plan(format!("{} takes a sequence name", self.name)));
+        };
+        let names = cast(names, &DataType::Utf8)?;
         let names = names.as_string::<i32>();
         let mut out = Int64Builder::with_capacity(args.number_rows);
         for row in 0..args.number_rows {
