@@ -23,8 +23,10 @@ use arrow_array::types::{Decimal128Type, DecimalType, Float32Type, Float64Type};
 use arrow_array::Array;
 use arrow_schema::DataType;
 use basalt::storage::Options;
-use basalt::{Database, QueryResult, Session};
+use basalt::{Database, Session};
 use sqllogictest::{DBOutput, DefaultColumnType, Record, Runner};
+
+mod slt_support;
 
 struct Engine {
     session: Session,
@@ -65,41 +67,8 @@ impl sqllogictest::AsyncDB for Engine {
     type ColumnType = DefaultColumnType;
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, EngineError> {
-        match self.session.execute(sql).await? {
-            QueryResult::Rows {
-                schema,
-                stream,
-                command,
-            } => {
-                let types = schema
-                    .fields()
-                    .iter()
-                    .map(|_| DefaultColumnType::Any)
-                    .collect();
-                let batches = QueryResult::Rows {
-                    command,
-                    schema,
-                    stream,
-                }
-                .collect()
-                .await?;
-                let mut rows = Vec::new();
-                for batch in &batches {
-                    for row in 0..batch.num_rows() {
-                        rows.push(
-                            batch
-                                .columns()
-                                .iter()
-                                .map(|c| cell(c.as_ref(), row))
-                                .collect(),
-                        );
-                    }
-                }
-                Ok(DBOutput::Rows { types, rows })
-            }
-            QueryResult::Command { rows, .. } => Ok(DBOutput::StatementComplete(rows)),
-            QueryResult::Empty => Ok(DBOutput::StatementComplete(0)),
-        }
+        let result = self.session.execute(sql).await?;
+        Ok(slt_support::output(result, |_| DefaultColumnType::Any, cell).await?)
     }
 
     async fn shutdown(&mut self) {}
@@ -240,12 +209,7 @@ fn read_baseline() -> BTreeMap<String, usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_slice_does_not_regress() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/datafusion");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "slt"))
-        .collect();
-    files.sort();
+    let files = slt_support::slt_files(&dir);
     let baseline = read_baseline();
     let mut results = BTreeMap::new();
     let mut regressions = Vec::new();

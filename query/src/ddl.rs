@@ -87,15 +87,7 @@ impl Session {
         schema: &SchemaRef,
         input: LogicalPlan,
     ) -> Result<u64> {
-        let frame = self
-            .ctx
-            .execute_logical_plan(input)
-            .await
-            .map_err(Error::from_datafusion)?;
-        let mut stream = frame
-            .execute_stream()
-            .await
-            .map_err(Error::from_datafusion)?;
+        let mut stream = self.stream_plan(input).await?;
         let mut rows = 0;
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(Error::from_datafusion)?;

@@ -122,15 +122,7 @@ impl Session {
         input: LogicalPlan,
         target: &Target,
     ) -> Result<Vec<RecordBatch>> {
-        let frame = self
-            .ctx
-            .execute_logical_plan(input)
-            .await
-            .map_err(Error::from_datafusion)?;
-        let mut stream = frame
-            .execute_stream()
-            .await
-            .map_err(Error::from_datafusion)?;
+        let mut stream = self.stream_plan(input).await?;
         let mut batches = Vec::new();
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(Error::from_datafusion)?;
@@ -343,7 +335,7 @@ impl Session {
         if let Some(selection) = selection {
             sql.push_str(&format!(" WHERE {selection}"));
         }
-        let found = self.run_internal(&sql).await?;
+        let (_, found) = self.run_internal(&sql).await?;
         let width = schema.fields().len();
         let mut seen = HashSet::new();
         let mut written = Vec::new();
@@ -442,7 +434,7 @@ impl Session {
         if let Some(selection) = &delete.selection {
             sql.push_str(&format!(" WHERE {selection}"));
         }
-        let found = self.run_internal(&sql).await?;
+        let (_, found) = self.run_internal(&sql).await?;
         let width = target.def.schema.fields().len();
         let mut seen = HashSet::new();
         let mut deleted = Vec::new();
@@ -530,28 +522,10 @@ impl Session {
             items.join(", "),
             quote_ident(&target.alias)
         );
-        let result = self.run_internal_result(&sql).await;
+        let result = self.run_internal(&sql).await;
         self.shared.temp_tables.lock().remove(RETURNING);
         let (schema, batches) = result?;
         Ok(QueryResult::rows(command, schema, batches))
-    }
-
-    async fn run_internal_result(&mut self, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-        let mut statements = self.parse(sql)?;
-        let statement = statements
-            .pop()
-            .ok_or_else(|| Error::sql("XX000", "empty internal statement"))?;
-        match self.run_datafusion(statement).await? {
-            QueryResult::Rows { schema, stream, .. } => {
-                let rows = QueryResult::Rows {
-                    command: "SELECT",
-                    schema: schema.clone(),
-                    stream,
-                };
-                Ok((schema, rows.collect().await?))
-            }
-            _ => Err(Error::sql("XX000", "internal statement returned no rows")),
-        }
     }
 }
 

@@ -201,7 +201,10 @@ impl ScalarUDFImpl for SequenceFunction {
             .map(|a| a.to_array(args.number_rows))
             .collect::<DfResult<_>>()?;
         let Some(names) = arrays.first() else {
-            return Err(DataFusionError::Plan(format!("{} takes a sequence name", self.name)));
+            return Err(DataFusionError::Plan(format!(
+                "{} takes a sequence name",
+                self.name
+            )));
         };
         let names = cast(names, &DataType::Utf8)?;
         let names = names.as_string::<i32>();

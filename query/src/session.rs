@@ -379,16 +379,8 @@ impl Session {
             .statement_to_plan(statement)
             .await
             .map_err(Error::from_datafusion)?;
-        let frame = self
-            .ctx
-            .execute_logical_plan(plan)
-            .await
-            .map_err(Error::from_datafusion)?;
-        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-        let stream = frame
-            .execute_stream()
-            .await
-            .map_err(Error::from_datafusion)?;
+        let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+        let stream = self.stream_plan(plan).await?;
         Ok(QueryResult::Rows {
             command: "SELECT",
             schema,
@@ -396,13 +388,34 @@ impl Session {
         })
     }
 
+    /// Runs a planned statement, streaming its rows.
+    pub(crate) async fn stream_plan(
+        &mut self,
+        plan: datafusion::logical_expr::LogicalPlan,
+    ) -> Result<SendableRecordBatchStream> {
+        let frame = self
+            .ctx
+            .execute_logical_plan(plan)
+            .await
+            .map_err(Error::from_datafusion)?;
+        frame.execute_stream().await.map_err(Error::from_datafusion)
+    }
+
     /// Plans and runs SQL text the session built itself, collecting rows.
-    pub(crate) async fn run_internal(&mut self, sql: &str) -> Result<Vec<RecordBatch>> {
-        let mut statements = self.parse(sql)?;
-        let Some(statement) = statements.pop() else {
-            return Ok(Vec::new());
+    pub(crate) async fn run_internal(
+        &mut self,
+        sql: &str,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let statement = self
+            .parse(sql)?
+            .pop()
+            .ok_or_else(|| Error::sql("XX000", "empty internal statement"))?;
+        let result = self.run_datafusion(statement).await?;
+        let QueryResult::Rows { schema, .. } = &result else {
+            return Err(Error::sql("XX000", "internal statement returned no rows"));
         };
-        self.run_datafusion(statement).await?.collect().await
+        let schema = schema.clone();
+        Ok((schema, result.collect().await?))
     }
 
     /// `(schema, table)` of a possibly qualified table name, normalized as

@@ -1,7 +1,13 @@
 //! The sqllogictest driver for Basalt, shared by the project's own slt
 //! files and the conformance slice.
 
-use std::path::Path;
+// Each test binary uses its part of this module.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use arrow_array::Array;
+use arrow_schema::DataType;
 
 use basalt::query::pgtext::format_value;
 use basalt::{Database, QueryResult, Session};
@@ -17,45 +23,15 @@ impl sqllogictest::AsyncDB for Basalt {
     type ColumnType = DefaultColumnType;
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, basalt::Error> {
-        match self.session.execute(sql).await? {
-            QueryResult::Rows {
-                schema,
-                stream,
-                command,
-            } => {
-                let types = schema
-                    .fields()
-                    .iter()
-                    .map(|f| column_type(f.data_type()))
-                    .collect();
-                let batches = QueryResult::Rows {
-                    command,
-                    schema,
-                    stream,
-                }
-                .collect()
-                .await?;
-                let mut rows = Vec::new();
-                for batch in &batches {
-                    for row in 0..batch.num_rows() {
-                        rows.push(
-                            batch
-                                .columns()
-                                .iter()
-                                .map(|c| match format_value(c.as_ref(), row) {
-                                    None => "NULL".to_string(),
-                                    Some(s) if s.is_empty() => "(empty)".to_string(),
-                                    Some(s) => s,
-                                })
-                                .collect(),
-                        );
-                    }
-                }
-                Ok(DBOutput::Rows { types, rows })
+        let result = self.session.execute(sql).await?;
+        output(result, column_type, |array, row| {
+            match format_value(array, row) {
+                None => "NULL".to_string(),
+                Some(s) if s.is_empty() => "(empty)".to_string(),
+                Some(s) => s,
             }
-            QueryResult::Command { rows, .. } => Ok(DBOutput::StatementComplete(rows)),
-            QueryResult::Empty => Ok(DBOutput::StatementComplete(0)),
-        }
+        })
+        .await
     }
 
     async fn shutdown(&mut self) {}
@@ -69,8 +45,8 @@ impl sqllogictest::AsyncDB for Basalt {
     }
 }
 
-fn column_type(data_type: &arrow_schema::DataType) -> DefaultColumnType {
-    use arrow_schema::DataType as T;
+fn column_type(data_type: &DataType) -> DefaultColumnType {
+    use DataType as T;
     match data_type {
         T::Int8 | T::Int16 | T::Int32 | T::Int64 | T::UInt8 | T::UInt16 | T::UInt32 | T::UInt64 => {
             DefaultColumnType::Integer
@@ -101,4 +77,45 @@ pub async fn run_file(path: &Path) -> Result<(), String> {
         .run_file_async(path)
         .await
         .map_err(|e| e.display(true).to_string())
+}
+
+/// A statement's result as sqllogictest output, each value printed by `cell`.
+pub async fn output(
+    result: QueryResult,
+    column_type: fn(&DataType) -> DefaultColumnType,
+    cell: fn(&dyn Array, usize) -> String,
+) -> Result<DBOutput<DefaultColumnType>, basalt::Error> {
+    let types = match &result {
+        QueryResult::Rows { schema, .. } => schema
+            .fields()
+            .iter()
+            .map(|f| column_type(f.data_type()))
+            .collect(),
+        QueryResult::Command { rows, .. } => return Ok(DBOutput::StatementComplete(*rows)),
+        QueryResult::Empty => return Ok(DBOutput::StatementComplete(0)),
+    };
+    let mut rows = Vec::new();
+    for batch in &result.collect().await? {
+        for row in 0..batch.num_rows() {
+            rows.push(
+                batch
+                    .columns()
+                    .iter()
+                    .map(|c| cell(c.as_ref(), row))
+                    .collect(),
+            );
+        }
+    }
+    Ok(DBOutput::Rows { types, rows })
+}
+
+/// The `*.slt` files of a directory, in name order.
+pub fn slt_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "slt"))
+        .collect();
+    files.sort();
+    files
 }
