@@ -4,7 +4,6 @@
 
 mod tpch;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -42,29 +41,7 @@ enum Workload {
     },
     /// The 22 TPC-H queries over tpchgen Parquet data, against DuckDB (pip
     /// `duckdb`), answers checked against DuckDB's.
-    Tpch {
-        /// Directory of the tpchgen Parquet files (`tpchgen-cli parquet -s 1`).
-        #[arg(long)]
-        data: PathBuf,
-        /// Directory of qNN.sql files.
-        #[arg(long, default_value = "../shared/tpch/queries")]
-        queries: PathBuf,
-        /// Basalt's database directory, loaded from the data on first use.
-        #[arg(long)]
-        db: PathBuf,
-        /// Runs per query per engine; the best is reported.
-        #[arg(long, default_value_t = 3)]
-        runs: usize,
-        /// Only these queries (comma-separated, e.g. q01,q06).
-        #[arg(long)]
-        only: Option<String>,
-        /// Print Basalt's EXPLAIN ANALYZE of the queries instead of timing them.
-        #[arg(long)]
-        explain: bool,
-        /// A session setting for Basalt's runs, `name=value` (repeatable).
-        #[arg(long = "set")]
-        settings: Vec<String>,
-    },
+    Tpch(tpch::TpchArgs),
 }
 
 type BoxError = Box<dyn std::error::Error>;
@@ -78,23 +55,7 @@ fn main() -> ExitCode {
             dir,
             rounds,
         } => storage(keys, batch, scan_rows, dir, rounds),
-        Workload::Tpch {
-            data,
-            queries,
-            db,
-            runs,
-            only,
-            explain,
-            settings,
-        } => tpch::run(tpch::TpchArgs {
-            settings,
-            data,
-            queries,
-            db,
-            runs,
-            only,
-            explain,
-        }),
+        Workload::Tpch(args) => tpch::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

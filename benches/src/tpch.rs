@@ -32,15 +32,28 @@ const TABLES: &[(&str, &[&str])] = &[
 
 type Rows = Vec<Vec<Option<String>>>;
 
+#[derive(clap::Args)]
 pub struct TpchArgs {
+    /// Directory of the tpchgen Parquet files (`tpchgen-cli parquet -s 1`).
+    #[arg(long)]
     pub data: PathBuf,
+    /// Directory of qNN.sql files.
+    #[arg(long, default_value = "../shared/tpch/queries")]
     pub queries: PathBuf,
+    /// Basalt's database directory, loaded from the data on first use.
+    #[arg(long)]
     pub db: PathBuf,
+    /// Runs per query per engine; the best is reported.
+    #[arg(long, default_value_t = 3)]
     pub runs: usize,
+    /// Only these queries (comma-separated, e.g. q01,q06).
+    #[arg(long)]
     pub only: Option<String>,
-    /// Print EXPLAIN ANALYZE of each query instead of comparing.
+    /// Print Basalt's EXPLAIN ANALYZE of the queries instead of timing them.
+    #[arg(long)]
     pub explain: bool,
-    /// `SET` statements run in each session first (`name=value`).
+    /// A session setting for Basalt's runs, `name=value` (repeatable).
+    #[arg(long = "set")]
     pub settings: Vec<String>,
 }
 

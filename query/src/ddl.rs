@@ -162,12 +162,7 @@ impl Session {
         }
         let if_not_exists = create.if_not_exists;
         let statement = Statement::Statement(Box::new(ast::Statement::CreateTable(create)));
-        let plan = self
-            .ctx
-            .state()
-            .statement_to_plan(statement)
-            .await
-            .map_err(Error::from_datafusion)?;
+        let plan = self.plan(statement).await?;
         let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(table)) = plan else {
             return Err(Error::not_supported("this form of CREATE TABLE"));
         };

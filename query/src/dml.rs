@@ -84,12 +84,7 @@ impl Session {
         let target = self.target(name, alias.as_ref())?;
         rewrite_values(&mut insert, &target.def.schema)?;
         let statement = Statement::Statement(Box::new(ast::Statement::Insert(insert)));
-        let plan = self
-            .ctx
-            .state()
-            .statement_to_plan(statement)
-            .await
-            .map_err(Error::from_datafusion)?;
+        let plan = self.plan(statement).await?;
         let LogicalPlan::Dml(dml) = plan else {
             return Err(Error::sql("XX000", "INSERT did not plan as DML"));
         };

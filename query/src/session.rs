@@ -374,11 +374,7 @@ impl Session {
 
     /// A query (or any statement DataFusion runs without storage changes).
     pub(crate) async fn run_datafusion(&mut self, statement: Statement) -> Result<QueryResult> {
-        let state = self.ctx.state();
-        let plan = state
-            .statement_to_plan(statement)
-            .await
-            .map_err(Error::from_datafusion)?;
+        let plan = self.plan(statement).await?;
         let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
         let stream = self.stream_plan(plan).await?;
         Ok(QueryResult::Rows {
@@ -386,6 +382,18 @@ impl Session {
             schema,
             stream,
         })
+    }
+
+    /// DataFusion's logical plan of a statement.
+    pub(crate) async fn plan(
+        &self,
+        statement: Statement,
+    ) -> Result<datafusion::logical_expr::LogicalPlan> {
+        self.ctx
+            .state()
+            .statement_to_plan(statement)
+            .await
+            .map_err(Error::from_datafusion)
     }
 
     /// Runs a planned statement, streaming its rows.
