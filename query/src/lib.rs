@@ -8,6 +8,7 @@ mod ddl;
 mod dml;
 mod error;
 mod json;
+mod pgfunctions;
 pub mod pgtext;
 mod sequences;
 mod session;

@@ -76,6 +76,9 @@ impl Database {
             .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false)
             .set_str("datafusion.execution.time_zone", "+00:00");
         let ctx = SessionContext::new_with_config(config);
+        for function in crate::pgfunctions::functions("basalt") {
+            ctx.register_udf(function);
+        }
         for function in crate::json::functions() {
             ctx.register_udf(function);
         }
