@@ -239,8 +239,16 @@ impl Session {
     }
 
     pub async fn execute_statement(&mut self, statement: Statement) -> Result<QueryResult> {
-        if let Some(result) = self.transaction_control(&statement)? {
-            return Ok(result);
+        match self.transaction_control(&statement) {
+            Ok(Some(result)) => return Ok(result),
+            Ok(None) => {}
+            Err(e) => {
+                // As any failed statement does, a refused SAVEPOINT aborts the block.
+                if self.block == Block::Open {
+                    self.block = Block::Failed;
+                }
+                return Err(e);
+            }
         }
         if self.block == Block::Failed {
             return Err(Error::sql(

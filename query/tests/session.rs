@@ -113,4 +113,9 @@ async fn transaction_status_follows_the_block() {
     assert_eq!(err.sqlstate(), "42601");
     let err = s.execute("SAVEPOINT a").await.unwrap_err();
     assert_eq!(err.sqlstate(), "0A000");
+    s.execute("BEGIN").await.unwrap();
+    assert!(s.execute("SAVEPOINT a").await.is_err());
+    assert_eq!(s.transaction_status(), b'E');
+    s.execute("ROLLBACK").await.unwrap();
+    assert_eq!(s.transaction_status(), b'I');
 }
