@@ -82,7 +82,13 @@ pub fn format_float(v: f64) -> String {
 
 fn format_decimal(v: i128, scale: i8) -> String {
     if scale <= 0 {
-        return (v * 10i128.pow(u32::from(scale.unsigned_abs()))).to_string();
+        // A negative scale appends zeros; written out, it cannot overflow.
+        let zeros = "0".repeat(usize::from(scale.unsigned_abs()));
+        return if v == 0 {
+            "0".to_string()
+        } else {
+            format!("{v}{zeros}")
+        };
     }
     let scale = scale as usize;
     let digits = v.unsigned_abs().to_string();
@@ -205,6 +211,8 @@ mod tests {
         assert_eq!(format_float(-0.0), "-0");
         assert_eq!(format_decimal(-5, 2), "-0.05");
         assert_eq!(format_decimal(12345, 2), "123.45");
+        assert_eq!(format_decimal(-12, -3), "-12000");
+        assert_eq!(format_decimal(i128::MAX, -10).len(), 39 + 10);
         assert_eq!(format_bytea(&[0xde, 0xad]), "\\xdead");
         assert_eq!(
             format_interval(14, 3, 4 * 3_600_000_000_000 + 5_000_000_000),
