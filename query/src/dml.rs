@@ -93,7 +93,10 @@ impl Session {
             .await?;
         let action = match on {
             None => None,
-            Some(OnInsert::OnConflict(on_conflict)) => Some(on_conflict.action),
+            Some(OnInsert::OnConflict(on_conflict)) => {
+                check_conflict_target(&target, on_conflict.conflict_target.as_ref())?;
+                Some(on_conflict.action)
+            }
             Some(OnInsert::DuplicateKeyUpdate(_)) => {
                 return Err(Error::not_supported("ON DUPLICATE KEY UPDATE"))
             }
@@ -522,6 +525,38 @@ impl Session {
         let (schema, batches) = result?;
         Ok(QueryResult::rows(command, schema, batches))
     }
+}
+
+/// ON CONFLICT names the primary key (its columns or its constraint), the
+/// only unique constraint a Basalt table has.
+fn check_conflict_target(target: &Target, conflict: Option<&ast::ConflictTarget>) -> Result<()> {
+    let table = target.full.rsplit('.').next().unwrap_or(&target.full);
+    let matches = match conflict {
+        None => true,
+        Some(ast::ConflictTarget::Columns(columns)) => {
+            let mut named: Vec<String> = columns.iter().map(normalize).collect();
+            let mut key: Vec<String> = target
+                .def
+                .key_columns
+                .iter()
+                .map(|&c| target.def.schema.field(c as usize).name().clone())
+                .collect();
+            named.sort();
+            key.sort();
+            named == key
+        }
+        Some(ast::ConflictTarget::OnConstraint(name)) => {
+            name.to_string().trim_matches('"') == format!("{table}_pkey")
+        }
+    };
+    if matches || target.def.key_columns.is_empty() {
+        // A keyless table fails with the same code where conflicts are handled.
+        return Ok(());
+    }
+    Err(Error::sql(
+        "42P10",
+        "there is no unique or exclusion constraint matching the ON CONFLICT specification",
+    ))
 }
 
 /// The table a single-table UPDATE or DELETE names, with its alias.
