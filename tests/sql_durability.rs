@@ -4,12 +4,13 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 use basalt::{Database, Session};
+
+mod common;
 
 async fn ints(session: &mut Session, sql: &str) -> Vec<i64> {
     let batches = session.query(sql).await.unwrap();
@@ -110,16 +111,9 @@ fn sql_crash_writer() {
 #[tokio::test]
 async fn sql_commits_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
     let mut acked = 0i64;
     for round in 0..8u64 {
-        let mut child = Command::new(&exe)
-            .args(["--ignored", "--exact", "sql_crash_writer", "--nocapture"])
-            .env(DIR_VAR, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = common::spawn_child_test("sql_crash_writer", DIR_VAR, dir.path());
         let stdout = child.stdout.take().unwrap();
         let reader = std::thread::spawn(move || {
             BufReader::new(stdout)

@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +17,8 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use basalt::storage::{Db, Options, ScanOptions};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+
+mod common;
 
 const DIR_VAR: &str = "BASALT_CRASH_DIR";
 const KILLS: usize = 55;
@@ -137,23 +138,10 @@ fn verify(dir: &Path, acked: i64) {
 #[test]
 fn crash_kill_loop() {
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
     let mut rng = SmallRng::seed_from_u64(7);
     let acked = Arc::new(AtomicU64::new(0));
     for round in 0..KILLS {
-        let mut child = Command::new(&exe)
-            .args([
-                "--ignored",
-                "--exact",
-                "crash_writer",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(DIR_VAR, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = common::spawn_child_test("crash_writer", DIR_VAR, dir.path());
         let stdout = child.stdout.take().unwrap();
         let seen = acked.clone();
         let reader = std::thread::spawn(move || {
