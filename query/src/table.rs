@@ -14,7 +14,9 @@ use basalt_storage::{Predicate, PredicateOp, Scalar, ScanOptions, ScanPlan, Tabl
 use datafusion::catalog::Session;
 use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{ColumnStatistics, DataFusionError, Result, ScalarValue, Statistics};
+use datafusion::common::{
+    ColumnStatistics, Constraint, Constraints, DataFusionError, Result, ScalarValue, Statistics,
+};
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
@@ -40,6 +42,9 @@ pub struct StorageTable {
     keyed: bool,
     schema: SchemaRef,
     defaults: HashMap<String, Expr>,
+    /// The primary key, so the planner knows what it determines
+    /// (`GROUP BY id` may select the other columns, as in Postgres).
+    constraints: Constraints,
 }
 
 impl StorageTable {
@@ -59,12 +64,18 @@ impl StorageTable {
         } else {
             def.schema.clone()
         };
+        let key: Vec<usize> = def.key_columns.iter().map(|&c| c as usize).collect();
+        let constraints = match key.is_empty() {
+            true => Constraints::default(),
+            false => Constraints::new_unverified(vec![Constraint::PrimaryKey(key)]),
+        };
         StorageTable {
             shared,
             def,
             keyed,
             schema,
             defaults,
+            constraints,
         }
     }
 }
@@ -131,6 +142,10 @@ impl TableProvider for StorageTable {
 
     fn get_column_default(&self, column: &str) -> Option<&Expr> {
         self.defaults.get(column)
+    }
+
+    fn constraints(&self) -> Option<&Constraints> {
+        Some(&self.constraints)
     }
 
     fn supports_filters_pushdown(
