@@ -344,8 +344,8 @@ fn view_definition(db: &Db, schema: &str, name: &str) -> Result<Option<String>> 
         .and_then(|v| v.definition))
 }
 
-/// Records (or with `definition` = None under `remove`, forgets) a catalog
-/// entry, committed at once: DDL is not transactional.
+/// Records (or replaces) a catalog entry, committed at once: DDL is not
+/// transactional.
 pub(crate) fn meta_put(
     db: &Db,
     kind: &str,
@@ -370,6 +370,7 @@ pub(crate) fn meta_put(
     Ok(())
 }
 
+/// Forgets a catalog entry, committed at once.
 pub(crate) fn meta_remove(db: &Db, kind: &str, schema: &str, name: &str) -> Result<()> {
     ensure_meta_table(db)?;
     let keys = RecordBatch::try_new(

@@ -103,14 +103,7 @@ impl Session {
             Some(other) => return Err(Error::not_supported(format!("{other}"))),
         };
         let written = self.write_inserted(&target, rows, action).await?;
-        let count = written.iter().map(|b| b.num_rows() as u64).sum::<u64>();
-        match returning {
-            Some(items) => self.returning(&target, items, written, "INSERT").await,
-            None => Ok(QueryResult::Command {
-                tag: format!("INSERT 0 {count}"),
-                rows: count,
-            }),
-        }
+        self.finish(&target, returning, written, "INSERT").await
     }
 
     /// The rows of the INSERT's source, in the table's column types, with
@@ -268,14 +261,8 @@ impl Session {
                 update.selection.as_ref(),
             )
             .await?;
-        let count = written.iter().map(|b| b.num_rows() as u64).sum::<u64>();
-        match update.returning {
-            Some(items) => self.returning(&target, items, written, "UPDATE").await,
-            None => Ok(QueryResult::Command {
-                tag: format!("UPDATE {count}"),
-                rows: count,
-            }),
-        }
+        self.finish(&target, update.returning, written, "UPDATE")
+            .await
     }
 
     /// Computes `SET` assignments for the rows `from ... WHERE selection`
@@ -339,16 +326,7 @@ impl Session {
         let mut written = Vec::new();
         for batch in found {
             // A row an UPDATE ... FROM joins twice is updated once.
-            let keys = batch
-                .column(width)
-                .as_any()
-                .downcast_ref::<BinaryArray>()
-                .ok_or_else(|| Error::sql("XX000", "row keys of unexpected type"))?
-                .clone();
-            let first: Vec<bool> = (0..batch.num_rows())
-                .map(|row| seen.insert(keys.value(row).to_vec()))
-                .collect();
-            let batch = filter(&batch, first)?;
+            let (batch, old_keys) = first_per_key(&batch, width, &mut seen)?;
             if batch.num_rows() == 0 {
                 continue;
             }
@@ -358,12 +336,6 @@ impl Session {
                 new_columns[column] = cast_value(value, schema.field(column))?;
             }
             let new_rows = conform(schema, &target.full, new_columns)?;
-            let old_keys = batch
-                .column(width)
-                .as_any()
-                .downcast_ref::<BinaryArray>()
-                .map(|k| k.iter().flatten().map(<[u8]>::to_vec).collect::<Vec<_>>())
-                .unwrap_or_default();
             self.replace_rows(target, old_keys, &new_rows)?;
             written.push(new_rows);
         }
@@ -437,19 +409,7 @@ impl Session {
         let mut seen = HashSet::new();
         let mut deleted = Vec::new();
         for batch in found {
-            let Some(keys) = batch.column(width).as_any().downcast_ref::<BinaryArray>() else {
-                return Err(Error::sql("XX000", "row keys of unexpected type"));
-            };
-            let first: Vec<bool> = (0..batch.num_rows())
-                .map(|row| seen.insert(keys.value(row).to_vec()))
-                .collect();
-            let batch = filter(&batch, first)?;
-            let keys = batch
-                .column(width)
-                .as_any()
-                .downcast_ref::<BinaryArray>()
-                .map(|k| k.iter().flatten().map(<[u8]>::to_vec).collect::<Vec<_>>())
-                .unwrap_or_default();
+            let (batch, keys) = first_per_key(&batch, width, &mut seen)?;
             self.with_txn(|txn| txn.delete_keys(&target.full, keys))?;
             deleted.push(conform(
                 &target.def.schema,
@@ -457,14 +417,8 @@ impl Session {
                 batch.columns()[..width].to_vec(),
             )?);
         }
-        let count = deleted.iter().map(|b| b.num_rows() as u64).sum::<u64>();
-        match delete.returning {
-            Some(items) => self.returning(&target, items, deleted, "DELETE").await,
-            None => Ok(QueryResult::Command {
-                tag: format!("DELETE {count}"),
-                rows: count,
-            }),
-        }
+        self.finish(&target, delete.returning, deleted, "DELETE")
+            .await
     }
 
     /// TRUNCATE as a transactional delete of every row.
@@ -490,14 +444,32 @@ impl Session {
                 .shared
                 .with_reader(|r| r.scan(&target.full, &options)?.execute(1))?;
             for batch in batches {
-                let Some(keys) = batch.column(0).as_any().downcast_ref::<BinaryArray>() else {
-                    return Err(Error::sql("XX000", "row keys of unexpected type"));
-                };
-                let keys = keys.iter().flatten().map(<[u8]>::to_vec).collect();
+                let keys = key_values(batch.column(0))?;
                 self.with_txn(|txn| txn.delete_keys(&target.full, keys))?;
             }
         }
         Ok(QueryResult::command("TRUNCATE TABLE"))
+    }
+
+    /// A DML statement's result: RETURNING's rows, or the command tag with
+    /// the rows it touched.
+    async fn finish(
+        &mut self,
+        target: &Target,
+        returning: Option<Vec<SelectItem>>,
+        rows: Vec<RecordBatch>,
+        command: &'static str,
+    ) -> Result<QueryResult> {
+        if let Some(items) = returning {
+            return self.returning(target, items, rows, command).await;
+        }
+        let count = rows.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+        // INSERT's tag carries the oid Postgres no longer assigns: always 0.
+        let tag = match command {
+            "INSERT" => format!("INSERT 0 {count}"),
+            other => format!("{other} {count}"),
+        };
+        Ok(QueryResult::Command { tag, rows: count })
     }
 
     /// Evaluates RETURNING over the rows a statement wrote or deleted.
@@ -660,6 +632,32 @@ fn row_keys(def: &TableDef, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
             "null value in a primary key column violates not-null constraint",
         )
     })
+}
+
+/// The storage keys of a keyed scan's key column.
+fn key_values(column: &ArrayRef) -> Result<Vec<Vec<u8>>> {
+    let keys = column
+        .as_any()
+        .downcast_ref::<BinaryArray>()
+        .ok_or_else(|| Error::sql("XX000", "row keys of unexpected type"))?;
+    Ok(keys.iter().flatten().map(<[u8]>::to_vec).collect())
+}
+
+/// The rows of `batch` whose key (column `key_column`) was not seen before,
+/// with their keys: a row a join finds twice is written once.
+fn first_per_key(
+    batch: &RecordBatch,
+    key_column: usize,
+    seen: &mut HashSet<Vec<u8>>,
+) -> Result<(RecordBatch, Vec<Vec<u8>>)> {
+    let keys = key_values(batch.column(key_column))?;
+    let first: Vec<bool> = keys.iter().map(|k| seen.insert(k.clone())).collect();
+    let kept = keys
+        .into_iter()
+        .zip(&first)
+        .filter_map(|(k, &f)| f.then_some(k))
+        .collect();
+    Ok((filter(batch, first)?, kept))
 }
 
 /// `batch` with each row's storage key as a last column.
