@@ -51,19 +51,19 @@ impl JsonFunction {
 
 /// Every JSON function, for registration in a session.
 pub(crate) fn functions() -> Vec<ScalarUDF> {
-    let mut all = Vec::new();
-    for prefix in ["json", "jsonb"] {
-        for (suffix, kind) in [
-            ("extract_path", Kind::Get),
-            ("extract_path_text", Kind::GetText),
-            ("typeof", Kind::TypeOf),
-            ("array_length", Kind::ArrayLength),
-        ] {
-            let name: &'static str = Box::leak(format!("{prefix}_{suffix}").into_boxed_str());
-            all.push(ScalarUDF::from(JsonFunction::new(name, kind)));
-        }
-    }
-    all
+    [
+        ("json_extract_path", Kind::Get),
+        ("jsonb_extract_path", Kind::Get),
+        ("json_extract_path_text", Kind::GetText),
+        ("jsonb_extract_path_text", Kind::GetText),
+        ("json_typeof", Kind::TypeOf),
+        ("jsonb_typeof", Kind::TypeOf),
+        ("json_array_length", Kind::ArrayLength),
+        ("jsonb_array_length", Kind::ArrayLength),
+    ]
+    .into_iter()
+    .map(|(name, kind)| ScalarUDF::from(JsonFunction::new(name, kind)))
+    .collect()
 }
 
 impl ScalarUDFImpl for JsonFunction {
