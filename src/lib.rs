@@ -18,6 +18,7 @@
 pub use basalt_formats as formats;
 pub use basalt_query as query;
 pub use basalt_query::{Database, Error, QueryResult, Result, Session};
+pub use basalt_server as server;
 pub use basalt_storage as storage;
 
 /// The data directory `basalt serve` uses when none is given.

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use basalt::storage::{Db, Options};
+use basalt::server::{Config, Server};
+use basalt::storage::Options;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -19,45 +20,166 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Open the data directory and serve it to Postgres clients.
-    Serve {
-        /// Data directory (created if missing).
-        #[arg(long, default_value = basalt::DEFAULT_DATA_DIR)]
-        data: PathBuf,
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:5433")]
-        listen: String,
-    },
+    /// Serve a data directory to Postgres clients (psql, drivers).
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file; flags given here override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory (created if missing) [default: basalt-data].
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:5433].
+    #[arg(long)]
+    listen: Option<String>,
+    /// Connections served at once [default: 100].
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// A user and password, NAME=PASSWORD; repeatable. Any user turns on
+    /// SCRAM-SHA-256; with none, loopback clients are trusted.
+    #[arg(long = "user", value_name = "NAME=PASSWORD")]
+    users: Vec<String>,
+    /// TLS certificate (PEM); needs --tls-key.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// Acknowledge commits before their WAL record is on disk (on|off).
+    #[arg(long, value_parser = parse_on_off)]
+    synchronous_commit: Option<bool>,
+    /// Memory all running queries may hold together, e.g. 4GiB.
+    #[arg(long)]
+    query_memory_limit: Option<String>,
+    /// Decoded column chunks kept in memory, e.g. 1GiB.
+    #[arg(long)]
+    cache_size: Option<String>,
+}
+
+fn parse_on_off(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" | "1" => Ok(true),
+        "off" | "false" | "no" | "0" => Ok(false),
+        other => Err(format!("expected on or off, not \"{other}\"")),
+    }
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Serve { data, listen } => serve(data, &listen),
+        Command::Serve(args) => match serve(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("basalt: {message}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
-fn serve(data: PathBuf, listen: &str) -> ExitCode {
-    let db = match Db::open(&data, Options::default()) {
-        Ok(db) => db,
-        Err(e) => {
-            eprintln!("basalt: cannot open {}: {e}", data.display());
-            return ExitCode::FAILURE;
-        }
+/// The configuration file, then the flags over it.
+fn config(args: ServeArgs) -> Result<Config, String> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path).map_err(|e| e.to_string())?,
+        None => Config::default(),
     };
-    let tables = db.tables();
-    println!(
-        "basalt: opened {} ({} table{}, last commit {})",
-        data.display(),
-        tables.len(),
-        if tables.len() == 1 { "" } else { "s" },
-        db.last_sequence()
-    );
-    println!("basalt: the Postgres wire server on {listen} arrives with the wire-server issue; nothing to serve yet.");
-    match db.close() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("basalt: error closing {}: {e}", data.display());
-            ExitCode::FAILURE
+    if let Some(data) = args.data {
+        config.data = Some(data);
+    }
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(n) = args.max_connections {
+        config.max_connections = n;
+    }
+    for user in args.users {
+        let (name, password) = user
+            .split_once('=')
+            .ok_or_else(|| format!("--user wants NAME=PASSWORD, not \"{user}\""))?;
+        config.users.insert(name.to_string(), password.to_string());
+    }
+    config.tls_cert = args.tls_cert.or(config.tls_cert);
+    config.tls_key = args.tls_key.or(config.tls_key);
+    if let Some(on) = args.synchronous_commit {
+        config.synchronous_commit = on;
+    }
+    config.query_memory_limit = args.query_memory_limit.or(config.query_memory_limit);
+    config.cache_size = args.cache_size.or(config.cache_size);
+    config.check().map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+fn serve(args: ServeArgs) -> Result<(), String> {
+    let config = config(args)?;
+    let data = config
+        .data
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(basalt::DEFAULT_DATA_DIR));
+    let mut options = Options {
+        synchronous_commit: config.synchronous_commit,
+        ..Options::default()
+    };
+    if let Some(bytes) = config.cache_bytes().map_err(|e| e.to_string())? {
+        options.cache_bytes = bytes;
+    }
+    let mut db = basalt::Database::open_with(&data, options)
+        .map_err(|e| format!("cannot open {}: {e}", data.display()))?;
+    if let Some(bytes) = config.query_memory_bytes().map_err(|e| e.to_string())? {
+        db = db
+            .with_query_memory_limit(bytes)
+            .map_err(|e| e.to_string())?;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let db = runtime.block_on(async {
+        let server = Server::bind(db, &config).await.map_err(|e| e.to_string())?;
+        let addr = server.local_addr().map_err(|e| e.to_string())?;
+        println!(
+            "basalt: serving {} on {addr}; connect with: psql -h {} -p {} -U {} basalt",
+            data.display(),
+            addr.ip(),
+            addr.port(),
+            config
+                .users
+                .keys()
+                .next()
+                .map(String::as_str)
+                .unwrap_or("basalt"),
+        );
+        server
+            .run(shutdown_signal())
+            .await
+            .map_err(|e| e.to_string())
+    })?;
+    drop(runtime);
+    db.close()
+        .map_err(|e| format!("error closing {}: {e}", data.display()))?;
+    println!("basalt: shut down cleanly");
+    Ok(())
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => return interrupt.await.unwrap_or(()),
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
         }
     }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+    println!("basalt: shutting down: waiting for running statements");
 }

@@ -65,7 +65,7 @@ impl Error {
 
     /// Unwraps DataFusion's wrapping of an error raised inside a plan, so
     /// the inner error's code and message reach the client.
-    pub(crate) fn from_datafusion(err: DataFusionError) -> Error {
+    pub fn from_datafusion(err: DataFusionError) -> Error {
         match err {
             DataFusionError::External(inner) => match inner.downcast::<Error>() {
                 Ok(ours) => *ours,

@@ -10,6 +10,7 @@ mod error;
 mod json;
 mod pgfunctions;
 pub mod pgtext;
+pub mod prepare;
 mod sequences;
 mod session;
 mod settings;
@@ -18,6 +19,7 @@ mod table;
 
 pub use catalog::{CATALOG, PG_TYPE_KEY, SCHEMA};
 pub use error::{Error, Result};
+pub use prepare::{bind, Description, Param};
 pub use session::{Database, QueryResult, Session};
 pub use table::{StorageScanExec, StorageTable};
 
@@ -26,3 +28,9 @@ pub use datafusion::sql::parser::Statement;
 
 /// The Arrow crates the results are made of, as DataFusion uses them.
 pub use datafusion::arrow;
+
+/// The stream of record batches a query result is.
+pub mod stream {
+    pub use datafusion::execution::SendableRecordBatchStream;
+    pub use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+}

@@ -10,6 +10,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use basalt_storage::{Db, Options};
 use datafusion::common::TableReference;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -29,6 +30,8 @@ use crate::settings::Settings;
 pub struct Database {
     db: Arc<Db>,
     sequences: Arc<Sequences>,
+    /// Shared by every session's queries, bounded when a limit is set.
+    runtime: Arc<RuntimeEnv>,
     /// Keeps a scratch directory alive for [`Database::open_temporary`].
     _scratch: Option<Arc<tempfile::TempDir>>,
 }
@@ -58,7 +61,30 @@ impl Database {
         Database {
             db,
             sequences: Arc::new(Sequences::default()),
+            runtime: Arc::new(RuntimeEnv::default()),
             _scratch: None,
+        }
+    }
+
+    /// Bounds the memory all running queries hold together; a query that
+    /// needs more fails with 53200 rather than taking the process down.
+    pub fn with_query_memory_limit(mut self, bytes: u64) -> Result<Database> {
+        let pool = datafusion::execution::memory_pool::FairSpillPool::new(
+            usize::try_from(bytes).unwrap_or(usize::MAX),
+        );
+        self.runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(pool))
+            .build_arc()
+            .map_err(Error::from_datafusion)?;
+        Ok(self)
+    }
+
+    /// Closes the storage, syncing its WAL, once no session holds it; a
+    /// storage still shared is synced when its last holder drops it.
+    pub fn close(self) -> Result<()> {
+        match Arc::try_unwrap(self.db) {
+            Ok(db) => db.close().map_err(Error::from),
+            Err(_) => Ok(()),
         }
     }
 
@@ -75,7 +101,7 @@ impl Database {
             // Storage schemas hold Utf8, not Utf8View.
             .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false)
             .set_str("datafusion.execution.time_zone", "+00:00");
-        let ctx = SessionContext::new_with_config(config);
+        let ctx = SessionContext::new_with_config_rt(config, self.runtime.clone());
         for function in crate::pgfunctions::functions("basalt") {
             ctx.register_udf(function);
         }
@@ -235,6 +261,22 @@ impl Session {
             Block::None => b'I',
             Block::Open => b'T',
             Block::Failed => b'E',
+        }
+    }
+
+    /// The client was told the current statement failed after the session
+    /// handed back its result (a row stream failed midway, or the statement
+    /// was cancelled): an open block becomes failed, and an autocommit
+    /// statement's unfinished transaction is dropped.
+    pub fn abort_statement(&mut self) {
+        match self.block {
+            Block::Open => self.block = Block::Failed,
+            Block::None => {
+                if let Some(txn) = self.shared.txn.lock().take() {
+                    txn.rollback();
+                }
+            }
+            Block::Failed => {}
         }
     }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow_array::StringArray;
-use arrow_schema::{DataType, Field, Schema};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use datafusion::sql::parser::Statement;
 use datafusion::sql::sqlparser::ast::{self, Expr, Ident, Value};
 
@@ -179,17 +179,7 @@ impl Session {
     }
 
     pub(crate) async fn show(&mut self, variable: &[Ident]) -> Result<QueryResult> {
-        let words: Vec<String> = variable
-            .iter()
-            .map(|i| i.value.to_ascii_lowercase())
-            .collect();
-        // The parser splits both `time zone` and `myapp.tenant` into words.
-        let name = match words.join(" ").as_str() {
-            "time zone" => "timezone".to_string(),
-            "transaction isolation level" => "transaction_isolation".to_string(),
-            "all" => "all".to_string(),
-            _ => words.join("."),
-        };
+        let name = show_name(variable);
         if name.starts_with("datafusion.") {
             let statement = ast::Statement::ShowVariable {
                 variable: variable.to_vec(),
@@ -205,10 +195,7 @@ impl Session {
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .unzip();
-            let schema = Arc::new(Schema::new(vec![
-                Field::new("name", DataType::Utf8, false),
-                Field::new("setting", DataType::Utf8, false),
-            ]));
+            let schema = self.show_columns(variable);
             let batch = arrow_array::RecordBatch::try_new(
                 schema.clone(),
                 vec![
@@ -223,12 +210,46 @@ impl Session {
             .settings
             .get(&name)
             .ok_or_else(|| unrecognized(&name))?;
-        let schema = Arc::new(Schema::new(vec![Field::new(&name, DataType::Utf8, false)]));
+        let schema = self.show_columns(variable);
         let batch = arrow_array::RecordBatch::try_new(
             schema.clone(),
             vec![Arc::new(StringArray::from(vec![value]))],
         )
         .map_err(|e| Error::Storage(e.into()))?;
         Ok(QueryResult::rows("SHOW", schema, vec![batch]))
+    }
+
+    /// The columns SHOW answers with, known before it runs.
+    pub(crate) fn show_columns(&self, variable: &[Ident]) -> SchemaRef {
+        let name = show_name(variable);
+        let fields = if name == "all" {
+            vec![
+                Field::new("name", DataType::Utf8, false),
+                Field::new("setting", DataType::Utf8, false),
+            ]
+        } else if name.starts_with("datafusion.") {
+            vec![
+                Field::new("name", DataType::Utf8, false),
+                Field::new("value", DataType::Utf8, true),
+            ]
+        } else {
+            vec![Field::new(&name, DataType::Utf8, false)]
+        };
+        Arc::new(Schema::new(fields))
+    }
+}
+
+/// The setting SHOW names, as the settings table keys it.
+fn show_name(variable: &[Ident]) -> String {
+    let words: Vec<String> = variable
+        .iter()
+        .map(|i| i.value.to_ascii_lowercase())
+        .collect();
+    // The parser splits both `time zone` and `myapp.tenant` into words.
+    match words.join(" ").as_str() {
+        "time zone" => "timezone".to_string(),
+        "transaction isolation level" => "transaction_isolation".to_string(),
+        "all" => "all".to_string(),
+        _ => words.join("."),
     }
 }

@@ -1,1 +1,18 @@
-//! Postgres-wire server: arrives with the wire-server issue.
+//! Basalt's Postgres-wire server: pgwire on tokio over `query::Session`.
+//!
+//! Every connection gets its own session (and so its own transaction
+//! state); simple and extended query protocols, text and binary formats,
+//! trust or SCRAM-SHA-256 authentication, TLS and cancel requests.
+
+mod auth;
+mod cancel;
+pub mod config;
+mod error;
+mod handler;
+mod server;
+mod tls;
+mod types;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use server::Server;

@@ -1,0 +1,164 @@
+//! `basalt serve`'s settings: a TOML file, overridden by command-line flags.
+//!
+//! ```toml
+//! listen = "127.0.0.1:5433"
+//! data = "basalt-data"
+//! max_connections = 100
+//! synchronous_commit = true
+//! query_memory_limit = "4GiB"   # all running queries together
+//! cache_size = "1GiB"           # decoded column chunks
+//! tls_cert = "server.crt"       # PEM; with tls_key, clients may use TLS
+//! tls_key = "server.key"
+//! [users]                       # any user here turns on SCRAM-SHA-256 for all
+//! alice = "secret"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: String,
+    /// Data directory; created if missing.
+    pub data: Option<PathBuf>,
+    /// Connections served at once; more are refused with 53300.
+    pub max_connections: usize,
+    /// User name to password. Empty: trust, for loopback clients only.
+    pub users: BTreeMap<String, String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Acknowledge a commit only once its WAL record is on disk.
+    pub synchronous_commit: bool,
+    /// Memory all running queries may hold together, e.g. "4GiB".
+    pub query_memory_limit: Option<String>,
+    /// Decoded column chunks kept in memory, e.g. "1GiB".
+    pub cache_size: Option<String>,
+    /// Seconds to wait on shutdown for running statements to finish.
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: "127.0.0.1:5433".to_string(),
+            data: None,
+            max_connections: 100,
+            users: BTreeMap::new(),
+            tls_cert: None,
+            tls_key: None,
+            synchronous_commit: true,
+            query_memory_limit: None,
+            cache_size: None,
+            shutdown_timeout_secs: 30,
+        }
+    }
+}
+
+impl Config {
+    pub fn from_file(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        Config::from_toml(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config> {
+        let config: Config = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Settings that cannot work together are refused before anything starts.
+    pub fn check(&self) -> Result<()> {
+        if self.max_connections == 0 {
+            return Err(Error::Config("max_connections must be at least 1".into()));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(Error::Config(
+                "tls_cert and tls_key must be given together".into(),
+            ));
+        }
+        self.query_memory_bytes()?;
+        self.cache_bytes()?;
+        Ok(())
+    }
+
+    pub fn query_memory_bytes(&self) -> Result<Option<u64>> {
+        self.query_memory_limit
+            .as_deref()
+            .map(parse_bytes)
+            .transpose()
+    }
+
+    pub fn cache_bytes(&self) -> Result<Option<u64>> {
+        self.cache_size.as_deref().map(parse_bytes).transpose()
+    }
+}
+
+/// "512MiB", "4GB", "1048576" as bytes.
+pub fn parse_bytes(text: &str) -> Result<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        other => {
+            return Err(Error::Config(format!(
+                "unknown size unit \"{other}\" in \"{text}\""
+            )))
+        }
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .ok_or_else(|| Error::Config(format!("invalid size \"{text}\"")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_every_setting() {
+        let config = Config::from_toml(
+            r#"
+            listen = "127.0.0.1:6000"
+            data = "/tmp/x"
+            max_connections = 7
+            synchronous_commit = false
+            query_memory_limit = "2GiB"
+            cache_size = "64MiB"
+            [users]
+            alice = "pw"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.listen, "127.0.0.1:6000");
+        assert_eq!(config.max_connections, 7);
+        assert!(!config.synchronous_commit);
+        assert_eq!(config.query_memory_bytes().unwrap(), Some(2 << 30));
+        assert_eq!(config.cache_bytes().unwrap(), Some(64 << 20));
+        assert_eq!(config.users["alice"], "pw");
+    }
+
+    #[test]
+    fn refuses_bad_settings() {
+        assert!(Config::from_toml("listen = 5").is_err());
+        assert!(Config::from_toml("colour = \"blue\"").is_err());
+        assert!(Config::from_toml("max_connections = 0").is_err());
+        assert!(Config::from_toml("tls_cert = \"a.pem\"").is_err());
+        assert!(Config::from_toml("cache_size = \"12 parsecs\"").is_err());
+    }
+}

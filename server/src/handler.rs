@@ -1,0 +1,400 @@
+//! One connection: its own `query::Session` behind the simple and extended
+//! query protocols.
+
+use std::sync::{Arc, OnceLock};
+
+use async_trait::async_trait;
+use basalt_query::arrow::datatypes::SchemaRef;
+use basalt_query::arrow::record_batch::RecordBatch;
+use basalt_query::{Description, Param, QueryResult, Session, Statement};
+use futures::{stream, Sink, Stream, StreamExt};
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, Type};
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::data::DataRow;
+use pgwire::messages::PgWireBackendMessage;
+use tokio::sync::Mutex;
+
+use crate::cancel::{CancelRegistry, CancelSignal};
+use crate::error::{to_pgwire, Error};
+use crate::types;
+
+/// Rows of one result batch, encoded before they are sent.
+type RowStream = std::pin::Pin<Box<dyn Stream<Item = PgWireResult<DataRow>> + Send>>;
+
+/// A statement parsed and described once, run with new parameters by each
+/// Bind/Execute.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    statement: Statement,
+    parameters: Vec<Type>,
+    columns: Option<SchemaRef>,
+}
+
+/// The handlers of one connection, sharing its session.
+pub struct Connection {
+    session: Arc<Mutex<Session>>,
+    registry: Arc<CancelRegistry>,
+    signal: OnceLock<Arc<CancelSignal>>,
+    parser: Arc<Parser>,
+}
+
+impl Connection {
+    pub fn new(session: Session, registry: Arc<CancelRegistry>) -> Connection {
+        let session = Arc::new(Mutex::new(session));
+        Connection {
+            parser: Arc::new(Parser {
+                session: session.clone(),
+            }),
+            session,
+            registry,
+            signal: OnceLock::new(),
+        }
+    }
+
+    /// Resolves once no statement is running (for shutdown).
+    pub async fn idle(&self) {
+        drop(self.session.lock().await);
+    }
+
+    /// This connection's cancel signal, registered under the key the
+    /// client was given at startup.
+    fn signal<C: ClientInfo>(&self, client: &C) -> Arc<CancelSignal> {
+        self.signal
+            .get_or_init(|| {
+                let (pid, key) = client.pid_and_secret_key();
+                self.registry.register(pid, &key)
+            })
+            .clone()
+    }
+
+    /// Runs one statement, stopping it if a cancel arrives first.
+    async fn run(
+        &self,
+        session: &mut Session,
+        signal: &CancelSignal,
+        statement: Statement,
+    ) -> Result<QueryResult, Error> {
+        tokio::select! {
+            result = session.execute_statement(statement) => result.map_err(Error::from),
+            () = signal.cancelled() => {
+                session.abort_statement();
+                Err(cancelled_error())
+            }
+        }
+    }
+
+    /// The wire response for a statement's result. `before` is the
+    /// transaction status before it ran, so BEGIN/COMMIT move the status
+    /// the client sees.
+    fn response(
+        &self,
+        result: QueryResult,
+        before: u8,
+        after: u8,
+        format: &Format,
+        signal: Arc<CancelSignal>,
+    ) -> Response {
+        match result {
+            QueryResult::Rows {
+                command,
+                schema,
+                stream,
+            } => {
+                let fields = Arc::new(fields(&schema, format));
+                let rows = encode_rows(stream, fields.clone(), self.session.clone(), signal);
+                let mut response = QueryResponse::new(fields, rows);
+                response.set_command_tag(if command == "INSERT" {
+                    "INSERT 0"
+                } else {
+                    command
+                });
+                Response::Query(response)
+            }
+            QueryResult::Command { tag, .. } => {
+                let tag = Tag::new(&tag);
+                match (before, after) {
+                    (b'I', b'T') => Response::TransactionStart(tag),
+                    (b'T' | b'E', b'I') => Response::TransactionEnd(tag),
+                    _ => Response::Execution(tag),
+                }
+            }
+            QueryResult::Empty => Response::EmptyQuery,
+        }
+    }
+}
+
+fn cancelled_error() -> Error {
+    Error::sql("57014", "canceling statement due to user request")
+}
+
+/// RowDescription fields of a result.
+fn fields(schema: &SchemaRef, format: &Format) -> Vec<FieldInfo> {
+    schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, field)| {
+            FieldInfo::new(
+                field.name().clone(),
+                None,
+                None,
+                types::column_type(field),
+                format.format_for(i),
+            )
+        })
+        .collect()
+}
+
+/// Encodes each batch into DataRows as it arrives. A failure midway (or a
+/// cancel) fails the session's open block, as Postgres aborts it.
+fn encode_rows(
+    batches: basalt_query::stream::SendableRecordBatchStream,
+    fields: Arc<Vec<FieldInfo>>,
+    session: Arc<Mutex<Session>>,
+    signal: Arc<CancelSignal>,
+) -> RowStream {
+    // A cancel stops polling the plan at once, even inside a long
+    // aggregation that has produced no batch yet.
+    let stop = {
+        let signal = signal.clone();
+        async move { signal.cancelled().await }
+    };
+    let tail = stream::once(async move { signal.is_cancelled() })
+        .filter_map(|cancelled| async move { cancelled.then(|| Err(cancelled_error())) });
+    let rows = batches
+        .map(|batch| batch.map_err(|e| Error::from(basalt_query::Error::from_datafusion(e))))
+        .take_until(Box::pin(stop))
+        .chain(tail)
+        .map(move |batch| {
+            let rows: Vec<PgWireResult<DataRow>> = match batch {
+                Ok(batch) => batch_rows(&batch, &fields).into_iter().map(Ok).collect(),
+                Err(e) => vec![Err(e.into())],
+            };
+            stream::iter(rows)
+        })
+        .flatten()
+        .then(move |row| {
+            let session = session.clone();
+            async move {
+                if row.is_err() {
+                    session.lock().await.abort_statement();
+                }
+                row
+            }
+        });
+    Box::pin(rows)
+}
+
+fn batch_rows(batch: &RecordBatch, fields: &[FieldInfo]) -> Vec<DataRow> {
+    (0..batch.num_rows())
+        .map(|row| {
+            let mut data = bytes::BytesMut::with_capacity(16 * fields.len());
+            for (column, field) in batch.columns().iter().zip(fields) {
+                let binary = field.format() == pgwire::api::results::FieldFormat::Binary;
+                types::encode_field(column.as_ref(), row, field.datatype(), binary, &mut data);
+            }
+            DataRow::new(data, fields.len() as i16)
+        })
+        .collect()
+}
+
+/// Rows of a statement that is not the last of a simple query are read
+/// before the next statement runs, as Postgres runs them in order.
+async fn materialize(result: QueryResult) -> Result<QueryResult, Error> {
+    match result {
+        QueryResult::Rows {
+            command,
+            schema,
+            stream,
+        } => {
+            let batches: Vec<_> = stream.collect().await;
+            let stream = stream::iter(batches);
+            Ok(QueryResult::Rows {
+                command,
+                schema: schema.clone(),
+                stream: Box::pin(basalt_query::stream::RecordBatchStreamAdapter::new(
+                    schema, stream,
+                )),
+            })
+        }
+        other => Ok(other),
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Connection {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let signal = self.signal(client);
+        signal.reset();
+        let mut session = self.session.lock().await;
+        let statements = session.parse(query).map_err(to_pgwire)?;
+        let count = statements.len();
+        let mut responses = Vec::with_capacity(count);
+        for (i, statement) in statements.into_iter().enumerate() {
+            let before = session.transaction_status();
+            let outcome = match self.run(&mut session, &signal, statement).await {
+                Ok(result) if i + 1 < count => materialize(result).await,
+                other => other,
+            };
+            match outcome {
+                Ok(result) => {
+                    let after = session.transaction_status();
+                    responses.push(self.response(
+                        result,
+                        before,
+                        after,
+                        &Format::UnifiedText,
+                        signal.clone(),
+                    ));
+                }
+                Err(e) => {
+                    // Postgres stops a multi-statement query at its first error.
+                    responses.push(Response::Error(Box::new(e.to_error_info())));
+                    break;
+                }
+            }
+        }
+        Ok(responses)
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Connection {
+    type Statement = Prepared;
+    type QueryParser = Parser;
+
+    fn query_parser(&self) -> Arc<Parser> {
+        self.parser.clone()
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Prepared>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let signal = self.signal(client);
+        signal.reset();
+        let prepared = &portal.statement.statement;
+        let params = bound_params(portal)?;
+        let statement = basalt_query::bind(&prepared.statement, &params).map_err(to_pgwire)?;
+        let mut session = self.session.lock().await;
+        let before = session.transaction_status();
+        let result = self.run(&mut session, &signal, statement).await?;
+        let after = session.transaction_status();
+        Ok(self.response(result, before, after, &portal.result_column_format, signal))
+    }
+}
+
+/// The portal's parameter values, read by the statement's parameter types.
+fn bound_params(portal: &Portal<Prepared>) -> Result<Vec<Param>, Error> {
+    let types = &portal.statement.statement.parameters;
+    portal
+        .parameters
+        .iter()
+        .enumerate()
+        .map(|(i, value)| {
+            let pg_type = types.get(i).unwrap_or(&Type::TEXT);
+            match value {
+                None => Ok(Param::Null(None)),
+                Some(bytes) if portal.parameter_format.is_binary(i) => {
+                    types::binary_param(bytes, pg_type)
+                }
+                Some(bytes) => types::text_param(bytes, pg_type),
+            }
+        })
+        .collect()
+}
+
+/// Parses and describes statements for Parse messages.
+pub struct Parser {
+    session: Arc<Mutex<Session>>,
+}
+
+#[async_trait]
+impl QueryParser for Parser {
+    type Statement = Prepared;
+
+    async fn parse_sql<C>(
+        &self,
+        _client: &C,
+        sql: &str,
+        types: &[Option<Type>],
+    ) -> PgWireResult<Option<Prepared>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let session = self.session.lock().await;
+        let mut statements = session.parse(sql).map_err(to_pgwire)?;
+        if statements.len() > 1 {
+            return Err(Error::sql(
+                "42601",
+                "cannot insert multiple commands into a prepared statement",
+            )
+            .into());
+        }
+        let Some(statement) = statements.pop() else {
+            return Ok(None);
+        };
+        let Description {
+            parameters,
+            columns,
+        } = session.describe(&statement).await.map_err(to_pgwire)?;
+        let count = parameters.len().max(types.len());
+        let parameters = (0..count)
+            .map(|i| {
+                types
+                    .get(i)
+                    .cloned()
+                    .flatten()
+                    .filter(|t| *t != Type::UNKNOWN)
+                    .or_else(|| {
+                        parameters
+                            .get(i)
+                            .cloned()
+                            .flatten()
+                            .map(|dt| types::data_type(&dt))
+                    })
+                    .unwrap_or(Type::TEXT)
+            })
+            .collect();
+        Ok(Some(Prepared {
+            statement,
+            parameters,
+            columns,
+        }))
+    }
+
+    fn get_parameter_types(&self, statement: &Prepared) -> PgWireResult<Vec<Type>> {
+        Ok(statement.parameters.clone())
+    }
+
+    fn get_result_schema(
+        &self,
+        statement: &Prepared,
+        format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        Ok(statement
+            .columns
+            .as_ref()
+            .map(|schema| fields(schema, format.unwrap_or(&Format::UnifiedText)))
+            .unwrap_or_default())
+    }
+}

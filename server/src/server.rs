@@ -1,0 +1,194 @@
+//! The listener: accepts connections, gives each its own session, refuses
+//! those past `max_connections`, and shuts down gracefully.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use basalt_query::Database;
+use pgwire::api::PgWireServerHandlers;
+use pgwire::tokio::{process_socket, TlsAcceptor};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::auth::Startup;
+use crate::cancel::CancelRegistry;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::handler::Connection;
+
+/// A bound server, ready to [`Server::run`].
+pub struct Server {
+    listener: TcpListener,
+    db: Database,
+    startup: Arc<Startup>,
+    registry: Arc<CancelRegistry>,
+    tls: Option<TlsAcceptor>,
+    max_connections: usize,
+    shutdown_timeout: Duration,
+}
+
+impl Server {
+    pub async fn bind(db: Database, config: &Config) -> Result<Server> {
+        config.check()?;
+        let listener = TcpListener::bind(&config.listen)
+            .await
+            .map_err(|e| Error::io(format!("listening on {}", config.listen), e))?;
+        let (tls, certificate) = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => {
+                let (acceptor, pem) = crate::tls::acceptor(cert, key)?;
+                (Some(acceptor), Some(pem))
+            }
+            _ => (None, None),
+        };
+        Ok(Server {
+            listener,
+            db,
+            startup: Arc::new(Startup::new(config.users.clone(), certificate.as_deref())),
+            registry: Arc::new(CancelRegistry::default()),
+            tls,
+            max_connections: config.max_connections,
+            shutdown_timeout: Duration::from_secs(config.shutdown_timeout_secs),
+        })
+    }
+
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.listener
+            .local_addr()
+            .map_err(|e| Error::io("reading the listen address", e))
+    }
+
+    /// Serves until `shutdown` resolves; then stops accepting, lets running
+    /// statements finish (up to the shutdown timeout) and closes every
+    /// connection. Returns the database so the caller can close it.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<Database> {
+        let (stop, stopping) = watch::channel(false);
+        let open = Arc::new(AtomicUsize::new(0));
+        let mut connections = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                accepted = self.listener.accept() => {
+                    let Ok((socket, peer)) = accepted else { continue };
+                    let _ = socket.set_nodelay(true);
+                    if open.load(Ordering::SeqCst) >= self.max_connections {
+                        tokio::spawn(refuse(socket));
+                        continue;
+                    }
+                    tracing::debug!(%peer, "connection");
+                    let connection = Arc::new(Handlers {
+                        connection: Arc::new(Connection::new(self.db.session(), self.registry.clone())),
+                        startup: self.startup.clone(),
+                        registry: self.registry.clone(),
+                    });
+                    let guard = OpenGuard::new(open.clone());
+                    let tls = self.tls.clone();
+                    let stopping = stopping.clone();
+                    connections.spawn(async move {
+                        let _guard = guard;
+                        serve_connection(socket, tls, connection, stopping).await;
+                    });
+                }
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        }
+        let _ = stop.send(true);
+        let drained = tokio::time::timeout(self.shutdown_timeout, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            connections.shutdown().await;
+        }
+        Ok(self.db)
+    }
+}
+
+/// One connection until the client leaves, or until shutdown finds it
+/// between statements.
+async fn serve_connection(
+    socket: TcpStream,
+    tls: Option<TlsAcceptor>,
+    handlers: Arc<Handlers>,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let connection = handlers.connection.clone();
+    tokio::select! {
+        result = process_socket(socket, tls, handlers) => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection ended");
+            }
+        }
+        () = async {
+            let _ = stopping.wait_for(|stop| *stop).await;
+            connection.idle().await;
+        } => {}
+    }
+}
+
+/// Postgres' answer past max_connections, sent before closing.
+async fn refuse(mut socket: TcpStream) {
+    let mut body = Vec::new();
+    for (field, value) in [
+        (b'S', "FATAL"),
+        (b'V', "FATAL"),
+        (b'C', "53300"),
+        (b'M', "sorry, too many clients already"),
+    ] {
+        body.push(field);
+        body.extend_from_slice(value.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut message = vec![b'E'];
+    message.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+    message.extend_from_slice(&body);
+    let _ = socket.write_all(&message).await;
+    let _ = socket.shutdown().await;
+}
+
+/// Counts a connection as open while it lives.
+struct OpenGuard(Arc<AtomicUsize>);
+
+impl OpenGuard {
+    fn new(open: Arc<AtomicUsize>) -> OpenGuard {
+        open.fetch_add(1, Ordering::SeqCst);
+        OpenGuard(open)
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// pgwire's view of one connection's handlers.
+struct Handlers {
+    connection: Arc<Connection>,
+    startup: Arc<Startup>,
+    registry: Arc<CancelRegistry>,
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl pgwire::api::query::SimpleQueryHandler> {
+        self.connection.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl pgwire::api::query::ExtendedQueryHandler> {
+        self.connection.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
+        self.startup.clone()
+    }
+
+    fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
+        self.registry.clone()
+    }
+}
