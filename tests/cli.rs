@@ -1,6 +1,10 @@
-//! The `basalt` command line, run as a process.
+//! The `basalt` command line, run as a process: `basalt serve` with psql
+//! as the client, graceful shutdown, configuration errors and TLS.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use basalt::storage::{Db, Options};
 
@@ -8,26 +12,261 @@ fn basalt() -> Command {
     Command::new(env!("CARGO_BIN_EXE_basalt"))
 }
 
+/// A running `basalt serve` and the port it printed.
+struct Served {
+    child: Child,
+    port: u16,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+fn serve(data: &Path, extra: &[&str]) -> Served {
+    let mut child = basalt()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    // "basalt: serving DIR on 127.0.0.1:PORT; connect with: ..."
+    let port = line
+        .split("127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    Served {
+        child,
+        port,
+        stdout,
+    }
+}
+
+impl Served {
+    fn psql(&self, args: &[&str]) -> Output {
+        self.psql_conninfo(
+            &format!(
+                "host=127.0.0.1 port={} user=basalt dbname=basalt",
+                self.port
+            ),
+            args,
+        )
+    }
+
+    fn psql_conninfo(&self, conninfo: &str, args: &[&str]) -> Output {
+        Command::new("psql")
+            .arg("-X")
+            .arg(conninfo)
+            .args(args)
+            .env("PGCONNECT_TIMEOUT", "10")
+            .output()
+            .expect("psql is installed (.ci/run installs postgresql-client)")
+    }
+
+    /// SIGTERM, then the exit status and the rest of stdout.
+    fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut self.stdout, &mut rest);
+        (status, rest)
+    }
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
 #[test]
-fn serve_opens_and_recovers_the_data_directory() {
+fn serve_answers_psql_and_shuts_down_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    for _ in 0..2 {
-        let out = basalt()
-            .args(["serve", "--data"])
-            .arg(&data)
+    let server = serve(&data, &[]);
+    let out = server.psql(&[
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-c",
+        "CREATE TABLE kept (id int PRIMARY KEY, note text)",
+        "-c",
+        "INSERT INTO kept VALUES (1, 'one'), (2, 'two')",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(text(&out), "CREATE TABLE\nINSERT 0 2\n");
+    let (status, stdout) = server.terminate();
+    assert!(status.success(), "{status:?} {stdout}");
+    assert!(stdout.contains("shut down cleanly"), "{stdout}");
+
+    // The rows are there after a restart.
+    let server = serve(&data, &[]);
+    let out = server.psql(&["-At", "-c", "SELECT id, note FROM kept ORDER BY id"]);
+    assert_eq!(text(&out), "1|one\n2|two\n");
+    server.terminate();
+}
+
+#[test]
+fn psql_session_prints_like_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(&dir.path().join("data"), &[]);
+    let script = dir.path().join("script.sql");
+    std::fs::write(
+        &script,
+        "\\set VERBOSITY verbose\n\
+         CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL, price numeric(8,2));\n\
+         INSERT INTO items VALUES (1, 'bolt', 0.25), (2, 'nut', 0.10);\n\
+         SELECT * FROM items ORDER BY id;\n\
+         \\x\n\
+         SELECT name, price FROM items WHERE id = 2;\n\
+         \\x\n\
+         INSERT INTO items VALUES (1, 'dup', 1);\n\
+         SELECT * FROM nowhere;\n\
+         SELECT version() LIKE 'PostgreSQL 15%' AS pg15, current_database() AS db, current_schema() AS schema;\n",
+    )
+    .unwrap();
+    let out = server.psql(&["-f", script.to_str().unwrap()]);
+    let errors =
+        String::from_utf8_lossy(&out.stderr).replace(&format!("{}:", script.display()), "script:");
+    assert_eq!(
+        errors,
+        "psql:script:8: ERROR:  23505: duplicate key value violates unique constraint \"items_pkey\"
+DETAIL:  Key (id)=(1) already exists.
+psql:script:9: ERROR:  42P01: relation \"nowhere\" does not exist
+"
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let expected = "CREATE TABLE
+INSERT 0 2
+ id | name | price 
+----+------+-------
+  1 | bolt |  0.25
+  2 | nut  |  0.10
+(2 rows)
+
+Expanded display is on.
+-[ RECORD 1 ]
+name  | nut
+price | 0.10
+
+Expanded display is off.
+ pg15 |   db   | schema 
+------+--------+--------
+ t    | basalt | public
+(1 row)
+
+";
+    assert_eq!(printed, expected, "{printed}");
+    server.terminate();
+}
+
+#[test]
+fn serve_speaks_tls_when_given_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("server.crt");
+    let key = dir.path().join("server.key");
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is installed");
+    assert!(made.status.success(), "{}", text(&made));
+    let server = serve(
+        &dir.path().join("data"),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let conninfo = |sslmode: &str| {
+        format!(
+            "host=127.0.0.1 port={} user=basalt dbname=basalt sslmode={sslmode}",
+            server.port
+        )
+    };
+    let out = server.psql_conninfo(&conninfo("require"), &["-At", "-c", "SELECT 'over tls'"]);
+    assert_eq!(text(&out), "over tls\n");
+    // Plain connections are still served.
+    let out = server.psql_conninfo(&conninfo("disable"), &["-At", "-c", "SELECT 'plain'"]);
+    assert_eq!(text(&out), "plain\n");
+    server.terminate();
+}
+
+#[test]
+fn serve_checks_passwords_with_scram() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(&dir.path().join("data"), &["--user", "alice=wonder land"]);
+    let conninfo = format!(
+        "host=127.0.0.1 port={} user=alice dbname=basalt sslmode=disable",
+        server.port
+    );
+    let psql = |password: &str| {
+        Command::new("psql")
+            .args([
+                "-X",
+                "-At",
+                &conninfo,
+                "-c",
+                "SELECT 't'",
+            ])
+            .env("PGPASSWORD", password)
             .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{stdout} {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(stdout.contains("0 tables"), "{stdout}");
-        assert!(stdout.contains("wire server"), "{stdout}");
-    }
-    assert!(data.join("CURRENT").is_file());
+            .unwrap()
+    };
+    assert_eq!(text(&psql("wonder land")), "t\n");
+    let refused = psql("wrong");
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("password authentication failed"),
+        "{}",
+        text(&refused)
+    );
+    server.terminate();
+}
+
+#[test]
+fn serve_refuses_bad_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("basalt.toml");
+    std::fs::write(&config, "max_connections = \"many\"\n").unwrap();
+    let out = basalt()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("max_connections"), "{}", text(&out));
+
+    let out = basalt()
+        .args(["serve", "--tls-cert", "only.crt", "--data"])
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("tls_cert and tls_key"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -35,7 +274,7 @@ fn serve_refuses_a_directory_another_process_holds() {
     let dir = tempfile::tempdir().unwrap();
     let _db = Db::open(dir.path(), Options::default()).unwrap();
     let out = basalt()
-        .args(["serve", "--data"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(dir.path())
         .output()
         .unwrap();

@@ -74,7 +74,13 @@ impl Error {
                     Err(inner) => Error::DataFusion(DataFusionError::External(inner)),
                 },
             },
-            DataFusionError::Context(_, inner) => Error::from_datafusion(*inner),
+            DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
+                Error::from_datafusion(*inner)
+            }
+            DataFusionError::Plan(message) => match unknown_relation(&message) {
+                Some(name) => Error::sql("42P01", format!("relation \"{name}\" does not exist")),
+                None => Error::DataFusion(DataFusionError::Plan(message)),
+            },
             other => Error::DataFusion(other),
         }
     }
@@ -86,4 +92,14 @@ impl Error {
             other => DataFusionError::External(Box::new(other)),
         }
     }
+}
+
+/// The relation DataFusion's "table 'basalt.public.t' not found" names, as
+/// the user would have written it.
+fn unknown_relation(message: &str) -> Option<&str> {
+    let name = message
+        .strip_prefix("table '")?
+        .strip_suffix("' not found")?;
+    let name = name.strip_prefix("basalt.").unwrap_or(name);
+    Some(name.strip_prefix("public.").unwrap_or(name))
 }

@@ -31,7 +31,7 @@ pub struct Startup {
 
 impl Startup {
     /// Trust when `users` is empty, else SCRAM against their passwords.
-    pub fn new(users: BTreeMap<String, String>, tls_certificate: Option<&[u8]>) -> Startup {
+    pub fn new(users: BTreeMap<String, String>) -> Startup {
         let mut parameters = DefaultServerParameterProvider::default();
         parameters.server_version = "15.0".to_string();
         parameters.date_style = "ISO, MDY".to_string();
@@ -42,11 +42,8 @@ impl Startup {
         } else {
             let mut scram = ScramAuth::new(Arc::new(Passwords { users }));
             scram.set_iterations(SCRAM_ITERATIONS);
-            if let Some(certificate) = tls_certificate {
-                // Channel binding needs the certificate; without it SCRAM
-                // still works, unbound.
-                let _ = scram.configure_certificate(certificate);
-            }
+            // No SCRAM-SHA-256-PLUS (channel binding): with the certificate
+            // configured, pgwire 0.42 rejected psql's correct password over TLS.
             Box::new(SaslMechanisms::new(vec![Arc::new(scram)]))
         };
         Startup { driver, mechanisms }

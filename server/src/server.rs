@@ -38,17 +38,14 @@ impl Server {
         let listener = TcpListener::bind(&config.listen)
             .await
             .map_err(|e| Error::io(format!("listening on {}", config.listen), e))?;
-        let (tls, certificate) = match (&config.tls_cert, &config.tls_key) {
-            (Some(cert), Some(key)) => {
-                let (acceptor, pem) = crate::tls::acceptor(cert, key)?;
-                (Some(acceptor), Some(pem))
-            }
-            _ => (None, None),
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
+            _ => None,
         };
         Ok(Server {
             listener,
             db,
-            startup: Arc::new(Startup::new(config.users.clone(), certificate.as_deref())),
+            startup: Arc::new(Startup::new(config.users.clone())),
             registry: Arc::new(CancelRegistry::default()),
             tls,
             max_connections: config.max_connections,

@@ -10,8 +10,7 @@ use tokio_rustls::rustls::ServerConfig;
 
 use crate::error::{Error, Result};
 
-/// The acceptor, and the certificate PEM (SCRAM channel binding needs it).
-pub fn acceptor(cert: &Path, key: &Path) -> Result<(TlsAcceptor, Vec<u8>)> {
+pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor> {
     let pem =
         std::fs::read(cert).map_err(|e| Error::io(format!("reading {}", cert.display()), e))?;
     let certificates = CertificateDer::pem_slice_iter(&pem)
@@ -33,5 +32,5 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<(TlsAcceptor, Vec<u8>)> {
     .with_no_client_auth()
     .with_single_cert(certificates, private_key)
     .map_err(|e| Error::Config(format!("TLS certificate and key: {e}")))?;
-    Ok((TlsAcceptor::from(Arc::new(config)), pem))
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
