@@ -221,13 +221,7 @@ fn serve_checks_passwords_with_scram() {
     );
     let psql = |password: &str| {
         Command::new("psql")
-            .args([
-                "-X",
-                "-At",
-                &conninfo,
-                "-c",
-                "SELECT 't'",
-            ])
+            .args(["-X", "-At", &conninfo, "-c", "SELECT 't'"])
             .env("PGPASSWORD", password)
             .output()
             .unwrap()
@@ -236,7 +230,7 @@ fn serve_checks_passwords_with_scram() {
     let refused = psql("wrong");
     assert!(!refused.status.success());
     assert!(
-        text(&refused).contains("password authentication failed"),
+        text(&refused).contains("password authentication failed for user \"alice\""),
         "{}",
         text(&refused)
     );

@@ -71,7 +71,23 @@ impl StartupHandler for Startup {
                     .await?
             }
             PgWireFrontendMessage::PasswordMessageFamily(message) => {
-                self.driver.advance_authentication(client, message).await?
+                let user = client
+                    .metadata()
+                    .get(pgwire::api::METADATA_USER)
+                    .cloned()
+                    .unwrap_or_default();
+                match self.driver.advance_authentication(client, message).await {
+                    Ok(outcome) => outcome,
+                    // pgwire names the user from the SCRAM message, which
+                    // libpq leaves empty; Postgres names the login user.
+                    Err(e) if e.code() == "28P01" => {
+                        return Err(fatal(
+                            "28P01",
+                            format!("password authentication failed for user \"{user}\""),
+                        ))
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             _ => return Ok(()),
         };
