@@ -203,14 +203,8 @@ fn cast_placeholders(statement: &Statement) -> Vec<(String, String)> {
             ControlFlow::<()>::Continue(())
         });
     };
-    match statement {
-        Statement::Statement(s) => visit(s),
-        Statement::Explain(explain) => {
-            if let Statement::Statement(s) = explain.statement.as_ref() {
-                visit(s)
-            }
-        }
-        _ => {}
+    if let Some(s) = sql_statement(statement) {
+        visit(s);
     }
     found
 }
@@ -247,14 +241,20 @@ fn visit_placeholders(statement: &Statement, mut found: impl FnMut(&str)) {
             ControlFlow::<()>::Continue(())
         });
     };
+    if let Some(s) = sql_statement(statement) {
+        inner(s);
+    }
+}
+
+/// The SQL statement a parsed statement holds, looking through EXPLAIN.
+fn sql_statement(statement: &Statement) -> Option<&ast::Statement> {
     match statement {
-        Statement::Statement(s) => inner(s),
-        Statement::Explain(explain) => {
-            if let Statement::Statement(s) = explain.statement.as_ref() {
-                inner(s)
-            }
-        }
-        _ => {}
+        Statement::Statement(s) => Some(s),
+        Statement::Explain(explain) => match explain.statement.as_ref() {
+            Statement::Statement(s) => Some(s),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
