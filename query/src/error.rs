@@ -96,7 +96,7 @@ impl Error {
 
 /// The relation DataFusion's "table 'basalt.public.t' not found" names, as
 /// the user would have written it.
-fn unknown_relation(message: &str) -> Option<&str> {
+pub(crate) fn unknown_relation(message: &str) -> Option<&str> {
     let name = message
         .strip_prefix("table '")?
         .strip_suffix("' not found")?;

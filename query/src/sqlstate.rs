@@ -62,9 +62,7 @@ pub fn of_datafusion(err: &DataFusionError) -> &'static str {
             _ => "42P16",                                 // invalid_table_definition
         },
         // The planner reports unknown relations only in its message.
-        DataFusionError::Plan(message)
-            if message.starts_with("table '") && message.ends_with("not found") =>
-        {
+        DataFusionError::Plan(message) if crate::error::unknown_relation(message).is_some() => {
             "42P01"
         }
         DataFusionError::Plan(_) => "42601",
