@@ -48,14 +48,10 @@ pub fn data_type(data_type: &DataType) -> Type {
         DataType::Time32(_) | DataType::Time64(_) => Type::TIME,
         DataType::Interval(_) | DataType::Duration(_) => Type::INTERVAL,
         DataType::List(item) | DataType::LargeList(item) | DataType::FixedSizeList(item, _) => {
-            array_of(&data_type_of_field(item))
+            array_of(&column_type(item))
         }
         _ => Type::TEXT,
     }
-}
-
-fn data_type_of_field(field: &Field) -> Type {
-    column_type(field)
 }
 
 /// The array type whose elements are `element`.
@@ -81,8 +77,8 @@ fn array_of(element: &Type) -> Type {
     }
 }
 
-/// Appends `array[row]` in binary format (without its length word);
-/// false if the type has no binary form here and the text form was written.
+/// Appends `array[row]` in binary format (without its length word); types
+/// without a binary form of their own go out as their text bytes.
 pub fn encode_binary(array: &dyn Array, row: usize, pg_type: &Type, out: &mut BytesMut) {
     match array.data_type() {
         DataType::Boolean => out.put_u8(u8::from(array.as_boolean().value(row))),
