@@ -138,7 +138,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let db = runtime.block_on(async {
         let server = Server::bind(db, &config).await.map_err(|e| e.to_string())?;
         let addr = server.local_addr().map_err(|e| e.to_string())?;
-        println!(
+        say(format_args!(
             "basalt: serving {} on {addr}; connect with: psql -h {} -p {} -U {} basalt",
             data.display(),
             addr.ip(),
@@ -149,7 +149,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
                 .next()
                 .map(String::as_str)
                 .unwrap_or("basalt"),
-        );
+        ));
         server
             .run(shutdown_signal())
             .await
@@ -158,7 +158,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     drop(runtime);
     db.close()
         .map_err(|e| format!("error closing {}: {e}", data.display()))?;
-    println!("basalt: shut down cleanly");
+    say(format_args!("basalt: shut down cleanly"));
     Ok(())
 }
 
@@ -181,5 +181,14 @@ async fn shutdown_signal() {
     {
         let _ = interrupt.await;
     }
-    println!("basalt: shutting down: waiting for running statements");
+    say(format_args!(
+        "basalt: shutting down: waiting for running statements"
+    ));
+}
+
+/// A status line on stdout; a closed stdout must not stop the server.
+fn say(line: std::fmt::Arguments) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
 }

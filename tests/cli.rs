@@ -45,6 +45,14 @@ fn serve(data: &Path, extra: &[&str]) -> Served {
     }
 }
 
+impl Drop for Served {
+    /// A failed test must not leave its server running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Served {
     fn psql(&self, args: &[&str]) -> Output {
         self.psql_conninfo(
@@ -170,6 +178,77 @@ Expanded display is off.
 ";
     assert_eq!(printed, expected, "{printed}");
     server.terminate();
+}
+
+#[test]
+fn psql_copy_round_trips_text_and_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(&dir.path().join("data"), &[]);
+    let input = dir.path().join("in.tsv");
+    // Tab, newline and backslash escapes, \N, arrays, bytea in hex, and
+    // a value with the CSV delimiter and quote in it.
+    std::fs::write(
+        &input,
+        "1\tplain\t2024-01-01 10:00:00\t{1,2}\t\\\\x0aff\t1.50\n\
+         2\ttab\\there \"q\", comma\t\\N\t{}\t\\\\x\t\\N\n\
+         3\tline\\nbreak \\\\ slash\t2000-02-29 00:00:01.5\t{NULL,3}\t\\N\t-0.01\n",
+    )
+    .unwrap();
+    let csv = dir.path().join("out.csv");
+    let again = dir.path().join("again.tsv");
+    let script = format!(
+        "CREATE TABLE t (id int PRIMARY KEY, s text, ts timestamp, a bigint[], b bytea, n numeric(6,2));\n\
+         \\copy t from '{input}'\n\
+         \\copy t to '{csv}' with (format csv, header)\n\
+         CREATE TABLE u (id int PRIMARY KEY, s text, ts timestamp, a bigint[], b bytea, n numeric(6,2));\n\
+         \\copy u from '{csv}' with (format csv, header)\n\
+         \\copy (SELECT * FROM u ORDER BY id) to '{again}'\n\
+         SELECT count(*) AS same FROM t JOIN u USING (id) WHERE t.s = u.s AND (t.ts IS NOT DISTINCT FROM u.ts) AND (t.b IS NOT DISTINCT FROM u.b);\n",
+        input = input.display(),
+        csv = csv.display(),
+        again = again.display(),
+    );
+    let out = server.psql(&["-v", "ON_ERROR_STOP=1", "-f", &write_script(&dir, &script)]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "CREATE TABLE\nCOPY 3\nCOPY 3\nCREATE TABLE\nCOPY 3\nCOPY 3\n same \n------\n    3\n(1 row)\n\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&again).unwrap(),
+        std::fs::read_to_string(&input).unwrap()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&csv).unwrap(),
+        "id,s,ts,a,b,n\n\
+         1,plain,2024-01-01 10:00:00,\"{1,2}\",\\x0aff,1.50\n\
+         2,\"tab\there \"\"q\"\", comma\",,{},\\x,\n\
+         3,\"line\nbreak \\ slash\",2000-02-29 00:00:01.5,\"{NULL,3}\",,-0.01\n"
+    );
+    // A bad value names its line and column, and the COPY leaves nothing.
+    std::fs::write(&input, "10\tok\n11\tok\nx\tbad\n").unwrap();
+    let out = server.psql(&[
+        "-c",
+        &format!("\\copy t (id, s) from '{}'", input.display()),
+        "-c",
+        "SELECT count(*) AS n FROM t",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "ERROR:  invalid input syntax for type integer: \"x\"\nDETAIL:  COPY t, line 3, column id: \"x\"\n"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("\n 3\n"),
+        "{}",
+        text(&out)
+    );
+    server.terminate();
+}
+
+fn write_script(dir: &tempfile::TempDir, script: &str) -> String {
+    let path = dir.path().join("copy.sql");
+    std::fs::write(&path, script).unwrap();
+    path.display().to_string()
 }
 
 #[test]

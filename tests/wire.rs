@@ -352,6 +352,86 @@ async fn errors_carry_sqlstate_and_leave_the_connection_usable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn copy_streams_rows_in_and_out() {
+    use futures::{SinkExt, TryStreamExt};
+    use std::io::Cursor;
+    let server = TestServer::start().await;
+    let client = server.connect().await;
+    client
+        .batch_execute("CREATE TABLE c (id bigint PRIMARY KEY, label text, score double precision)")
+        .await
+        .unwrap();
+    let rows = 100_000;
+    let text: String = (0..rows)
+        .map(|i| match i % 3 {
+            0 => format!("{i}\tlabel {i}\t{}\n", i as f64 / 4.0),
+            1 => format!("{i}\t\\N\t-1\n"),
+            _ => format!("{i}\ttab\\there\t1e10\n"),
+        })
+        .collect();
+    // Chunks cut mid-row, as a client is free to send them.
+    let sink = client.copy_in("COPY c FROM STDIN").await.unwrap();
+    futures::pin_mut!(sink);
+    for chunk in text.as_bytes().chunks(7_777) {
+        sink.send(Cursor::new(chunk.to_vec())).await.unwrap();
+    }
+    assert_eq!(sink.finish().await.unwrap(), rows);
+    let row = client
+        .query_one("SELECT count(*), count(label), sum(id) FROM c", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), rows as i64);
+    assert_eq!(row.get::<_, i64>(1), rows as i64 - rows as i64 / 3);
+    let copied: Vec<bytes::Bytes> = client
+        .copy_out("COPY (SELECT * FROM c ORDER BY id) TO STDOUT")
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(copied.len(), rows as usize, "one CopyData per row");
+    let out: Vec<u8> = copied.concat();
+    assert_eq!(
+        String::from_utf8(out)
+            .unwrap()
+            .replace("10000000000", "1e10"),
+        text
+    );
+    // A duplicate key fails the whole COPY: nothing of it stays.
+    let sink = client.copy_in("COPY c (id) FROM STDIN").await.unwrap();
+    futures::pin_mut!(sink);
+    sink.send(Cursor::new(b"100000\n100001\n5\n".to_vec()))
+        .await
+        .unwrap();
+    let err = sink.finish().await.unwrap_err();
+    assert_eq!(code(&err), "23505", "{err:?}");
+    // A client that gives up (CopyFail) leaves nothing either.
+    {
+        let sink = client
+            .copy_in::<_, Cursor<Vec<u8>>>("COPY c (id) FROM STDIN")
+            .await
+            .unwrap();
+        futures::pin_mut!(sink);
+        sink.send(Cursor::new(b"200000\n".to_vec())).await.unwrap();
+    }
+    let row = client
+        .query_one("SELECT count(*) FROM c", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), rows as i64);
+    // Inside a block, a failed COPY fails the block as any statement does.
+    client.batch_execute("BEGIN").await.unwrap();
+    let sink = client.copy_in("COPY c (id) FROM STDIN").await.unwrap();
+    futures::pin_mut!(sink);
+    sink.send(Cursor::new(b"nope\n".to_vec())).await.unwrap();
+    assert_eq!(code(&sink.finish().await.unwrap_err()), "22P02");
+    let err = client.batch_execute("SELECT 1").await.unwrap_err();
+    assert_eq!(code(&err), "25P02");
+    client.batch_execute("ROLLBACK").await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cancel_request_stops_a_running_query() {
     let server = TestServer::start().await;
     let client = server.connect().await;

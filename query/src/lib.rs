@@ -4,6 +4,7 @@
 //! projection, filter and limit pushed down.
 
 mod catalog;
+mod copy;
 mod ddl;
 mod dml;
 mod error;
@@ -18,6 +19,7 @@ pub mod sqlstate;
 mod table;
 
 pub use catalog::{CATALOG, PG_TYPE_KEY, SCHEMA};
+pub use copy::CopyStream;
 pub use error::{Error, Result};
 pub use prepare::{bind, Description, Param};
 pub use session::{Database, QueryResult, Session};

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use basalt_storage::{Db, Options};
-use datafusion::common::TableReference;
+use datafusion::common::{DataFusionError, TableReference};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -17,6 +17,9 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParserBuilder, Statement};
 use datafusion::sql::sqlparser::ast::{self, ObjectName};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::tokenizer::Token;
 use futures::TryStreamExt;
 use parking_lot::{Mutex, RwLock};
 
@@ -137,6 +140,7 @@ impl Database {
             sequences: self.sequences.clone(),
             block: Block::None,
             settings: Settings::default(),
+            copy_in: None,
         }
     }
 }
@@ -153,6 +157,15 @@ pub enum QueryResult {
     /// A statement without rows: its Postgres command tag (`CREATE TABLE`,
     /// `INSERT 0 3`, ...) and the rows it affected.
     Command { tag: String, rows: u64 },
+    /// `COPY ... FROM STDIN` is waiting for its data: feed it with
+    /// [`Session::copy_data`] and end it with [`Session::copy_done`] (or
+    /// [`Session::copy_fail`]). `columns` is how many each row has.
+    CopyIn { columns: usize },
+    /// `COPY ... TO STDOUT`: the encoded rows, one item per row.
+    CopyOut {
+        columns: usize,
+        data: crate::copy::CopyStream,
+    },
     /// The statement text held no statement.
     Empty,
 }
@@ -162,6 +175,8 @@ impl std::fmt::Debug for QueryResult {
         match self {
             QueryResult::Rows { command, .. } => write!(f, "Rows({command})"),
             QueryResult::Command { tag, .. } => write!(f, "Command({tag})"),
+            QueryResult::CopyIn { columns } => write!(f, "CopyIn({columns})"),
+            QueryResult::CopyOut { columns, .. } => write!(f, "CopyOut({columns})"),
             QueryResult::Empty => f.write_str("Empty"),
         }
     }
@@ -223,6 +238,8 @@ pub struct Session {
     pub(crate) sequences: Arc<Sequences>,
     block: Block,
     pub(crate) settings: Settings,
+    /// The COPY FROM STDIN waiting for data, if any.
+    pub(crate) copy_in: Option<crate::copy::CopyIn>,
 }
 
 impl Session {
@@ -240,14 +257,42 @@ impl Session {
         self.execute(sql).await?.collect().await
     }
 
-    /// Splits and parses `sql` in the Postgres dialect.
+    /// Splits and parses `sql` in the Postgres dialect. `COPY ... FROM
+    /// STDIN` and `TO STDOUT` go to sqlparser's own COPY, since DataFusion's
+    /// parser reads every COPY as its file export.
     pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
-        let statements = DFParserBuilder::new(sql)
+        let syntax_error =
+            |e: DataFusionError| Error::sql("42601", e.to_string().replace("SQL error: ", ""));
+        let mut parser = DFParserBuilder::new(sql)
             .with_dialect(&PostgreSqlDialect {})
             .build()
-            .and_then(|mut parser| parser.parse_statements())
-            .map_err(|e| Error::sql("42601", e.to_string().replace("SQL error: ", "")))?;
-        Ok(statements.into_iter().collect())
+            .map_err(syntax_error)?;
+        let mut statements = Vec::new();
+        loop {
+            while parser.parser.consume_token(&Token::SemiColon) {}
+            if parser.parser.peek_token_ref().token == Token::EOF {
+                break;
+            }
+            let statement = if copies_with_client(&parser.parser) {
+                parser
+                    .parser
+                    .parse_statement()
+                    .map(|s| Statement::Statement(Box::new(s)))
+                    .map_err(|e| DataFusionError::SQL(Box::new(e), None))
+            } else {
+                parser.parse_statement()
+            }
+            .map_err(syntax_error)?;
+            statements.push(statement);
+            let next = &parser.parser.peek_token_ref().token;
+            if !matches!(next, Token::SemiColon | Token::EOF) {
+                return Err(Error::sql(
+                    "42601",
+                    format!("syntax error at or near \"{next}\""),
+                ));
+            }
+        }
+        Ok(statements)
     }
 
     /// Whether the session is inside BEGIN ... COMMIT (or a failed block).
@@ -281,6 +326,13 @@ impl Session {
     }
 
     pub async fn execute_statement(&mut self, statement: Statement) -> Result<QueryResult> {
+        if self.copy_in.take().is_some() {
+            self.abort_statement();
+            return Err(Error::sql(
+                "08P01",
+                "a COPY FROM STDIN was abandoned before its end",
+            ));
+        }
         match self.transaction_control(&statement) {
             Ok(Some(result)) => return Ok(result),
             Ok(None) => {}
@@ -418,6 +470,35 @@ impl Session {
             } => self.create_sequence(&name, if_not_exists, &sequence_options),
             ast::Statement::Set(set) => self.set(set),
             ast::Statement::ShowVariable { variable } => self.show(&variable).await,
+            ast::Statement::Copy {
+                source,
+                to,
+                target,
+                options,
+                legacy_options,
+                values,
+            } => {
+                let format = crate::copy::CopyFormat::from_options(&options, &legacy_options)?;
+                if !values.is_empty() {
+                    return Err(Error::not_supported(
+                        "COPY data inline in the statement text",
+                    ));
+                }
+                match (to, target, source) {
+                    (
+                        false,
+                        ast::CopyTarget::Stdin,
+                        ast::CopySource::Table {
+                            table_name,
+                            columns,
+                        },
+                    ) => self.copy_from_client(&table_name, &columns, format).await,
+                    (true, ast::CopyTarget::Stdout, source) => {
+                        self.copy_to_client(source, format).await
+                    }
+                    _ => Err(Error::not_supported("this form of COPY")),
+                }
+            }
             other => {
                 self.run_datafusion(Statement::Statement(Box::new(other)))
                     .await
@@ -526,6 +607,20 @@ impl Session {
             *txn = Some(self.shared.db.begin());
         }
     }
+}
+
+/// Whether the next statement is a COPY whose data goes to or comes from
+/// the client (`STDIN`/`STDOUT`).
+fn copies_with_client(parser: &Parser) -> bool {
+    let is_word =
+        |token: &Token, keyword: Keyword| matches!(token, Token::Word(w) if w.keyword == keyword);
+    if !is_word(&parser.peek_token_ref().token, Keyword::COPY) {
+        return false;
+    }
+    (1..)
+        .map(|n| parser.peek_nth_token_ref(n).token.clone())
+        .take_while(|t| !matches!(t, Token::SemiColon | Token::EOF))
+        .any(|t| is_word(&t, Keyword::STDIN) || is_word(&t, Keyword::STDOUT))
 }
 
 /// Statements that write rows and so run in a transaction of their own

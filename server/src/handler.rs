@@ -7,15 +7,18 @@ use async_trait::async_trait;
 use basalt_query::arrow::datatypes::SchemaRef;
 use basalt_query::arrow::record_batch::RecordBatch;
 use basalt_query::{Description, Param, QueryResult, Session, Statement};
-use futures::{stream, Sink, Stream, StreamExt};
+use futures::{stream, Sink, SinkExt, Stream, StreamExt};
+use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::results::{CopyResponse, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, Type};
 use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::data::DataRow;
+use pgwire::messages::response::TransactionStatus;
 use pgwire::messages::PgWireBackendMessage;
 use tokio::sync::Mutex;
 
@@ -123,8 +126,28 @@ impl Connection {
                     _ => Response::Execution(tag),
                 }
             }
+            QueryResult::CopyIn { columns } => {
+                Response::CopyIn(CopyResponse::new(0, columns, stream::empty()))
+            }
+            QueryResult::CopyOut { columns, data } => {
+                let data = data.map(|row| {
+                    row.map(|bytes| CopyData::new(bytes.into()))
+                        .map_err(to_pgwire)
+                });
+                Response::CopyOut(CopyResponse::new(0, columns, data))
+            }
             QueryResult::Empty => Response::EmptyQuery,
         }
+    }
+
+    /// Tells pgwire the session's transaction status, for the
+    /// ReadyForQuery that ends a COPY FROM STDIN.
+    fn report_status<C: ClientInfo>(client: &mut C, session: &Session) {
+        client.set_transaction_status(match session.transaction_status() {
+            b'T' => TransactionStatus::Transaction,
+            b'E' => TransactionStatus::Error,
+            _ => TransactionStatus::Idle,
+        });
     }
 }
 
@@ -249,6 +272,9 @@ impl SimpleQueryHandler for Connection {
             };
             match outcome {
                 Ok(result) => {
+                    // The rest of the query waits for the client's COPY
+                    // data, which ends this message's processing.
+                    let copying = matches!(result, QueryResult::CopyIn { .. });
                     let after = session.transaction_status();
                     responses.push(self.response(
                         result,
@@ -257,6 +283,9 @@ impl SimpleQueryHandler for Connection {
                         &Format::UnifiedText,
                         signal.clone(),
                     ));
+                    if copying {
+                        break;
+                    }
                 }
                 Err(e) => {
                     // Postgres stops a multi-statement query at its first error.
@@ -266,6 +295,50 @@ impl SimpleQueryHandler for Connection {
             }
         }
         Ok(responses)
+    }
+}
+
+#[async_trait]
+impl CopyHandler for Connection {
+    async fn on_copy_data<C>(&self, client: &mut C, copy_data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut session = self.session.lock().await;
+        let outcome = session.copy_data(&copy_data.data).await;
+        Connection::report_status(client, &session);
+        outcome.map_err(to_pgwire)
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut session = self.session.lock().await;
+        let outcome = session.copy_done().await;
+        Connection::report_status(client, &session);
+        let rows = outcome.map_err(to_pgwire)?;
+        let tag = Tag::new("COPY").with_rows(usize::try_from(rows).unwrap_or(usize::MAX));
+        client
+            .send(PgWireBackendMessage::CommandComplete(tag.into()))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_copy_fail<C>(&self, client: &mut C, fail: CopyFail) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut session = self.session.lock().await;
+        let error = session.copy_fail(&fail.message);
+        Connection::report_status(client, &session);
+        to_pgwire(error)
     }
 }
 

@@ -93,7 +93,25 @@ pub async fn output(
             .collect(),
         QueryResult::Command { rows, .. } => return Ok(DBOutput::StatementComplete(*rows)),
         QueryResult::Empty => return Ok(DBOutput::StatementComplete(0)),
+        // The data would come from a client; a file can only start it.
+        QueryResult::CopyIn { .. } => return Ok(DBOutput::StatementComplete(0)),
+        QueryResult::CopyOut { .. } => vec![DefaultColumnType::Text],
     };
+    if let QueryResult::CopyOut { data, .. } = result {
+        // Each encoded line is one row of one text column.
+        let lines: Vec<Vec<u8>> = futures::TryStreamExt::try_collect(data).await?;
+        let rows = lines
+            .iter()
+            .flat_map(|line| {
+                String::from_utf8_lossy(line)
+                    .lines()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .map(|line| vec![line])
+            .collect();
+        return Ok(DBOutput::Rows { types, rows });
+    }
     let mut rows = Vec::new();
     for batch in &result.collect().await? {
         for row in 0..batch.num_rows() {

@@ -1,0 +1,1153 @@
+//! `COPY ... FROM STDIN` and `COPY ... TO STDOUT` in Postgres' text and CSV
+//! formats. Input arrives in chunks of any size (a wire client's CopyData
+//! messages); the reader keeps only the unfinished record between chunks
+//! and hands rows to the table every [`CHUNK_ROWS`] rows, so the text is
+//! never held whole. Output is encoded row by row as the query streams.
+
+use std::sync::Arc;
+
+use arrow_array::builder::StringBuilder;
+use arrow_array::{Array, ArrayRef, BinaryArray, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::compute::{cast_with_options, CastOptions};
+use datafusion::datasource::MemTable;
+use datafusion::sql::parser::Statement;
+use datafusion::sql::sqlparser::ast::{self, CopyLegacyCsvOption, CopyLegacyOption, CopyOption};
+use futures::{Stream, StreamExt};
+
+use crate::catalog::{storage_name, INTERNAL_SCHEMA};
+use crate::ddl::normalize;
+use crate::dml::quote_ident;
+use crate::error::{Error, Result};
+use crate::pgtext;
+use crate::session::{QueryResult, Session};
+
+/// Rows parsed before they are written to the table.
+pub(crate) const CHUNK_ROWS: usize = 8192;
+
+/// Encoded COPY TO output: one item per row, as Postgres sends them.
+pub type CopyStream = std::pin::Pin<Box<dyn Stream<Item = Result<Vec<u8>>> + Send>>;
+
+/// The text or CSV dialect of one COPY statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CopyFormat {
+    csv: bool,
+    delimiter: u8,
+    null: String,
+    quote: u8,
+    escape: u8,
+    header: bool,
+}
+
+impl CopyFormat {
+    /// The format the statement's options ask for, checked as Postgres
+    /// checks them.
+    pub(crate) fn from_options(
+        options: &[CopyOption],
+        legacy: &[CopyLegacyOption],
+    ) -> Result<CopyFormat> {
+        let mut spec = FormatSpec::default();
+        for option in options {
+            spec.apply(option)?;
+        }
+        for option in legacy {
+            spec.apply_legacy(option)?;
+        }
+        spec.finish()
+    }
+}
+
+/// Options as given, before defaults depend on the format.
+#[derive(Default)]
+struct FormatSpec {
+    csv: bool,
+    delimiter: Option<char>,
+    null: Option<String>,
+    quote: Option<char>,
+    escape: Option<char>,
+    header: bool,
+}
+
+impl FormatSpec {
+    fn apply(&mut self, option: &CopyOption) -> Result<()> {
+        match option {
+            CopyOption::Format(name) => match name.value.to_ascii_lowercase().as_str() {
+                "text" => self.csv = false,
+                "csv" => self.csv = true,
+                "binary" => return Err(Error::not_supported("COPY in binary format")),
+                other => {
+                    return Err(Error::sql(
+                        "22023",
+                        format!("COPY format \"{other}\" not recognized"),
+                    ))
+                }
+            },
+            CopyOption::Delimiter(c) => self.delimiter = Some(*c),
+            CopyOption::Null(text) => self.null = Some(text.clone()),
+            CopyOption::Header(header) => self.header = *header,
+            CopyOption::Quote(c) => self.quote = Some(*c),
+            CopyOption::Escape(c) => self.escape = Some(*c),
+            CopyOption::Freeze(_) => {}
+            CopyOption::Encoding(name)
+                if name.eq_ignore_ascii_case("utf8") || name.eq_ignore_ascii_case("utf-8") => {}
+            other => return Err(Error::not_supported(format!("COPY option {other}"))),
+        }
+        Ok(())
+    }
+
+    fn apply_legacy(&mut self, option: &CopyLegacyOption) -> Result<()> {
+        match option {
+            CopyLegacyOption::Binary => return Err(Error::not_supported("COPY in binary format")),
+            CopyLegacyOption::Delimiter(c) => self.delimiter = Some(*c),
+            CopyLegacyOption::Null(text) => self.null = Some(text.clone()),
+            CopyLegacyOption::Header => self.header = true,
+            CopyLegacyOption::Csv(csv_options) => {
+                self.csv = true;
+                for option in csv_options {
+                    match option {
+                        CopyLegacyCsvOption::Header => self.header = true,
+                        CopyLegacyCsvOption::Quote(c) => self.quote = Some(*c),
+                        CopyLegacyCsvOption::Escape(c) => self.escape = Some(*c),
+                        other => return Err(Error::not_supported(format!("COPY option {other}"))),
+                    }
+                }
+            }
+            other => return Err(Error::not_supported(format!("COPY option {other}"))),
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<CopyFormat> {
+        if !self.csv && (self.quote.is_some() || self.escape.is_some()) {
+            return Err(Error::sql(
+                "0A000",
+                "COPY quote and escape are available only in CSV mode",
+            ));
+        }
+        let delimiter = single_byte(
+            "delimiter",
+            self.delimiter.unwrap_or(if self.csv { ',' } else { '\t' }),
+        )?;
+        if matches!(delimiter, b'\r' | b'\n') || (!self.csv && delimiter == b'\\') {
+            return Err(Error::sql(
+                "22023",
+                "COPY delimiter cannot be newline, carriage return or backslash",
+            ));
+        }
+        let quote = single_byte("quote", self.quote.unwrap_or('"'))?;
+        let escape = match self.escape {
+            Some(c) => single_byte("escape", c)?,
+            None => quote,
+        };
+        if self.csv && quote == delimiter {
+            return Err(Error::sql(
+                "22023",
+                "COPY delimiter and quote must be different",
+            ));
+        }
+        let null = self
+            .null
+            .unwrap_or_else(|| if self.csv { "" } else { "\\N" }.to_string());
+        Ok(CopyFormat {
+            csv: self.csv,
+            delimiter,
+            null,
+            quote,
+            escape,
+            header: self.header,
+        })
+    }
+}
+
+fn single_byte(what: &str, c: char) -> Result<u8> {
+    u8::try_from(c).ok().filter(u8::is_ascii).ok_or_else(|| {
+        Error::sql(
+            "0A000",
+            format!("COPY {what} must be a single one-byte character"),
+        )
+    })
+}
+
+/// Parsed rows waiting to be written: each column's text, and the input
+/// line each row started on (for error messages).
+pub(crate) struct RowBuffer {
+    columns: Vec<StringBuilder>,
+    lines: Vec<u64>,
+}
+
+impl RowBuffer {
+    fn new(width: usize) -> RowBuffer {
+        RowBuffer {
+            columns: (0..width).map(|_| StringBuilder::new()).collect(),
+            lines: Vec::new(),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// The buffered rows in the columns' types, emptying the buffer.
+    pub(crate) fn take(&mut self, table: &str, schema: &SchemaRef) -> Result<RecordBatch> {
+        let lines = std::mem::take(&mut self.lines);
+        let columns = self
+            .columns
+            .iter_mut()
+            .zip(schema.fields())
+            .map(|(builder, field)| {
+                let text = builder.finish();
+                parse_column(&text, field).map_err(|bad| {
+                    let value = text.value(bad.row);
+                    Error::sql(bad.code, bad.message(field, value)).with_detail(format!(
+                        "COPY {table}, line {}, column {}: \"{value}\"",
+                        lines[bad.row],
+                        field.name()
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::Storage(e.into()))
+    }
+}
+
+/// Splits streamed input into records and records into fields.
+pub(crate) struct RecordReader {
+    format: CopyFormat,
+    table: String,
+    columns: Vec<String>,
+    pending: Vec<u8>,
+    /// How far `pending` has been scanned for the end of its first record,
+    /// and whether that scan stopped inside CSV quotes.
+    scanned: usize,
+    in_quotes: bool,
+    /// The input line the next record starts on.
+    line: u64,
+    skip_header: bool,
+    /// `\.` ended the data; anything after it is ignored.
+    ended: bool,
+    pub(crate) rows: RowBuffer,
+}
+
+impl RecordReader {
+    pub(crate) fn new(format: CopyFormat, table: &str, columns: Vec<String>) -> RecordReader {
+        RecordReader {
+            skip_header: format.header,
+            format,
+            table: table.to_string(),
+            rows: RowBuffer::new(columns.len()),
+            columns,
+            pending: Vec::new(),
+            scanned: 0,
+            in_quotes: false,
+            line: 1,
+            ended: false,
+        }
+    }
+
+    /// Takes a chunk of input, parsing every record it completes.
+    pub(crate) fn feed(&mut self, data: &[u8]) -> Result<()> {
+        if self.ended {
+            return Ok(());
+        }
+        self.pending.extend_from_slice(data);
+        let mut start = 0;
+        while let Some(end) = self.record_end(start) {
+            let record = self.pending[start..end].to_vec();
+            self.record(&record)?;
+            start = end + 1;
+            self.scanned = start;
+            if self.ended {
+                break;
+            }
+        }
+        self.pending.drain(..start);
+        self.scanned -= start;
+        Ok(())
+    }
+
+    /// The input is complete: a last record without a newline counts.
+    pub(crate) fn finish(&mut self) -> Result<()> {
+        if self.in_quotes && !self.ended {
+            return Err(self.error("22P04", "unterminated CSV quoted field"));
+        }
+        let rest = std::mem::take(&mut self.pending);
+        if !self.ended && !rest.is_empty() {
+            self.record(&rest)?;
+        }
+        Ok(())
+    }
+
+    /// The index of the newline ending the record at `start`, scanning on
+    /// from where the last call stopped.
+    fn record_end(&mut self, start: usize) -> Option<usize> {
+        let from = self.scanned.max(start);
+        let bytes = &self.pending;
+        let mut i = from;
+        while i < bytes.len() {
+            let b = bytes[i];
+            if self.format.csv && self.in_quotes {
+                if b == self.format.escape && self.format.escape != self.format.quote {
+                    if i + 1 == bytes.len() {
+                        self.scanned = i;
+                        return None;
+                    }
+                    i += 2;
+                    continue;
+                }
+                if b == self.format.quote {
+                    self.in_quotes = false;
+                }
+            } else if self.format.csv && b == self.format.quote {
+                self.in_quotes = true;
+            } else if b == b'\n' {
+                self.scanned = i + 1;
+                return Some(i);
+            }
+            i += 1;
+        }
+        self.scanned = bytes.len();
+        None
+    }
+
+    fn record(&mut self, record: &[u8]) -> Result<()> {
+        let line = self.line;
+        self.line += 1 + record.iter().filter(|b| **b == b'\n').count() as u64;
+        let record = record.strip_suffix(b"\r").unwrap_or(record);
+        if record == b"\\." {
+            self.ended = true;
+            return Ok(());
+        }
+        if std::mem::take(&mut self.skip_header) {
+            return Ok(());
+        }
+        let fields = if self.format.csv {
+            split_csv(record, &self.format)
+        } else {
+            split_text(record, &self.format)
+        };
+        let fields = fields.map_err(|message| self.error_at(line, "22P04", &message))?;
+        if fields.len() > self.columns.len() {
+            return Err(self.error_at(line, "22P04", "extra data after last expected column"));
+        }
+        if let Some(missing) = self.columns.get(fields.len()) {
+            let message = format!("missing data for column \"{missing}\"");
+            return Err(self.error_at(line, "22P04", &message));
+        }
+        for (builder, field) in self.rows.columns.iter_mut().zip(fields) {
+            match field {
+                None => builder.append_null(),
+                Some(bytes) => match std::str::from_utf8(&bytes) {
+                    Ok(text) => builder.append_value(text),
+                    Err(_) => {
+                        return Err(self.error_at(
+                            line,
+                            "22021",
+                            "invalid byte sequence for encoding \"UTF8\"",
+                        ))
+                    }
+                },
+            }
+        }
+        self.rows.lines.push(line);
+        Ok(())
+    }
+
+    fn error(&self, code: &'static str, message: &str) -> Error {
+        self.error_at(self.line, code, message)
+    }
+
+    fn error_at(&self, line: u64, code: &'static str, message: &str) -> Error {
+        Error::sql(code, message).with_detail(format!("COPY {}, line {line}", self.table))
+    }
+}
+
+type Fields = Vec<Option<Vec<u8>>>;
+
+/// One text-format record: fields split on the delimiter, backslash
+/// escapes decoded; a field that is exactly the null string is NULL.
+fn split_text(record: &[u8], format: &CopyFormat) -> std::result::Result<Fields, String> {
+    let mut fields = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while i <= record.len() {
+        if i == record.len() || record[i] == format.delimiter {
+            let raw = &record[start..i];
+            fields.push((raw != format.null.as_bytes()).then(|| unescape_text(raw)));
+            start = i + 1;
+        } else if record[i] == b'\\' {
+            // An escaped delimiter belongs to the field.
+            i += 1;
+        }
+        i += 1;
+    }
+    Ok(fields)
+}
+
+fn unescape_text(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let b = raw[i];
+        i += 1;
+        if b != b'\\' || i == raw.len() {
+            out.push(b);
+            continue;
+        }
+        let c = raw[i];
+        i += 1;
+        match c {
+            b'b' => out.push(8),
+            b'f' => out.push(12),
+            b'n' => out.push(b'\n'),
+            b'r' => out.push(b'\r'),
+            b't' => out.push(b'\t'),
+            b'v' => out.push(11),
+            b'0'..=b'7' => {
+                let mut value = u32::from(c - b'0');
+                for _ in 0..2 {
+                    match raw.get(i) {
+                        Some(d @ b'0'..=b'7') => {
+                            value = value * 8 + u32::from(d - b'0');
+                            i += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                out.push((value & 0xff) as u8);
+            }
+            b'x' if raw.get(i).is_some_and(u8::is_ascii_hexdigit) => {
+                let mut value = 0u8;
+                for _ in 0..2 {
+                    match raw.get(i).and_then(|d| (*d as char).to_digit(16)) {
+                        Some(d) => {
+                            value = value * 16 + d as u8;
+                            i += 1;
+                        }
+                        None => break,
+                    }
+                }
+                out.push(value);
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// One CSV record. A quoted field is never NULL; an unquoted one equal to
+/// the null string is.
+fn split_csv(record: &[u8], format: &CopyFormat) -> std::result::Result<Fields, String> {
+    let mut fields = Vec::new();
+    let mut i = 0;
+    loop {
+        let mut value = Vec::new();
+        let mut quoted = false;
+        let mut in_quotes = false;
+        while i < record.len() {
+            let b = record[i];
+            if in_quotes {
+                if b == format.escape && record.get(i + 1) == Some(&format.quote) {
+                    value.push(format.quote);
+                    i += 2;
+                    continue;
+                }
+                if b == format.quote {
+                    in_quotes = false;
+                } else {
+                    value.push(b);
+                }
+            } else if b == format.delimiter {
+                break;
+            } else if b == format.quote {
+                in_quotes = true;
+                quoted = true;
+            } else {
+                value.push(b);
+            }
+            i += 1;
+        }
+        if in_quotes {
+            return Err("unterminated CSV quoted field".to_string());
+        }
+        let is_null = !quoted && value == format.null.as_bytes();
+        fields.push((!is_null).then_some(value));
+        if i >= record.len() {
+            return Ok(fields);
+        }
+        i += 1;
+    }
+}
+
+/// The first value a column's type cannot hold.
+#[derive(Debug)]
+struct BadValue {
+    row: usize,
+    code: &'static str,
+    detail: Option<String>,
+}
+
+impl BadValue {
+    fn at(row: usize) -> BadValue {
+        BadValue {
+            row,
+            code: "22P02",
+            detail: None,
+        }
+    }
+
+    fn message(&self, field: &Field, value: &str) -> String {
+        let type_name = pgtext::type_name(field);
+        match &self.detail {
+            Some(detail) => format!("invalid input for type {type_name}: {detail}"),
+            None => format!("invalid input syntax for type {type_name}: \"{value}\""),
+        }
+    }
+}
+
+/// Text values in a column's type, read as Postgres reads them.
+fn parse_column(text: &StringArray, field: &Field) -> std::result::Result<ArrayRef, BadValue> {
+    match field.data_type() {
+        DataType::Utf8 => Ok(Arc::new(text.clone())),
+        DataType::Binary => parse_bytea(text),
+        DataType::List(element) => parse_arrays(text, element),
+        other => cast_checked(text, other),
+    }
+}
+
+fn cast_checked(text: &StringArray, to: &DataType) -> std::result::Result<ArrayRef, BadValue> {
+    let options = CastOptions {
+        safe: true,
+        ..Default::default()
+    };
+    let cast = cast_with_options(text, to, &options).map_err(|e| BadValue {
+        detail: Some(e.to_string()),
+        ..BadValue::at(0)
+    })?;
+    // A safe cast turns what it cannot read into NULL: the first such
+    // value is the bad one.
+    match (0..text.len()).find(|&row| text.is_valid(row) && cast.is_null(row)) {
+        Some(row) => Err(BadValue::at(row)),
+        None => Ok(cast),
+    }
+}
+
+/// bytea in Postgres' hex (`\x0a1b`) or escape (`a\\b\001`) input form.
+fn parse_bytea(text: &StringArray) -> std::result::Result<ArrayRef, BadValue> {
+    let values = text
+        .iter()
+        .enumerate()
+        .map(|(row, value)| {
+            value
+                .map(|v| decode_bytea(v).ok_or_else(|| BadValue::at(row)))
+                .transpose()
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(Arc::new(BinaryArray::from_iter(values)))
+}
+
+pub(crate) fn decode_bytea(text: &str) -> Option<Vec<u8>> {
+    if let Some(hex) = text.strip_prefix("\\x") {
+        let digits: Vec<u32> = hex
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .map(|c| c.to_digit(16))
+            .collect::<Option<_>>()?;
+        if !digits.len().is_multiple_of(2) {
+            return None;
+        }
+        return Some(digits.chunks(2).map(|p| (p[0] * 16 + p[1]) as u8).collect());
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], bytes.get(i + 1)) {
+            (b'\\', Some(b'\\')) => {
+                out.push(b'\\');
+                i += 2;
+            }
+            (b'\\', _) => {
+                let octal = text.get(i + 1..i + 4)?;
+                out.push(u8::from_str_radix(octal, 8).ok()?);
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    Some(out)
+}
+
+/// One-dimensional arrays in `{a,"b c",NULL}` form.
+fn parse_arrays(
+    text: &StringArray,
+    element: &Arc<Field>,
+) -> std::result::Result<ArrayRef, BadValue> {
+    let mut items = StringBuilder::new();
+    let mut offsets = vec![0i32];
+    let mut nulls = Vec::with_capacity(text.len());
+    for (row, value) in text.iter().enumerate() {
+        if let Some(value) = value {
+            let parsed = split_array(value).ok_or_else(|| BadValue::at(row))?;
+            for item in &parsed {
+                items.append_option(item.as_deref());
+            }
+            let count = i32::try_from(parsed.len()).map_err(|_| BadValue::at(row))?;
+            offsets.push(offsets[offsets.len() - 1] + count);
+        } else {
+            offsets.push(offsets[offsets.len() - 1]);
+        }
+        nulls.push(value.is_some());
+    }
+    let values = parse_column(&items.finish(), element).map_err(|bad| BadValue {
+        detail: bad.detail,
+        ..BadValue::at(row_of_item(&offsets, bad.row))
+    })?;
+    let list = arrow_array::ListArray::try_new(
+        element.clone(),
+        datafusion::arrow::buffer::OffsetBuffer::new(offsets.into()),
+        values,
+        Some(nulls.into()),
+    )
+    .map_err(|e| BadValue {
+        detail: Some(e.to_string()),
+        ..BadValue::at(0)
+    })?;
+    Ok(Arc::new(list))
+}
+
+fn row_of_item(offsets: &[i32], item: usize) -> usize {
+    offsets
+        .iter()
+        .skip(1)
+        .position(|end| usize::try_from(*end).is_ok_and(|end| end > item))
+        .unwrap_or(0)
+}
+
+/// The items of `{...}`, unquoted; None when it is not an array literal.
+fn split_array(text: &str) -> Option<Vec<Option<String>>> {
+    let inner = text.trim().strip_prefix('{')?.strip_suffix('}')?;
+    let mut items = Vec::new();
+    if inner.trim().is_empty() {
+        return Some(items);
+    }
+    let mut chars = inner.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut item = String::new();
+        let mut quoted = false;
+        if chars.peek() == Some(&'"') {
+            quoted = true;
+            chars.next();
+            loop {
+                match chars.next()? {
+                    '"' => break,
+                    '\\' => item.push(chars.next()?),
+                    c => item.push(c),
+                }
+            }
+        }
+        while let Some(&c) = chars.peek() {
+            if c == ',' {
+                break;
+            }
+            chars.next();
+            match c {
+                '\\' => item.push(chars.next()?),
+                '{' | '}' | '"' => return None,
+                c => item.push(c),
+            }
+        }
+        let item = if quoted {
+            item
+        } else {
+            item.trim().to_string()
+        };
+        items.push((quoted || !item.eq_ignore_ascii_case("null")).then_some(item));
+        if chars.next().is_none() {
+            return Some(items);
+        }
+    }
+}
+
+/// The COPY TO text of every row of `batches`, one item per row, with a
+/// header line before the first row when the format asks for one.
+pub(crate) fn encode(
+    schema: &SchemaRef,
+    batches: crate::stream::SendableRecordBatchStream,
+    format: CopyFormat,
+) -> CopyStream {
+    let mut header = format.header.then(|| {
+        let names: Vec<Option<String>> = schema
+            .fields()
+            .iter()
+            .map(|f| Some(f.name().clone()))
+            .collect();
+        encode_record(&names, &format)
+    });
+    let rows = batches.flat_map(move |batch| {
+        let rows = match batch {
+            Ok(batch) => encode_batch(&batch, &format)
+                .into_iter()
+                .map(Ok)
+                .collect::<Vec<_>>(),
+            Err(e) => vec![Err(Error::from_datafusion(e))],
+        };
+        futures::stream::iter(rows)
+    });
+    // The header rides on the first row so the row count stays right.
+    let rows = rows.map(move |row| match (header.take(), row) {
+        (Some(mut header), Ok(row)) => {
+            header.extend_from_slice(&row);
+            Ok(header)
+        }
+        (_, row) => row,
+    });
+    Box::pin(rows)
+}
+
+fn encode_batch(batch: &RecordBatch, format: &CopyFormat) -> Vec<Vec<u8>> {
+    (0..batch.num_rows())
+        .map(|row| {
+            let values: Vec<Option<String>> = batch
+                .columns()
+                .iter()
+                .map(|column| pgtext::format_value(column.as_ref(), row))
+                .collect();
+            encode_record(&values, format)
+        })
+        .collect()
+}
+
+fn encode_record(values: &[Option<String>], format: &CopyFormat) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, value) in values.iter().enumerate() {
+        if i > 0 {
+            out.push(format.delimiter);
+        }
+        match value {
+            None => out.extend_from_slice(format.null.as_bytes()),
+            Some(text) if format.csv => encode_csv_field(text, format, &mut out),
+            Some(text) => encode_text_field(text, format.delimiter, &mut out),
+        }
+    }
+    out.push(b'\n');
+    out
+}
+
+fn encode_text_field(text: &str, delimiter: u8, out: &mut Vec<u8>) {
+    for &b in text.as_bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' if delimiter == b'\t' => out.extend_from_slice(b"\\t"),
+            b if b == delimiter => out.extend_from_slice(&[b'\\', b]),
+            b => out.push(b),
+        }
+    }
+}
+
+fn encode_csv_field(text: &str, format: &CopyFormat, out: &mut Vec<u8>) {
+    let bytes = text.as_bytes();
+    let needs_quotes = text == format.null
+        || text.starts_with("\\.")
+        || bytes
+            .iter()
+            .any(|&b| b == format.delimiter || b == format.quote || b == b'\n' || b == b'\r');
+    if !needs_quotes {
+        out.extend_from_slice(bytes);
+        return;
+    }
+    out.push(format.quote);
+    for &b in bytes {
+        if b == format.quote || b == format.escape {
+            out.push(format.escape);
+        }
+        out.push(b);
+    }
+    out.push(format.quote);
+}
+
+/// The schema of the columns a COPY FROM fills, in the order it lists them.
+pub(crate) fn target_schema(
+    table_name: &str,
+    table: &SchemaRef,
+    columns: &[String],
+) -> Result<SchemaRef> {
+    let fields = columns
+        .iter()
+        .map(|name| {
+            table
+                .field_with_name(name)
+                .map(|f| f.clone().with_nullable(true))
+                .map_err(|_| {
+                    Error::sql(
+                        "42703",
+                        format!("column \"{name}\" of relation \"{table_name}\" does not exist"),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// The table a COPY FROM STDIN fills while its data arrives.
+pub(crate) struct CopyIn {
+    reader: RecordReader,
+    /// The columns the data fills, in the order it gives them.
+    schema: SchemaRef,
+    /// `INSERT INTO table (columns) SELECT * FROM` the parsed rows: the
+    /// INSERT path fills defaults and checks keys and NOT NULL.
+    insert: ast::Insert,
+    /// The COPY is its own transaction (no block was open).
+    autocommit: bool,
+    rows: u64,
+}
+
+/// The session-local table each chunk of COPY rows is read from.
+const COPY_SOURCE: &str = "__basalt_copy";
+
+impl Session {
+    pub(crate) async fn copy_from_client(
+        &mut self,
+        table_name: &ast::ObjectName,
+        columns: &[ast::Ident],
+        format: CopyFormat,
+    ) -> Result<QueryResult> {
+        let (schema_name, table) = self.resolve(table_name)?;
+        let full = storage_name(&schema_name, &table);
+        let def = self.shared.db.table(&full).map_err(|e| match e {
+            basalt_storage::Error::TableNotFound(_) => {
+                Error::sql("42P01", format!("relation \"{table}\" does not exist"))
+            }
+            other => other.into(),
+        })?;
+        let names: Vec<String> = if columns.is_empty() {
+            def.schema
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect()
+        } else {
+            columns.iter().map(normalize).collect()
+        };
+        let schema = target_schema(&table, &def.schema, &names)?;
+        let column_list: Vec<String> = names.iter().map(|n| quote_ident(n)).collect();
+        let sql = format!(
+            "INSERT INTO {table_name} ({}) SELECT * FROM {INTERNAL_SCHEMA}.{COPY_SOURCE}",
+            column_list.join(", ")
+        );
+        let Some(Statement::Statement(insert)) = self.parse(&sql)?.pop() else {
+            return Err(Error::sql("XX000", "COPY's INSERT did not parse"));
+        };
+        let ast::Statement::Insert(insert) = *insert else {
+            return Err(Error::sql("XX000", "COPY's INSERT did not parse"));
+        };
+        let autocommit = !self.in_transaction();
+        if autocommit {
+            *self.shared.txn.lock() = Some(self.shared.db.begin());
+        }
+        self.copy_in = Some(CopyIn {
+            reader: RecordReader::new(format, &table, names),
+            schema,
+            insert,
+            autocommit,
+            rows: 0,
+        });
+        Ok(QueryResult::CopyIn {
+            columns: column_list.len(),
+        })
+    }
+
+    pub(crate) async fn copy_to_client(
+        &mut self,
+        source: ast::CopySource,
+        format: CopyFormat,
+    ) -> Result<QueryResult> {
+        let query = match source {
+            ast::CopySource::Table {
+                table_name,
+                columns,
+            } if columns.is_empty() => format!("SELECT * FROM {table_name}"),
+            ast::CopySource::Table {
+                table_name,
+                columns,
+            } => {
+                let list: Vec<String> = columns.iter().map(ToString::to_string).collect();
+                format!("SELECT {} FROM {table_name}", list.join(", "))
+            }
+            ast::CopySource::Query(query) => query.to_string(),
+        };
+        let statement = self
+            .parse(&query)?
+            .pop()
+            .ok_or_else(|| Error::sql("42601", "COPY needs a query"))?;
+        let QueryResult::Rows { schema, stream, .. } = self.run_datafusion(statement).await? else {
+            return Err(Error::sql("XX000", "COPY's query returned no rows"));
+        };
+        Ok(QueryResult::CopyOut {
+            columns: schema.fields().len(),
+            data: encode(&schema, stream, format),
+        })
+    }
+
+    /// Takes the next chunk of a COPY FROM STDIN's data, in any size.
+    pub async fn copy_data(&mut self, data: &[u8]) -> Result<()> {
+        let mut copy = self.copy_in.take().ok_or_else(no_copy_in_progress)?;
+        let outcome = match copy.reader.feed(data) {
+            Ok(()) if copy.reader.rows.len() >= CHUNK_ROWS => self.write_copied(&mut copy).await,
+            other => other,
+        };
+        match outcome {
+            Ok(()) => {
+                self.copy_in = Some(copy);
+                Ok(())
+            }
+            Err(e) => Err(self.fail_copy(e)),
+        }
+    }
+
+    /// The client sent all its data: writes the rest and, for a COPY
+    /// outside a transaction block, commits. Returns the rows copied.
+    pub async fn copy_done(&mut self) -> Result<u64> {
+        let mut copy = self.copy_in.take().ok_or_else(no_copy_in_progress)?;
+        let mut outcome = copy.reader.finish();
+        if outcome.is_ok() {
+            outcome = self.write_copied(&mut copy).await;
+        }
+        if let Err(e) = outcome {
+            return Err(self.fail_copy(e));
+        }
+        if copy.autocommit {
+            if let Some(txn) = self.shared.txn.lock().take() {
+                txn.commit()?;
+            }
+        }
+        Ok(copy.rows)
+    }
+
+    /// The client gave up the COPY: nothing it sent is kept.
+    pub fn copy_fail(&mut self, message: &str) -> Error {
+        self.copy_in = None;
+        self.fail_copy(Error::sql(
+            "57014",
+            format!("COPY from stdin failed: {message}"),
+        ))
+    }
+
+    fn fail_copy(&mut self, error: Error) -> Error {
+        self.abort_statement();
+        error
+    }
+
+    async fn write_copied(&mut self, copy: &mut CopyIn) -> Result<()> {
+        if copy.reader.rows.len() == 0 {
+            return Ok(());
+        }
+        let table = copy.reader.table.clone();
+        let batch = copy.reader.rows.take(&table, &copy.schema)?;
+        let count = batch.num_rows() as u64;
+        let source = MemTable::try_new(copy.schema.clone(), vec![vec![batch]])
+            .map_err(Error::from_datafusion)?;
+        self.shared
+            .temp_tables
+            .lock()
+            .insert(COPY_SOURCE.to_string(), Arc::new(source));
+        let written = self.insert(copy.insert.clone()).await;
+        self.shared.temp_tables.lock().remove(COPY_SOURCE);
+        written?;
+        copy.rows += count;
+        Ok(())
+    }
+}
+
+fn no_copy_in_progress() -> Error {
+    Error::sql("08P01", "no COPY FROM STDIN is in progress")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::sql::sqlparser::ast::Ident;
+
+    fn text() -> CopyFormat {
+        CopyFormat::from_options(&[], &[]).unwrap()
+    }
+
+    fn csv() -> CopyFormat {
+        CopyFormat::from_options(&[CopyOption::Format(Ident::new("csv"))], &[]).unwrap()
+    }
+
+    fn read(
+        format: CopyFormat,
+        chunks: &[&[u8]],
+        columns: usize,
+    ) -> Result<Vec<Vec<Option<String>>>> {
+        let names = (0..columns).map(|i| format!("c{i}")).collect();
+        let mut reader = RecordReader::new(format, "t", names);
+        for chunk in chunks {
+            reader.feed(chunk)?;
+        }
+        reader.finish()?;
+        let schema = Arc::new(Schema::new(
+            (0..columns)
+                .map(|i| Field::new(format!("c{i}"), DataType::Utf8, true))
+                .collect::<Vec<_>>(),
+        ));
+        let batch = reader.rows.take("t", &schema)?;
+        Ok((0..batch.num_rows())
+            .map(|row| {
+                batch
+                    .columns()
+                    .iter()
+                    .map(|c| pgtext::format_value(c.as_ref(), row))
+                    .collect()
+            })
+            .collect())
+    }
+
+    fn row(values: &[Option<&str>]) -> Vec<Option<String>> {
+        values.iter().map(|v| v.map(str::to_string)).collect()
+    }
+
+    #[test]
+    fn text_format_unescapes_and_reads_nulls_across_chunk_boundaries() {
+        let rows = read(
+            text(),
+            &[
+                b"1\ta\\tb\n2\t\\",
+                b"N\n3\tx\\\\y\\012\r\n",
+                b"\\.\nignored\n",
+            ],
+            2,
+        )
+        .unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                row(&[Some("1"), Some("a\tb")]),
+                row(&[Some("2"), None]),
+                row(&[Some("3"), Some("x\\y\n")]),
+            ]
+        );
+    }
+
+    #[test]
+    fn csv_quotes_span_lines_and_keep_quoted_empty_apart_from_null() {
+        let rows = read(csv(), &[b"1,\"a,\"\"b\"\"\n", b"c\"\n2,\"\"\n"], 2).unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                row(&[Some("1"), Some("a,\"b\"\nc")]),
+                row(&[Some("2"), Some("")]),
+            ]
+        );
+        let rows = read(csv(), &[b"3,\n"], 2).unwrap();
+        assert_eq!(rows, vec![row(&[Some("3"), None])]);
+    }
+
+    #[test]
+    fn wrong_field_counts_name_the_line() {
+        let err = read(text(), &[b"1\t2\n3\n"], 2).unwrap_err();
+        assert_eq!(err.to_string(), "missing data for column \"c1\"");
+        assert_eq!(err.detail(), Some("COPY t, line 2"));
+        let err = read(csv(), &[b"1,2,3\n"], 2).unwrap_err();
+        assert_eq!(err.to_string(), "extra data after last expected column");
+        assert_eq!(err.sqlstate(), "22P04");
+    }
+
+    #[test]
+    fn header_is_skipped_and_invalid_utf8_is_refused() {
+        let with_header = CopyFormat::from_options(
+            &[
+                CopyOption::Format(Ident::new("csv")),
+                CopyOption::Header(true),
+            ],
+            &[],
+        )
+        .unwrap();
+        let rows = read(with_header, &[b"a,b\n1,2\n"], 2).unwrap();
+        assert_eq!(rows, vec![row(&[Some("1"), Some("2")])]);
+        let err = read(text(), &[b"1\t\xff\n"], 2).unwrap_err();
+        assert_eq!(err.sqlstate(), "22021");
+    }
+
+    #[test]
+    fn values_parse_in_their_column_types_with_the_bad_one_named() {
+        let text_values = StringArray::from(vec![Some("1"), None, Some("x")]);
+        let bad = parse_column(&text_values, &Field::new("n", DataType::Int32, true)).unwrap_err();
+        assert_eq!(bad.row, 2);
+        let bytea = parse_column(
+            &StringArray::from(vec![Some("\\x0aff"), Some("a\\\\b\\001")]),
+            &Field::new("b", DataType::Binary, true),
+        )
+        .unwrap();
+        assert_eq!(pgtext::format_value(bytea.as_ref(), 0).unwrap(), "\\x0aff");
+        assert_eq!(
+            pgtext::format_value(bytea.as_ref(), 1).unwrap(),
+            "\\x615c6201"
+        );
+        let element = Arc::new(Field::new("item", DataType::Int64, true));
+        let arrays = parse_column(
+            &StringArray::from(vec![Some("{1, 2,NULL}"), None, Some("{}")]),
+            &Field::new("a", DataType::List(element.clone()), true),
+        )
+        .unwrap();
+        assert_eq!(
+            pgtext::format_value(arrays.as_ref(), 0).unwrap(),
+            "{1,2,NULL}"
+        );
+        assert!(arrays.is_null(1));
+        assert_eq!(pgtext::format_value(arrays.as_ref(), 2).unwrap(), "{}");
+        let bad = parse_column(
+            &StringArray::from(vec![Some("{1}"), Some("{2,y}")]),
+            &Field::new("a", DataType::List(element), true),
+        )
+        .unwrap_err();
+        assert_eq!(bad.row, 1);
+        for (value, data_type) in [
+            ("t", DataType::Boolean),
+            ("2024-02-29", DataType::Date32),
+            (
+                "2024-02-29 10:11:12.5",
+                DataType::Timestamp(arrow_schema::TimeUnit::Microsecond, None),
+            ),
+            ("12.50", DataType::Decimal128(10, 2)),
+        ] {
+            let parsed = parse_column(
+                &StringArray::from(vec![value]),
+                &Field::new("v", data_type.clone(), true),
+            );
+            assert!(parsed.is_ok(), "{value} as {data_type}");
+        }
+    }
+
+    #[test]
+    fn encoded_rows_read_back_the_same() {
+        for format in [text(), csv()] {
+            let values = vec![
+                Some("plain".to_string()),
+                None,
+                Some("tab\there, \"quoted\"\nnewline \\ back".to_string()),
+                Some(String::new()),
+            ];
+            let encoded = encode_record(&values, &format);
+            let rows = read(format.clone(), &[&encoded], 4).unwrap();
+            assert_eq!(rows, vec![values], "{format:?}");
+        }
+    }
+
+    #[test]
+    fn bad_options_are_refused() {
+        let err = CopyFormat::from_options(&[CopyOption::Quote('\'')], &[]).unwrap_err();
+        assert_eq!(err.sqlstate(), "0A000");
+        let err =
+            CopyFormat::from_options(&[CopyOption::Format(Ident::new("xml"))], &[]).unwrap_err();
+        assert_eq!(err.sqlstate(), "22023");
+    }
+}
