@@ -252,6 +252,90 @@ fn write_script(dir: &tempfile::TempDir, script: &str) -> String {
 }
 
 #[test]
+fn psql_describe_commands_read_the_catalog() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(&dir.path().join("data"), &[]);
+    let setup = server.psql(&[
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-c",
+        "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL DEFAULT 'x', price numeric(8,2), seen timestamptz, tags text[])",
+        "-c",
+        "CREATE SCHEMA shop",
+        "-c",
+        "CREATE TABLE shop.orders (n bigint)",
+        "-c",
+        "CREATE VIEW cheap AS SELECT id FROM items WHERE price < 1",
+    ]);
+    assert!(setup.status.success(), "{}", text(&setup));
+    let run = |command: &str| {
+        let out = server.psql(&["-v", "ON_ERROR_STOP=1", "-c", command]);
+        assert!(out.status.success(), "{command}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(
+        run("\\dt"),
+        "        List of relations
+ Schema |  Name  | Type  | Owner  
+--------+--------+-------+--------
+ public | items  | table | basalt
+ shop   | orders | table | basalt
+(2 rows)
+
+"
+    );
+    assert_eq!(
+        run("\\d"),
+        "        List of relations
+ Schema |  Name  | Type  | Owner  
+--------+--------+-------+--------
+ public | cheap  | view  | basalt
+ public | items  | table | basalt
+ shop   | orders | table | basalt
+(3 rows)
+
+"
+    );
+    assert_eq!(
+        run("\\d items"),
+        "                        Table \"public.items\"
+ Column |           Type           | Collation | Nullable | Default 
+--------+--------------------------+-----------+----------+---------
+ id     | integer                  |           | not null | 
+ name   | text                     |           | not null | 'x'
+ price  | numeric(8,2)             |           |          | 
+ seen   | timestamp with time zone |           |          | 
+ tags   | text[]                   |           |          | 
+Indexes:
+    \"items_pkey\" PRIMARY KEY, btree (id)
+
+"
+    );
+    assert_eq!(
+        run("\\dn"),
+        " List of schemas
+  Name  | Owner  
+--------+--------
+ public | basalt
+ shop   | basalt
+(2 rows)
+
+"
+    );
+    assert!(run("\\l").contains(" basalt | basalt | UTF8     |"));
+    assert!(run("\\di").contains(" public | items_pkey | index | basalt | items\n"));
+    assert!(run("\\d+ items").contains("Access method: heap"));
+    assert!(run("\\du").contains(" basalt    | Superuser"));
+    // What tab completion asks for a table name and a column name.
+    assert_eq!(
+        run("SELECT pg_catalog.quote_ident(c.relname) FROM pg_catalog.pg_class c WHERE c.relkind IN ('r', 'v') AND substring(pg_catalog.quote_ident(c.relname),1,2)='it' AND pg_catalog.pg_table_is_visible(c.oid) LIMIT 1000"),
+        " quote_ident \n-------------\n items\n(1 row)\n\n"
+    );
+    assert!(run("SELECT 'items'::regclass = c.oid AS found FROM pg_catalog.pg_class c WHERE c.relname = 'items'").contains(" t\n"));
+    server.terminate();
+}
+
+#[test]
 fn serve_speaks_tls_when_given_a_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let cert = dir.path().join("server.crt");

@@ -116,7 +116,7 @@ pub(crate) struct StorageCatalog {
 
 impl CatalogProvider for StorageCatalog {
     fn schema_names(&self) -> Vec<String> {
-        let mut names = vec![SCHEMA.to_string()];
+        let mut names = vec![SCHEMA.to_string(), crate::pgcatalog::PG_CATALOG.to_string()];
         if let Ok(rows) = meta_rows(&self.shared.db, "schema") {
             names.extend(rows.into_iter().map(|r| r.name));
         }
@@ -124,6 +124,11 @@ impl CatalogProvider for StorageCatalog {
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        if name == crate::pgcatalog::PG_CATALOG {
+            return Some(Arc::new(crate::pgcatalog::PgCatalogSchema {
+                db: self.shared.db.clone(),
+            }));
+        }
         if name == INTERNAL_SCHEMA {
             return Some(Arc::new(InternalSchema {
                 shared: self.shared.clone(),

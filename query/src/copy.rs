@@ -496,7 +496,7 @@ impl BadValue {
     }
 
     fn message(&self, field: &Field, value: &str) -> String {
-        let type_name = pgtext::type_name(field);
+        let type_name = crate::pgtypes::type_name(field);
         match &self.detail {
             Some(detail) => format!("invalid input for type {type_name}: {detail}"),
             None => format!("invalid input syntax for type {type_name}: \"{value}\""),

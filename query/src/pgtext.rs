@@ -140,37 +140,6 @@ fn format_timestamp(array: &dyn Array, row: usize, unit: &TimeUnit, zoned: bool)
     text
 }
 
-/// The type's name as Postgres' `format_type` gives it (`integer`,
-/// `numeric(10,2)`, `timestamp with time zone`, `text[]`).
-pub fn type_name(field: &arrow_schema::Field) -> String {
-    if let Some(pg_type) = field.metadata().get(crate::PG_TYPE_KEY) {
-        return pg_type.clone();
-    }
-    data_type_name(field.data_type())
-}
-
-fn data_type_name(data_type: &DataType) -> String {
-    match data_type {
-        DataType::Boolean => "boolean".into(),
-        DataType::Int8 | DataType::Int16 | DataType::UInt8 => "smallint".into(),
-        DataType::Int32 | DataType::UInt16 => "integer".into(),
-        DataType::Int64 | DataType::UInt32 | DataType::UInt64 => "bigint".into(),
-        DataType::Float16 | DataType::Float32 => "real".into(),
-        DataType::Float64 => "double precision".into(),
-        DataType::Decimal128(precision, scale) => format!("numeric({precision},{scale})"),
-        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "bytea".into(),
-        DataType::Date32 | DataType::Date64 => "date".into(),
-        DataType::Timestamp(_, None) => "timestamp without time zone".into(),
-        DataType::Timestamp(_, Some(_)) => "timestamp with time zone".into(),
-        DataType::Time32(_) | DataType::Time64(_) => "time without time zone".into(),
-        DataType::Interval(_) | DataType::Duration(_) => "interval".into(),
-        DataType::List(item) | DataType::LargeList(item) | DataType::FixedSizeList(item, _) => {
-            format!("{}[]", type_name(item))
-        }
-        _ => "text".into(),
-    }
-}
-
 /// Postgres' default `postgres` interval style: `1 year 2 mons 3 days 04:05:06`.
 pub fn format_interval(months: i32, days: i32, nanos: i64) -> String {
     let mut parts = Vec::new();

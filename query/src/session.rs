@@ -108,6 +108,9 @@ impl Database {
         for function in crate::pgfunctions::functions("basalt") {
             ctx.register_udf(function);
         }
+        for function in crate::pgcatalog::functions(self.db.clone()) {
+            ctx.register_udf(function);
+        }
         for function in crate::json::functions() {
             ctx.register_udf(function);
         }
@@ -283,7 +286,13 @@ impl Session {
                 parser.parse_statement()
             }
             .map_err(syntax_error)?;
-            statements.push(statement);
+            statements.push(match statement {
+                Statement::Statement(mut inner) => {
+                    crate::pgcatalog::rewrite(&mut inner);
+                    Statement::Statement(inner)
+                }
+                other => other,
+            });
             let next = &parser.parser.peek_token_ref().token;
             if !matches!(next, Token::SemiColon | Token::EOF) {
                 return Err(Error::sql(
