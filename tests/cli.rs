@@ -336,6 +336,24 @@ Indexes:
 }
 
 #[test]
+fn psycopg_binds_parameters_and_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(&dir.path().join("data"), &[]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/psycopg_client.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(server.port.to_string())
+        .output()
+        .expect("python3 is installed (.ci/run installs psycopg)");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "psycopg: all checks passed\n"
+    );
+    server.terminate();
+}
+
+#[test]
 fn serve_speaks_tls_when_given_a_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let cert = dir.path().join("server.crt");

@@ -627,7 +627,7 @@ fn row_of_item(offsets: &[i32], item: usize) -> usize {
 }
 
 /// The items of `{...}`, unquoted; None when it is not an array literal.
-fn split_array(text: &str) -> Option<Vec<Option<String>>> {
+pub(crate) fn split_array(text: &str) -> Option<Vec<Option<String>>> {
     let inner = text.trim().strip_prefix('{')?.strip_suffix('}')?;
     let mut items = Vec::new();
     if inner.trim().is_empty() {

@@ -313,7 +313,10 @@ fn param_expr(param: &Param) -> Result<Expr> {
         Param::Text {
             text,
             sql_type: Some(sql_type),
-        } => format!("CAST({} AS {sql_type})", quote_literal(text)),
+        } => match array_literal(text, sql_type) {
+            Some(array) => array,
+            None => format!("CAST({} AS {sql_type})", quote_literal(text)),
+        },
         Param::Bytes(bytes) => {
             let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
             format!("decode('{hex}', 'hex')")
@@ -323,6 +326,25 @@ fn param_expr(param: &Param) -> Result<Expr> {
         .try_with_sql(&sql)
         .and_then(|mut parser| parser.parse_expr())
         .map_err(|e| Error::sql("22P02", format!("invalid parameter value: {e}")))
+}
+
+/// An array parameter in Postgres' `{1,NULL,3}` text form as an ARRAY
+/// expression of its element type (DataFusion cannot cast that text).
+fn array_literal(text: &str, sql_type: &str) -> Option<String> {
+    let element_type = sql_type.trim().strip_suffix("[]")?;
+    let items = crate::copy::split_array(text)?;
+    let elements: Vec<String> = items
+        .iter()
+        .map(|item| match item {
+            None => format!("CAST(NULL AS {element_type})"),
+            Some(value) => format!("CAST({} AS {element_type})", quote_literal(value)),
+        })
+        .collect();
+    Some(if elements.is_empty() {
+        format!("CAST(make_array() AS {sql_type})")
+    } else {
+        format!("CAST(ARRAY[{}] AS {sql_type})", elements.join(", "))
+    })
 }
 
 /// A standard-conforming string literal: quotes doubled, backslashes literal.

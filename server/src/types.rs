@@ -341,6 +341,17 @@ fn parse_uuid(text: &str) -> Option<[u8; 16]> {
 /// The SQL type a parameter of `pg_type` is cast to; None leaves a string
 /// literal for the statement to coerce (text-like types).
 fn cast_type(pg_type: &Type, text: &str) -> Option<String> {
+    if let postgres_types::Kind::Array(element) = pg_type.kind() {
+        let element = match *element {
+            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => "TEXT".to_string(),
+            // The widest type of each family: an int2[] parameter may be
+            // bound to a bigint[] column.
+            Type::INT2 | Type::INT4 | Type::INT8 => "BIGINT".to_string(),
+            Type::NUMERIC => "DOUBLE PRECISION".to_string(),
+            ref other => cast_type(other, "")?,
+        };
+        return Some(format!("{element}[]"));
+    }
     Some(
         match *pg_type {
             Type::BOOL => "BOOLEAN",
