@@ -129,6 +129,18 @@ fn check_snapshot(snapshot: &Snapshot, model: &Model, rng: &mut SmallRng) {
         .collect();
     assert_eq!(scan_all(snapshot, &null_v, 2), want, "v IS NULL");
 
+    // A key fixed by equality reads only that key's versions.
+    let point = rng.gen_range(0..KEY_SPACE);
+    let by_key = ScanOptions {
+        predicates: vec![Predicate {
+            column: 0,
+            op: PredicateOp::Eq(Scalar::Int(point)),
+        }],
+        ..ScanOptions::default()
+    };
+    let want: Vec<_> = expected.iter().filter(|r| r.0 == point).cloned().collect();
+    assert_eq!(scan_all(snapshot, &by_key, 1), want, "k = {point}");
+
     let keys: Vec<i64> = (0..4).map(|_| rng.gen_range(0..KEY_SPACE)).collect();
     let in_keys = ScanOptions {
         predicates: vec![

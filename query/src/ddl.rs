@@ -134,6 +134,7 @@ impl Session {
         full: &str,
     ) -> Result<PlannedTable> {
         reject_unsupported_constraints(&create)?;
+        ignore_storage_parameters(&mut create)?;
         let mut metadata: HashMap<String, HashMap<String, String>> = HashMap::new();
         let mut serials = Vec::new();
         for column in &mut create.columns {
@@ -601,5 +602,32 @@ fn reject_unsupported_constraints(create: &ast::CreateTable) -> Result<()> {
             _ => {}
         }
     }
+    Ok(())
+}
+
+/// `WITH (fillfactor = 100)` and the autovacuum and TOAST parameters tune
+/// Postgres' heap pages; an LSM table has none, so they are accepted and
+/// have no effect. Anything else is an unknown parameter, as in Postgres.
+fn ignore_storage_parameters(create: &mut ast::CreateTable) -> Result<()> {
+    let ast::CreateTableOptions::With(options) = &create.table_options else {
+        return Ok(());
+    };
+    for option in options {
+        let name = match option {
+            ast::SqlOption::KeyValue { key, .. } => key.value.to_ascii_lowercase(),
+            other => other.to_string(),
+        };
+        let known = name == "fillfactor"
+            || name.starts_with("autovacuum_")
+            || name.starts_with("toast_")
+            || name == "parallel_workers";
+        if !known {
+            return Err(Error::sql(
+                "22023",
+                format!("unrecognized parameter \"{name}\""),
+            ));
+        }
+    }
+    create.table_options = ast::CreateTableOptions::None;
     Ok(())
 }

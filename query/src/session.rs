@@ -266,7 +266,8 @@ impl Session {
     pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
         let syntax_error =
             |e: DataFusionError| Error::sql("42601", e.to_string().replace("SQL error: ", ""));
-        let mut parser = DFParserBuilder::new(sql)
+        let sql = copy_booleans_spelled_out(sql);
+        let mut parser = DFParserBuilder::new(sql.as_ref())
             .with_dialect(&PostgreSqlDialect {})
             .build()
             .map_err(syntax_error)?;
@@ -616,6 +617,41 @@ impl Session {
             *txn = Some(self.shared.db.begin());
         }
     }
+}
+
+/// Postgres takes `on`/`off`/`1`/`0` for COPY's boolean options (pgbench
+/// sends `WITH (freeze on)`); sqlparser only `true`/`false`.
+fn copy_booleans_spelled_out(sql: &str) -> std::borrow::Cow<'_, str> {
+    let starts_with_copy = sql
+        .trim_start()
+        .get(..4)
+        .is_some_and(|w| w.eq_ignore_ascii_case("copy"));
+    if !starts_with_copy {
+        return sql.into();
+    }
+    let mut out = String::with_capacity(sql.len());
+    let mut previous = String::new();
+    for (i, word) in sql
+        .split_inclusive(|c: char| !c.is_alphanumeric() && c != '_')
+        .enumerate()
+    {
+        let (body, separator) = word.split_at(
+            word.trim_end_matches(|c: char| !c.is_alphanumeric() && c != '_')
+                .len(),
+        );
+        let option = matches!(previous.as_str(), "freeze" | "header");
+        let replacement = match body.to_ascii_lowercase().as_str() {
+            "on" | "1" if option && i > 0 => Some("true"),
+            "off" | "0" if option && i > 0 => Some("false"),
+            _ => None,
+        };
+        out.push_str(replacement.unwrap_or(body));
+        out.push_str(separator);
+        if !body.is_empty() {
+            previous = body.to_ascii_lowercase();
+        }
+    }
+    out.into()
 }
 
 /// Whether the next statement is a COPY whose data goes to or comes from

@@ -502,6 +502,57 @@ fn row_keys(t: &TableState, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
     Ok(encode_keys(&key_columns, batch.num_rows())?)
 }
 
+/// The one key a scan can match when its predicates fix every primary-key
+/// column to a value: the memtables then give that key's versions only.
+/// (The predicates still filter the rows, so this only narrows the input.)
+fn point_key(def: &TableDef, predicates: &[crate::Predicate]) -> Option<Vec<u8>> {
+    if def.key_columns.is_empty() {
+        return None;
+    }
+    let columns = def
+        .key_columns
+        .iter()
+        .map(|&column| {
+            let column = column as usize;
+            let value = predicates.iter().find_map(|p| match &p.op {
+                crate::PredicateOp::Eq(value) if p.column == column => Some(value),
+                _ => None,
+            })?;
+            key_array(value, def.schema.field(column).data_type())
+        })
+        .collect::<Option<Vec<ArrayRef>>>()?;
+    let mut keys = encode_keys(&columns, 1).ok()?;
+    keys.pop()
+}
+
+/// A one-value array of a key column's type, when the value fits it.
+fn key_array(value: &crate::Scalar, data_type: &arrow_schema::DataType) -> Option<ArrayRef> {
+    use crate::Scalar;
+    use arrow_array::{
+        BooleanArray, Date32Array, Int16Array, Int32Array, Int64Array, Int8Array, StringArray,
+    };
+    use arrow_schema::DataType;
+    Some(match (value, data_type) {
+        (Scalar::Int(v), DataType::Int8) => Arc::new(Int8Array::from(vec![i8::try_from(*v).ok()?])),
+        (Scalar::Int(v), DataType::Int16) => {
+            Arc::new(Int16Array::from(vec![i16::try_from(*v).ok()?]))
+        }
+        (Scalar::Int(v), DataType::Int32) => {
+            Arc::new(Int32Array::from(vec![i32::try_from(*v).ok()?]))
+        }
+        (Scalar::Int(v), DataType::Int64) => Arc::new(Int64Array::from(vec![*v])),
+        (Scalar::Int(v), DataType::Date32) => {
+            Arc::new(Date32Array::from(vec![i32::try_from(*v).ok()?]))
+        }
+        (Scalar::Boolean(v), DataType::Boolean) => Arc::new(BooleanArray::from(vec![*v])),
+        (Scalar::Bytes(v), DataType::Utf8) => {
+            Arc::new(StringArray::from(vec![std::str::from_utf8(v).ok()?]))
+        }
+        (Scalar::Bytes(v), DataType::Binary) => Arc::new(BinaryArray::from(vec![v.as_slice()])),
+        _ => return None,
+    })
+}
+
 fn plan_scan(
     cache: &Arc<ChunkCache>,
     table: &TableState,
@@ -538,9 +589,14 @@ fn plan_scan(
     if let Some(p) = pending {
         sources.push(Source::Memory(p.to_run(&needed, &run_schema)?));
     }
+    let point = point_key(&table.def, &options.predicates);
     for m in table.memtables() {
         if m.min_seq().is_some_and(|min| min <= seq) {
-            sources.push(Source::Memory(m.to_run(Some(seq), &needed, &run_schema)?));
+            let run = match &point {
+                Some(key) => m.to_run_for_key(key, Some(seq), &needed, &run_schema)?,
+                None => m.to_run(Some(seq), &needed, &run_schema)?,
+            };
+            sources.push(Source::Memory(run));
         }
     }
     for segment in table.segments() {
