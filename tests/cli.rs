@@ -322,6 +322,15 @@ Indexes:
 
 "
     );
+    assert_eq!(
+        run("\\d cheap"),
+        "                View \"public.cheap\"
+ Column |  Type   | Collation | Nullable | Default 
+--------+---------+-----------+----------+---------
+ id     | integer |           |          | 
+
+"
+    );
     assert!(run("\\l").contains(" basalt | basalt | UTF8     |"));
     assert!(run("\\di").contains(" public | items_pkey | index | basalt | items\n"));
     assert!(run("\\d+ items").contains("Access method: heap"));

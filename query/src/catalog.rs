@@ -55,7 +55,7 @@ impl std::fmt::Debug for SessionShared {
 }
 
 impl SessionShared {
-    fn session_state(&self) -> Option<SessionState> {
+    pub(crate) fn session_state(&self) -> Option<SessionState> {
         let state = self.state.read().upgrade()?;
         let snapshot = state.read().clone();
         Some(snapshot)
@@ -126,7 +126,7 @@ impl CatalogProvider for StorageCatalog {
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
         if name == crate::pgcatalog::PG_CATALOG {
             return Some(Arc::new(crate::pgcatalog::PgCatalogSchema {
-                db: self.shared.db.clone(),
+                shared: self.shared.clone(),
             }));
         }
         if name == INTERNAL_SCHEMA {

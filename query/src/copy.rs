@@ -15,7 +15,7 @@ use datafusion::sql::parser::Statement;
 use datafusion::sql::sqlparser::ast::{self, CopyLegacyCsvOption, CopyLegacyOption, CopyOption};
 use futures::{Stream, StreamExt};
 
-use crate::catalog::{storage_name, INTERNAL_SCHEMA};
+use crate::catalog::INTERNAL_SCHEMA;
 use crate::ddl::normalize;
 use crate::dml::quote_ident;
 use crate::error::{Error, Result};
@@ -819,14 +819,8 @@ impl Session {
         columns: &[ast::Ident],
         format: CopyFormat,
     ) -> Result<QueryResult> {
-        let (schema_name, table) = self.resolve(table_name)?;
-        let full = storage_name(&schema_name, &table);
-        let def = self.shared.db.table(&full).map_err(|e| match e {
-            basalt_storage::Error::TableNotFound(_) => {
-                Error::sql("42P01", format!("relation \"{table}\" does not exist"))
-            }
-            other => other.into(),
-        })?;
+        let target = self.target(table_name, None)?;
+        let (def, table) = (target.def, target.alias);
         let names: Vec<String> = if columns.is_empty() {
             def.schema
                 .fields()

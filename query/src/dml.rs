@@ -39,15 +39,19 @@ fn keyed_table(full: &str) -> String {
 }
 
 /// The target of a DML statement.
-struct Target {
-    full: String,
-    def: TableDef,
+pub(crate) struct Target {
+    pub(crate) full: String,
+    pub(crate) def: TableDef,
     /// How the statement's expressions name the table.
-    alias: String,
+    pub(crate) alias: String,
 }
 
 impl Session {
-    fn target(&self, name: &ast::ObjectName, alias: Option<&ast::Ident>) -> Result<Target> {
+    pub(crate) fn target(
+        &self,
+        name: &ast::ObjectName,
+        alias: Option<&ast::Ident>,
+    ) -> Result<Target> {
         let (schema, table) = self.resolve(name)?;
         let full = storage_name(&schema, &table);
         let def = self.shared.db.table(&full).map_err(|e| match e {

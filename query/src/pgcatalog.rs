@@ -663,7 +663,8 @@ fn attribute_rows(s: &Snapshot) -> Vec<Vec<ScalarValue>> {
                 text("i"),
                 text(if length < 0 { "x" } else { "p" }),
                 text(""),
-                boolean(!field.is_nullable()),
+                // Postgres never marks a view's columns NOT NULL.
+                boolean(!field.is_nullable() && r.kind != "v"),
                 boolean(field.metadata().contains_key(crate::catalog::DEFAULT_KEY)),
                 boolean(false),
                 text(""),
@@ -916,7 +917,29 @@ const PG_ROLES: &[(&str, DataType)] = &[
 /// The `pg_catalog` schema: every table built on demand.
 #[derive(Debug)]
 pub(crate) struct PgCatalogSchema {
-    pub db: Arc<Db>,
+    pub shared: Arc<crate::catalog::SessionShared>,
+}
+
+impl PgCatalogSchema {
+    /// A view's columns are those of its planned query.
+    async fn plan_view_columns(&self, snapshot: &mut Snapshot) {
+        let Some(state) = self.shared.session_state() else {
+            return;
+        };
+        for view in snapshot.relations.iter_mut().filter(|r| r.kind == "v") {
+            let Some(definition) = &view.definition else {
+                continue;
+            };
+            if let Ok(plan) = state.create_logical_plan(definition).await {
+                view.columns = plan
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone())
+                    .collect();
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -929,7 +952,10 @@ impl SchemaProvider for PgCatalogSchema {
         let Some((_, columns, rows)) = TABLES.iter().find(|t| t.0 == name) else {
             return Ok(None);
         };
-        let snapshot = Snapshot::take(&self.db);
+        let mut snapshot = Snapshot::take(&self.shared.db);
+        if matches!(name, "pg_attribute" | "pg_class") {
+            self.plan_view_columns(&mut snapshot).await;
+        }
         Ok(Some(Arc::new(build_table(columns, rows(&snapshot))?)))
     }
 
@@ -1197,6 +1223,7 @@ fn postgres_column_name(expr: &Expr) -> String {
             .and_then(|p| p.as_ident())
             .map_or_else(|| "?column?".to_string(), |i| i.value.to_ascii_lowercase()),
         Expr::Cast { expr, .. } | Expr::Nested(expr) => postgres_column_name(expr),
+        Expr::Case { .. } => "case".to_string(),
         Expr::Identifier(ident) => ident.value.clone(),
         Expr::CompoundIdentifier(parts) => {
             parts.last().map_or_else(String::new, |p| p.value.clone())
