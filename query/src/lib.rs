@@ -12,7 +12,7 @@ mod json;
 mod pgcatalog;
 mod pgfunctions;
 pub mod pgtext;
-mod pgtypes;
+pub mod pgtypes;
 pub mod prepare;
 mod sequences;
 mod session;

@@ -1,6 +1,6 @@
 //! Postgres type identities of Arrow columns: the type OID a column has in
-//! `pg_type` and `pg_attribute`, its type modifier, and the name
-//! `format_type` prints.
+//! `pg_type`, `pg_attribute` and the wire server's RowDescription, its type
+//! modifier, and the name `format_type` prints.
 
 use arrow_schema::{DataType, Field};
 
@@ -31,7 +31,7 @@ pub(crate) const TYPES: &[(i64, &str, i16, i64, &str)] = &[
 ];
 
 /// The OID of a column's type (text for types Postgres has no match for).
-pub(crate) fn type_oid(field: &Field) -> i64 {
+pub fn type_oid(field: &Field) -> i64 {
     match field.metadata().get(crate::PG_TYPE_KEY).map(String::as_str) {
         Some("uuid") => return 2950,
         Some("json") => return 114,
@@ -41,16 +41,21 @@ pub(crate) fn type_oid(field: &Field) -> i64 {
     data_type_oid(field.data_type())
 }
 
-fn data_type_oid(data_type: &DataType) -> i64 {
+/// The OID of an Arrow type (text for types Postgres has no match for).
+pub fn data_type_oid(data_type: &DataType) -> i64 {
     match data_type {
         DataType::Boolean => 16,
         DataType::Int8 | DataType::Int16 | DataType::UInt8 => 21,
         DataType::Int32 | DataType::UInt16 => 23,
-        DataType::Int64 | DataType::UInt32 | DataType::UInt64 => 20,
+        DataType::Int64 | DataType::UInt32 => 20,
+        // No Postgres integer holds every u64.
+        DataType::UInt64 | DataType::Decimal128(..) | DataType::Decimal256(..) => 1700,
         DataType::Float16 | DataType::Float32 => 700,
         DataType::Float64 => 701,
-        DataType::Decimal128(..) | DataType::Decimal256(..) => 1700,
-        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => 17,
+        DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView
+        | DataType::FixedSizeBinary(_) => 17,
         DataType::Date32 | DataType::Date64 => 1082,
         DataType::Timestamp(_, None) => 1114,
         DataType::Timestamp(_, Some(_)) => 1184,

@@ -9,7 +9,7 @@ use basalt_query::arrow::datatypes::{
     IntervalYearMonthType, Time64MicrosecondType, Time64NanosecondType, TimeUnit, UInt16Type,
     UInt32Type, UInt64Type, UInt8Type,
 };
-use basalt_query::{Param, PG_TYPE_KEY};
+use basalt_query::Param;
 use bytes::{BufMut, BytesMut};
 use pgwire::api::Type;
 
@@ -19,62 +19,22 @@ use crate::error::{Error, Result};
 const PG_EPOCH_DAYS: i32 = 10_957;
 const PG_EPOCH_MICROS: i64 = PG_EPOCH_DAYS as i64 * 86_400_000_000;
 
-/// The type a column goes out as. uuid and json(b) are stored as text and
-/// recognised by their field metadata.
+/// The type a column goes out as, the one the catalog lists too. uuid and
+/// json(b) are stored as text and recognised by their field metadata.
 pub fn column_type(field: &Field) -> Type {
-    match field.metadata().get(PG_TYPE_KEY).map(String::as_str) {
-        Some("uuid") => Type::UUID,
-        Some("json") => Type::JSON,
-        Some("jsonb") => Type::JSONB,
-        _ => data_type(field.data_type()),
-    }
+    from_oid(basalt_query::pgtypes::type_oid(field))
 }
 
 /// The Postgres type of an Arrow type; text for anything without one.
 pub fn data_type(data_type: &DataType) -> Type {
-    match data_type {
-        DataType::Boolean => Type::BOOL,
-        DataType::Int8 | DataType::Int16 | DataType::UInt8 => Type::INT2,
-        DataType::Int32 | DataType::UInt16 => Type::INT4,
-        DataType::Int64 | DataType::UInt32 => Type::INT8,
-        DataType::UInt64 | DataType::Decimal128(_, _) | DataType::Decimal256(_, _) => Type::NUMERIC,
-        DataType::Float16 | DataType::Float32 => Type::FLOAT4,
-        DataType::Float64 => Type::FLOAT8,
-        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => Type::BYTEA,
-        DataType::FixedSizeBinary(_) => Type::BYTEA,
-        DataType::Date32 | DataType::Date64 => Type::DATE,
-        DataType::Timestamp(_, None) => Type::TIMESTAMP,
-        DataType::Timestamp(_, Some(_)) => Type::TIMESTAMPTZ,
-        DataType::Time32(_) | DataType::Time64(_) => Type::TIME,
-        DataType::Interval(_) | DataType::Duration(_) => Type::INTERVAL,
-        DataType::List(item) | DataType::LargeList(item) | DataType::FixedSizeList(item, _) => {
-            array_of(&column_type(item))
-        }
-        _ => Type::TEXT,
-    }
+    from_oid(basalt_query::pgtypes::data_type_oid(data_type))
 }
 
-/// The array type whose elements are `element`.
-fn array_of(element: &Type) -> Type {
-    match *element {
-        Type::BOOL => Type::BOOL_ARRAY,
-        Type::INT2 => Type::INT2_ARRAY,
-        Type::INT4 => Type::INT4_ARRAY,
-        Type::INT8 => Type::INT8_ARRAY,
-        Type::FLOAT4 => Type::FLOAT4_ARRAY,
-        Type::FLOAT8 => Type::FLOAT8_ARRAY,
-        Type::NUMERIC => Type::NUMERIC_ARRAY,
-        Type::BYTEA => Type::BYTEA_ARRAY,
-        Type::DATE => Type::DATE_ARRAY,
-        Type::TIMESTAMP => Type::TIMESTAMP_ARRAY,
-        Type::TIMESTAMPTZ => Type::TIMESTAMPTZ_ARRAY,
-        Type::TIME => Type::TIME_ARRAY,
-        Type::INTERVAL => Type::INTERVAL_ARRAY,
-        Type::UUID => Type::UUID_ARRAY,
-        Type::JSON => Type::JSON_ARRAY,
-        Type::JSONB => Type::JSONB_ARRAY,
-        _ => Type::TEXT_ARRAY,
-    }
+fn from_oid(oid: i64) -> Type {
+    u32::try_from(oid)
+        .ok()
+        .and_then(Type::from_oid)
+        .unwrap_or(Type::TEXT)
 }
 
 /// Appends `array[row]` in binary format (without its length word); types
