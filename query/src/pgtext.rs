@@ -107,6 +107,43 @@ fn format_bytea(bytes: &[u8]) -> String {
     text
 }
 
+/// bytea from Postgres' hex (`\x0a1b`) or escape (`a\\b\001`) input form;
+/// None when the text is neither.
+pub fn decode_bytea(text: &str) -> Option<Vec<u8>> {
+    if let Some(hex) = text.strip_prefix("\\x") {
+        let digits: Vec<u32> = hex
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .map(|c| c.to_digit(16))
+            .collect::<Option<_>>()?;
+        if !digits.len().is_multiple_of(2) {
+            return None;
+        }
+        return Some(digits.chunks(2).map(|p| (p[0] * 16 + p[1]) as u8).collect());
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], bytes.get(i + 1)) {
+            (b'\\', Some(b'\\')) => {
+                out.push(b'\\');
+                i += 2;
+            }
+            (b'\\', _) => {
+                let octal = text.get(i + 1..i + 4)?;
+                out.push(u8::from_str_radix(octal, 8).ok()?);
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    Some(out)
+}
+
 fn format_timestamp(array: &dyn Array, row: usize, unit: &TimeUnit, zoned: bool) -> String {
     use arrow_array::types::*;
     let micros = match unit {

@@ -347,30 +347,19 @@ pub fn text_param(bytes: &[u8], pg_type: &Type) -> Result<Param> {
     let text = std::str::from_utf8(bytes)
         .map_err(|_| Error::sql("22021", "invalid byte sequence for encoding \"UTF8\""))?;
     if *pg_type == Type::BYTEA {
-        return Ok(Param::Bytes(match text.strip_prefix("\\x") {
-            Some(hex) => decode_hex(hex)?,
-            None => bytes.to_vec(),
-        }));
+        return basalt_query::pgtext::decode_bytea(text)
+            .map(Param::Bytes)
+            .ok_or_else(|| {
+                Error::sql(
+                    "22P02",
+                    format!("invalid input syntax for type bytea: \"{text}\""),
+                )
+            });
     }
     Ok(Param::Text {
         text: text.to_string(),
         sql_type: cast_type(pg_type, text),
     })
-}
-
-fn decode_hex(hex: &str) -> Result<Vec<u8>> {
-    let invalid = || Error::sql("22P02", format!("invalid hexadecimal data: \"{hex}\""));
-    if !hex.len().is_multiple_of(2) {
-        return Err(invalid());
-    }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| {
-            hex.get(i..i + 2)
-                .and_then(|b| u8::from_str_radix(b, 16).ok())
-                .ok_or_else(invalid)
-        })
-        .collect()
 }
 
 /// A parameter sent in binary format, turned into its text form.
