@@ -13,6 +13,7 @@ mod pgcatalog;
 mod pgfunctions;
 pub mod pgtext;
 pub mod pgtypes;
+mod pointget;
 pub mod prepare;
 mod sequences;
 mod session;

@@ -509,6 +509,14 @@ impl Session {
                     _ => Err(Error::not_supported("this form of COPY")),
                 }
             }
+            ast::Statement::Query(query) => match self.point_select(&query)? {
+                Some(result) => Ok(result),
+                None => {
+                    let query = ast::Statement::Query(query);
+                    self.run_datafusion(Statement::Statement(Box::new(query)))
+                        .await
+                }
+            },
             other => {
                 self.run_datafusion(Statement::Statement(Box::new(other)))
                     .await
