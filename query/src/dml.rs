@@ -87,14 +87,10 @@ impl Session {
         let alias = insert.table_alias.take().map(|a| a.alias);
         let target = self.target(name, alias.as_ref())?;
         rewrite_values(&mut insert, &target.def.schema)?;
-        let statement = Statement::Statement(Box::new(ast::Statement::Insert(insert)));
-        let plan = self.plan(statement).await?;
-        let LogicalPlan::Dml(dml) = plan else {
-            return Err(Error::sql("XX000", "INSERT did not plan as DML"));
+        let rows = match self.constant_rows(&insert, &target)? {
+            Some(rows) => vec![rows],
+            None => self.planned_rows(insert, &target).await?,
         };
-        let rows = self
-            .collect_plan(dml.input.as_ref().clone(), &target)
-            .await?;
         let action = match on {
             None => None,
             Some(OnInsert::OnConflict(on_conflict)) => {
@@ -108,6 +104,19 @@ impl Session {
         };
         let written = self.write_inserted(&target, rows, action).await?;
         self.finish(&target, returning, written, "INSERT").await
+    }
+
+    async fn planned_rows(
+        &mut self,
+        insert: ast::Insert,
+        target: &Target,
+    ) -> Result<Vec<RecordBatch>> {
+        let statement = Statement::Statement(Box::new(ast::Statement::Insert(insert)));
+        let plan = self.plan(statement).await?;
+        let LogicalPlan::Dml(dml) = plan else {
+            return Err(Error::sql("XX000", "INSERT did not plan as DML"));
+        };
+        self.collect_plan(dml.input.as_ref().clone(), target).await
     }
 
     /// The rows of the INSERT's source, in the table's column types, with
@@ -244,6 +253,11 @@ impl Session {
         }
         let (name, alias) = table_of(&update.table)?;
         let target = self.target(&name, alias.as_ref())?;
+        if let Some(written) = self.point_update(&target, &update)? {
+            return self
+                .finish(&target, update.returning, written, "UPDATE")
+                .await;
+        }
         let mut from = format!(
             "{} AS {}",
             keyed_table(&target.full),
@@ -348,7 +362,7 @@ impl Session {
 
     /// Writes `new_rows` in place of the rows stored under `old_keys`,
     /// refusing a key another row already holds.
-    fn replace_rows(
+    pub(crate) fn replace_rows(
         &mut self,
         target: &Target,
         old_keys: Vec<Vec<u8>>,
@@ -554,7 +568,11 @@ fn table_of(table: &TableWithJoins) -> Result<(ast::ObjectName, Option<ast::Iden
 
 /// Rows as the table's schema: NOT NULL checked with the column named, as
 /// Postgres reports it.
-fn conform(schema: &SchemaRef, table: &str, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
+pub(crate) fn conform(
+    schema: &SchemaRef,
+    table: &str,
+    columns: Vec<ArrayRef>,
+) -> Result<RecordBatch> {
     for (field, column) in schema.fields().iter().zip(&columns) {
         if !field.is_nullable() && column.null_count() > 0 {
             return Err(Error::sql(
@@ -604,7 +622,7 @@ fn is_uuid(text: &str) -> bool {
 
 /// A SET value in the column's type; a value the type cannot hold is an
 /// error, not a NULL.
-fn cast_value(value: &ArrayRef, field: &Field) -> Result<ArrayRef> {
+pub(crate) fn cast_value(value: &ArrayRef, field: &Field) -> Result<ArrayRef> {
     if value.data_type() == field.data_type() {
         return Ok(value.clone());
     }

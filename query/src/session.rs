@@ -231,7 +231,22 @@ enum Block {
 
 /// Autocommit DML that loses a write conflict runs again on a fresh
 /// snapshot, as Postgres' READ COMMITTED would; this bounds the retries.
-const AUTOCOMMIT_RETRIES: usize = 8;
+const AUTOCOMMIT_RETRIES: u32 = 32;
+
+/// The pause before retry `attempt`: growing, capped, and jittered so that
+/// writers colliding on one row do not collide again in step. Without it a
+/// statement that never awaits (a point UPDATE) retries faster than the
+/// winner can commit.
+fn retry_backoff(attempt: u32) -> std::time::Duration {
+    let ceiling_micros = (20u64 << attempt.min(8)).min(5_000);
+    let jitter = u64::from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0),
+    );
+    std::time::Duration::from_micros(ceiling_micros / 2 + jitter % (ceiling_micros / 2 + 1))
+}
 
 /// One connection's SQL state. Sessions are independent: many can run at
 /// once on one [`Database`], each with its own transaction.
@@ -389,6 +404,8 @@ impl Session {
                     if attempt < AUTOCOMMIT_RETRIES =>
                 {
                     attempt += 1;
+                    let pause = retry_backoff(attempt);
+                    let _ = tokio::task::spawn_blocking(move || std::thread::sleep(pause)).await;
                 }
                 other => return other,
             }

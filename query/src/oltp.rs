@@ -1,28 +1,34 @@
-//! Primary-key point SELECTs without DataFusion: `SELECT cols FROM t WHERE
-//! key = literal [AND ...]` over a stored table reads the one row with
-//! [`basalt_storage::Transaction::get`] and projects it.
+//! OLTP statements without DataFusion: primary-key point SELECTs and
+//! UPDATEs (a get, and for an UPDATE a put), and INSERT ... VALUES of
+//! constants.
 //!
-//! Planning such a query costs far more than answering it (SessionState
-//! clones, every optimizer pass, the physical planner), and it is what an
-//! OLTP client sends most; `pgbench -S` is nothing else. The shape accepted
-//! is narrow on purpose: anything this module does not recognise exactly
-//! (an expression, a literal needing coercion, a view, a join) goes to
-//! DataFusion, so both paths give the same answer.
+//! Planning such a statement costs far more than running it (SessionState
+//! clones, every optimizer pass, the physical planner), and they are what
+//! an OLTP client sends most; pgbench's `-S` and `-N` are nothing else. The
+//! shapes accepted are narrow on purpose: anything this module does not
+//! recognise exactly (an expression, a literal needing coercion, a view, a
+//! join, a column default) goes to DataFusion, so both paths give the same
+//! answer. Where they differ it is this path that follows Postgres:
+//! integer overflow is 22003 here.
 
 use std::sync::Arc;
 
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
 use arrow_array::{
-    ArrayRef, Int16Array, Int32Array, Int64Array, Int8Array, LargeStringArray, RecordBatch,
-    StringArray, UInt16Array, UInt32Array, UInt64Array, UInt8Array,
+    new_null_array, ArrayRef, Int16Array, Int32Array, Int64Array, Int8Array, LargeStringArray,
+    RecordBatch, StringArray, UInt16Array, UInt32Array, UInt64Array, UInt8Array,
 };
-use arrow_schema::{DataType, Field, Schema};
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use basalt_storage::TableDef;
+use datafusion::arrow::compute::{cast, concat};
 use datafusion::sql::sqlparser::ast::{
     self, BinaryOperator, Expr, GroupByExpr, SelectItem, SetExpr, TableFactor, UnaryOperator, Value,
 };
 
 use crate::catalog::storage_name;
 use crate::ddl::normalize;
+use crate::dml::{cast_value, conform, Target};
 use crate::error::{Error, Result};
 use crate::session::{QueryResult, Session};
 
@@ -315,6 +321,345 @@ fn integer_array(value: i64, data_type: &DataType) -> Option<ArrayRef> {
         DataType::UInt64 => Arc::new(UInt64Array::from(vec![u64::try_from(value).ok()?])),
         _ => return None,
     })
+}
+
+/// What a point UPDATE's `SET col = value` computes from the old row.
+enum NewValue {
+    /// Another column of the row.
+    Column(usize),
+    /// A constant, in the assigned column's type.
+    Constant(ArrayRef),
+    /// An integer column plus a constant, in Postgres' integer arithmetic.
+    Sum { column: usize, addend: i64 },
+}
+
+/// A point UPDATE's SET list: schema index and what it becomes.
+type Assignments = Vec<(usize, NewValue)>;
+
+impl Session {
+    /// Runs an UPDATE whose WHERE fixes the primary key and whose SET values
+    /// are constants, columns or `column ± integer`, as a get and a put;
+    /// `None` sends it through DataFusion. Returns the rows written.
+    pub(crate) fn point_update(
+        &mut self,
+        target: &Target,
+        update: &ast::Update,
+    ) -> Result<Option<Vec<RecordBatch>>> {
+        let Some((key, assignments)) = recognise_update(target, update) else {
+            return Ok(None);
+        };
+        let Some(old) = self.shared.with_reader(|r| r.get(&target.full, &key))? else {
+            return Ok(Some(Vec::new()));
+        };
+        let schema = &target.def.schema;
+        let mut columns = old.columns().to_vec();
+        for (index, value) in assignments {
+            let field = schema.field(index);
+            columns[index] = match value {
+                NewValue::Column(source) => cast_value(old.column(source), field)?,
+                NewValue::Constant(array) => array,
+                NewValue::Sum { column, addend } => sum(old.column(column), addend, field)?,
+            };
+        }
+        let new_row = conform(schema, &target.full, columns)?;
+        self.replace_rows(target, vec![key], &new_row)?;
+        Ok(Some(vec![new_row]))
+    }
+}
+
+fn recognise_update(
+    target: &Target,
+    update: &ast::Update,
+) -> Option<(Vec<u8>, Assignments)> {
+    if update.from.is_some() || update.output.is_some() || update.or.is_some() {
+        return None;
+    }
+    let def = &target.def;
+    let key = key_of(update.selection.as_ref()?, def, &target.alias)?;
+    let mut assignments: Vec<(usize, NewValue)> = Vec::new();
+    for assignment in &update.assignments {
+        let ast::AssignmentTarget::ColumnName(name) = &assignment.target else {
+            return None;
+        };
+        let [part] = name.0.as_slice() else {
+            return None;
+        };
+        let index = def.schema.index_of(&normalize(part.as_ident()?)).ok()?;
+        let data_type = def.schema.field(index).data_type();
+        if assignments.iter().any(|(i, _)| *i == index) || data_type == &DataType::Binary {
+            return None;
+        }
+        let value = new_value(&assignment.value, def, &target.alias, data_type)?;
+        assignments.push((index, value));
+    }
+    Some((key, assignments))
+}
+
+fn new_value(
+    expr: &Expr,
+    def: &TableDef,
+    qualifier: &str,
+    data_type: &DataType,
+) -> Option<NewValue> {
+    if let Some(column) = column_of(expr, def, qualifier) {
+        return Some(NewValue::Column(column));
+    }
+    if let Expr::Value(value) = expr {
+        if value.value == Value::Null {
+            return Some(NewValue::Constant(new_null_array(data_type, 1)));
+        }
+    }
+    if let Some(constant) = key_value(expr, data_type) {
+        return Some(NewValue::Constant(constant));
+    }
+    let Expr::BinaryOp { left, op, right } = expr else {
+        return None;
+    };
+    let integer = |e: &Expr| match literal(e)? {
+        (text, Class::Integer) => text.trim().parse::<i64>().ok(),
+        _ => None,
+    };
+    let integer_column = |e: &Expr| {
+        column_of(e, def, qualifier).filter(|&c| is_integer(def.schema.field(c).data_type()))
+    };
+    if !is_integer(data_type) {
+        return None;
+    }
+    match op {
+        BinaryOperator::Plus => match (integer_column(left), integer_column(right)) {
+            (Some(column), None) => Some(NewValue::Sum {
+                column,
+                addend: integer(right)?,
+            }),
+            (None, Some(column)) => Some(NewValue::Sum {
+                column,
+                addend: integer(left)?,
+            }),
+            _ => None,
+        },
+        BinaryOperator::Minus => Some(NewValue::Sum {
+            column: integer_column(left)?,
+            addend: integer(right)?.checked_neg()?,
+        }),
+        _ => None,
+    }
+}
+
+fn is_integer(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Int16 | DataType::Int32 | DataType::Int64
+    )
+}
+
+/// `column + addend` in the type Postgres computes it in (the wider of the
+/// column's and the constant's: int4 unless the constant needs int8), then
+/// stored in `field`'s type; overflow is 22003, as in Postgres.
+fn sum(column: &ArrayRef, addend: i64, field: &Field) -> Result<ArrayRef> {
+    let values = cast(column, &DataType::Int64).map_err(|e| Error::from_datafusion(e.into()))?;
+    let values = values.as_primitive::<Int64Type>();
+    let constant_type = match i32::try_from(addend) {
+        Ok(_) => DataType::Int32,
+        Err(_) => DataType::Int64,
+    };
+    let arithmetic_type = match (column.data_type(), constant_type) {
+        (DataType::Int64, _) | (_, DataType::Int64) => DataType::Int64,
+        _ => DataType::Int32,
+    };
+    let mut sums = Vec::with_capacity(values.len());
+    for value in values.iter() {
+        let sum = match value {
+            Some(value) => {
+                let sum = value
+                    .checked_add(addend)
+                    .filter(|s| fits(*s, &arithmetic_type))
+                    .ok_or_else(|| out_of_range(&arithmetic_type))?;
+                if !fits(sum, field.data_type()) {
+                    return Err(out_of_range(field.data_type()));
+                }
+                Some(sum)
+            }
+            None => None,
+        };
+        sums.push(sum);
+    }
+    let sums: ArrayRef = Arc::new(Int64Array::from(sums));
+    cast(&sums, field.data_type()).map_err(|e| Error::from_datafusion(e.into()))
+}
+
+fn fits(value: i64, data_type: &DataType) -> bool {
+    match data_type {
+        DataType::Int16 => i16::try_from(value).is_ok(),
+        DataType::Int32 => i32::try_from(value).is_ok(),
+        _ => true,
+    }
+}
+
+fn out_of_range(data_type: &DataType) -> Error {
+    let name = match data_type {
+        DataType::Int16 => "smallint",
+        DataType::Int32 => "integer",
+        _ => "bigint",
+    };
+    Error::sql("22003", format!("{name} out of range"))
+}
+
+impl Session {
+    /// The rows of an `INSERT ... VALUES` whose values are all constants, in
+    /// the table's types, with omitted columns NULL; `None` sends the
+    /// statement through DataFusion (also when an omitted column has a
+    /// default).
+    pub(crate) fn constant_rows(
+        &self,
+        insert: &ast::Insert,
+        target: &Target,
+    ) -> Result<Option<RecordBatch>> {
+        let schema = &target.def.schema;
+        let Some(targets) = insert_targets(insert, &target.def) else {
+            return Ok(None);
+        };
+        let Some(rows) = insert.source.as_deref().and_then(values_rows) else {
+            return Ok(None);
+        };
+        let width = rows[0].len();
+        if width > targets.len() {
+            return Err(Error::sql(
+                "42601",
+                "INSERT has more expressions than target columns",
+            ));
+        }
+        if width < targets.len() {
+            if !insert.columns.is_empty() {
+                return Err(Error::sql(
+                    "42601",
+                    "INSERT has more target columns than expressions",
+                ));
+            }
+            return Ok(None);
+        }
+        let now = self.utc_clock().then(chrono::Utc::now);
+        let mut columns: Vec<Option<ArrayRef>> = vec![None; schema.fields().len()];
+        for (position, &index) in targets.iter().enumerate() {
+            let data_type = schema.field(index).data_type();
+            let mut values = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let Some(value) = row.get(position).and_then(|e| constant(e, data_type, now))
+                else {
+                    return Ok(None);
+                };
+                values.push(value);
+            }
+            let values: Vec<&dyn arrow_array::Array> = values.iter().map(|v| v.as_ref()).collect();
+            columns[index] = Some(concat(&values).map_err(|e| Error::from_datafusion(e.into()))?);
+        }
+        let mut filled = Vec::with_capacity(columns.len());
+        for (field, column) in schema.fields().iter().zip(columns) {
+            match column {
+                Some(column) => filled.push(column),
+                None if field.metadata().contains_key(crate::catalog::DEFAULT_KEY) => {
+                    return Ok(None)
+                }
+                None => filled.push(new_null_array(field.data_type(), rows.len())),
+            }
+        }
+        conform(schema, &target.full, filled).map(Some)
+    }
+
+    /// Whether CURRENT_TIMESTAMP's wall-clock reading is UTC's, as a
+    /// `timestamp` column would store it.
+    fn utc_clock(&self) -> bool {
+        self.settings.get("timezone").is_some_and(|tz| {
+            matches!(
+                tz.to_ascii_uppercase().as_str(),
+                "UTC" | "ETC/UTC" | "GMT" | "Z" | "ZULU"
+            )
+        })
+    }
+}
+
+/// The schema indexes an INSERT names, when each names a column once and
+/// there are values for exactly those.
+fn insert_targets(insert: &ast::Insert, def: &TableDef) -> Option<Vec<usize>> {
+    if insert.columns.is_empty() {
+        return Some((0..def.schema.fields().len()).collect());
+    }
+    let mut targets = Vec::with_capacity(insert.columns.len());
+    for column in &insert.columns {
+        let [part] = column.0.as_slice() else {
+            return None;
+        };
+        let index = def.schema.index_of(&normalize(part.as_ident()?)).ok()?;
+        if targets.contains(&index) {
+            return None;
+        }
+        targets.push(index);
+    }
+    Some(targets)
+}
+
+/// The rows of a bare `VALUES (...), (...)` source.
+fn values_rows(source: &ast::Query) -> Option<Vec<&[Expr]>> {
+    let bare = source.with.is_none()
+        && source.order_by.is_none()
+        && source.limit_clause.is_none()
+        && source.fetch.is_none();
+    let SetExpr::Values(values) = source.body.as_ref() else {
+        return None;
+    };
+    let rows: Vec<&[Expr]> = values
+        .rows
+        .iter()
+        .map(|row| row.content.as_slice())
+        .collect();
+    let width = rows.first()?.len();
+    (bare && rows.iter().all(|row| row.len() == width)).then_some(rows)
+}
+
+/// A constant as a one-element array of `data_type`: NULL, a plain literal
+/// (see [`key_value`]), or CURRENT_TIMESTAMP / now() when `now` is known.
+fn constant(
+    expr: &Expr,
+    data_type: &DataType,
+    now: Option<chrono::DateTime<chrono::Utc>>,
+) -> Option<ArrayRef> {
+    if let Expr::Value(value) = expr {
+        if value.value == Value::Null {
+            return Some(new_null_array(data_type, 1));
+        }
+    }
+    if let Some(value) = key_value(expr, data_type) {
+        return Some(value);
+    }
+    let Expr::Function(function) = expr else {
+        return None;
+    };
+    let name = function.name.to_string().to_ascii_lowercase();
+    let no_arguments = match &function.args {
+        ast::FunctionArguments::None => true,
+        ast::FunctionArguments::List(list) => list.args.is_empty() && list.clauses.is_empty(),
+        ast::FunctionArguments::Subquery(_) => false,
+    };
+    if !(matches!(name.as_str(), "current_timestamp" | "now") && no_arguments)
+        || function.filter.is_some()
+        || function.over.is_some()
+    {
+        return None;
+    }
+    let nanos = now?.timestamp_nanos_opt()?;
+    let DataType::Timestamp(unit, zone) = data_type else {
+        return None;
+    };
+    if zone.as_deref().is_some_and(|z| z != "+00:00" && z != "UTC") {
+        return None;
+    }
+    let value = match unit {
+        TimeUnit::Second => nanos / 1_000_000_000,
+        TimeUnit::Millisecond => nanos / 1_000_000,
+        TimeUnit::Microsecond => nanos / 1_000,
+        TimeUnit::Nanosecond => nanos,
+    };
+    let array: ArrayRef = Arc::new(Int64Array::from(vec![value]));
+    cast(&array, data_type).ok()
 }
 
 #[cfg(test)]
