@@ -367,10 +367,7 @@ impl Session {
     }
 }
 
-fn recognise_update(
-    target: &Target,
-    update: &ast::Update,
-) -> Option<(Vec<u8>, Assignments)> {
+fn recognise_update(target: &Target, update: &ast::Update) -> Option<(Vec<u8>, Assignments)> {
     if update.from.is_some() || update.output.is_some() || update.or.is_some() {
         return None;
     }
