@@ -352,6 +352,59 @@ async fn errors_carry_sqlstate_and_leave_the_connection_usable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_multi_statement_query_is_one_implicit_transaction() {
+    let server = TestServer::start().await;
+    let client = server.connect().await;
+    client
+        .batch_execute("CREATE TABLE m (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    let err = client
+        .batch_execute(
+            "INSERT INTO m VALUES (1); INSERT INTO m VALUES (2); INSERT INTO m VALUES (1)",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "23505");
+    let ids = |client: tokio_postgres::Client| async move {
+        let rows = client
+            .query("SELECT id FROM m ORDER BY id", &[])
+            .await
+            .unwrap();
+        let ids: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
+        (client, ids)
+    };
+    // Nothing of the failed query stays, and the connection is idle again.
+    let (client, kept) = ids(client).await;
+    assert_eq!(kept, Vec::<i32>::new());
+    // Results of every statement come back, read before the commit.
+    let messages = client
+        .simple_query("INSERT INTO m VALUES (1); SELECT count(*) FROM m; INSERT INTO m VALUES (2)")
+        .await
+        .unwrap();
+    let counted = messages.iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+        _ => None,
+    });
+    assert_eq!(counted.as_deref(), Some("1"));
+    // A COMMIT inside ends the implicit transaction; a BEGIN makes it a
+    // block the client then ends.
+    client
+        .batch_execute("INSERT INTO m VALUES (3); COMMIT; INSERT INTO m VALUES (1)")
+        .await
+        .unwrap_err();
+    client
+        .batch_execute("INSERT INTO m VALUES (4); BEGIN; INSERT INTO m VALUES (5)")
+        .await
+        .unwrap();
+    assert!(!client.is_closed());
+    client.batch_execute("ROLLBACK").await.unwrap();
+    let (_client, kept) = ids(client).await;
+    assert_eq!(kept, vec![1, 2, 3]);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn copy_streams_rows_in_and_out() {
     use futures::{SinkExt, TryStreamExt};
     use std::io::Cursor;

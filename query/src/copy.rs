@@ -807,6 +807,10 @@ impl Session {
         let ast::Statement::Insert(insert) = *insert else {
             return Err(Error::sql("XX000", "COPY's INSERT did not parse"));
         };
+        // A COPY from the client outlives the query message that started it:
+        // it leaves a multi-statement query's implicit transaction
+        // (committing what came before it) to be its own.
+        self.end_implicit(true)?;
         let autocommit = !self.in_transaction();
         if autocommit {
             *self.shared.txn.lock() = Some(self.shared.db.begin());

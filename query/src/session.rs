@@ -142,6 +142,7 @@ impl Database {
             shared,
             sequences: self.sequences.clone(),
             block: Block::None,
+            implicit: false,
             settings: Settings::default(),
             copy_in: None,
         }
@@ -206,6 +207,22 @@ impl QueryResult {
         }
     }
 
+    /// The result with its rows read into memory, so that the statements
+    /// after it may run (and commit) before the client reads them.
+    pub async fn materialized(self) -> Result<QueryResult> {
+        match self {
+            QueryResult::Rows {
+                command,
+                schema,
+                stream,
+            } => {
+                let batches = stream.try_collect().await.map_err(Error::from_datafusion)?;
+                Ok(QueryResult::rows(command, schema, batches))
+            }
+            other => Ok(other),
+        }
+    }
+
     /// Reads every row; a command gives none.
     pub async fn collect(self) -> Result<Vec<RecordBatch>> {
         match self {
@@ -255,6 +272,9 @@ pub struct Session {
     pub(crate) shared: Arc<SessionShared>,
     pub(crate) sequences: Arc<Sequences>,
     block: Block,
+    /// The open block is the implicit transaction of a multi-statement
+    /// query ([`Session::begin_implicit`]), not a BEGIN.
+    implicit: bool,
     pub(crate) settings: Settings,
     /// The COPY FROM STDIN waiting for data, if any.
     pub(crate) copy_in: Option<crate::copy::CopyIn>,
@@ -262,12 +282,57 @@ pub struct Session {
 
 impl Session {
     /// Runs every statement in `sql` and returns the last one's result.
+    /// Several statements run as one implicit transaction, as a Postgres
+    /// simple query does: an error keeps none of their writes.
     pub async fn execute(&mut self, sql: &str) -> Result<QueryResult> {
+        let statements = self.parse(sql)?;
+        let several = statements.len() > 1;
         let mut last = QueryResult::Empty;
-        for statement in self.parse(sql)? {
-            last = self.execute_statement(statement).await?;
+        for statement in statements {
+            if several {
+                self.begin_implicit();
+            }
+            match self.execute_statement(statement).await {
+                Ok(result) if several => last = QueryResult::materialized(result).await?,
+                Ok(result) => last = result,
+                Err(e) => {
+                    self.end_implicit(false)?;
+                    return Err(e);
+                }
+            }
         }
+        self.end_implicit(true)?;
         Ok(last)
+    }
+
+    /// Opens the implicit transaction the statements of one multi-statement
+    /// query share, unless a block is already open. A BEGIN among them
+    /// turns it into an ordinary block; a COMMIT ends it, and the next
+    /// statement opens another.
+    pub fn begin_implicit(&mut self) {
+        if self.block == Block::None {
+            *self.shared.txn.lock() = Some(self.shared.db.begin());
+            self.block = Block::Open;
+            self.implicit = true;
+        }
+    }
+
+    /// Ends the implicit transaction, if one is open: committed when
+    /// `commit` and no statement failed, else rolled back.
+    pub fn end_implicit(&mut self, commit: bool) -> Result<()> {
+        if !std::mem::take(&mut self.implicit) {
+            return Ok(());
+        }
+        let ok = commit && self.block == Block::Open;
+        self.block = Block::None;
+        match self.shared.txn.lock().take() {
+            Some(txn) if ok => txn.commit().map(|_| ()).map_err(Error::from),
+            Some(txn) => {
+                txn.rollback();
+                Ok(())
+            }
+            None => Ok(()),
+        }
     }
 
     /// Runs `sql` and collects the rows of its last statement.
@@ -325,8 +390,12 @@ impl Session {
         self.block != Block::None
     }
 
-    /// The transaction status byte Postgres reports in ReadyForQuery.
+    /// The transaction status byte Postgres reports in ReadyForQuery; an
+    /// implicit transaction is reported idle, as Postgres does.
     pub fn transaction_status(&self) -> u8 {
+        if self.implicit {
+            return b'I';
+        }
         match self.block {
             Block::None => b'I',
             Block::Open => b'T',
@@ -419,6 +488,7 @@ impl Session {
         };
         let tag = match inner.as_ref() {
             ast::Statement::StartTransaction { .. } => {
+                self.implicit = false;
                 if self.block == Block::None {
                     *self.shared.txn.lock() = Some(self.shared.db.begin());
                     self.block = Block::Open;
@@ -427,6 +497,7 @@ impl Session {
                 "BEGIN"
             }
             ast::Statement::Commit { chain: false, .. } => {
+                self.implicit = false;
                 let txn = self.shared.txn.lock().take();
                 let failed = self.block == Block::Failed;
                 self.block = Block::None;
@@ -446,6 +517,7 @@ impl Session {
                 chain: false,
                 savepoint: None,
             } => {
+                self.implicit = false;
                 if let Some(txn) = self.shared.txn.lock().take() {
                     txn.rollback();
                 }
@@ -619,9 +691,16 @@ impl Session {
     }
 
     /// DDL takes effect at once, outside any transaction; a block that has
-    /// not written yet moves to a snapshot that sees it.
+    /// not written yet moves to a snapshot that sees it. An implicit
+    /// transaction commits its writes first: DDL splits it in two.
     pub(crate) fn before_ddl(&mut self) -> Result<()> {
         let mut txn = self.shared.txn.lock();
+        if self.implicit && txn.as_ref().is_some_and(|t| !t.is_empty()) {
+            if let Some(written) = txn.take() {
+                written.commit()?;
+            }
+            *txn = Some(self.shared.db.begin());
+        }
         match txn.as_ref() {
             Some(open) if !open.is_empty() => Err(Error::sql(
                 "0A000",

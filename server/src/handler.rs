@@ -228,29 +228,6 @@ fn batch_rows(batch: &RecordBatch, fields: &[FieldInfo]) -> Vec<DataRow> {
         .collect()
 }
 
-/// Rows of a statement that is not the last of a simple query are read
-/// before the next statement runs, as Postgres runs them in order.
-async fn materialize(result: QueryResult) -> Result<QueryResult, Error> {
-    match result {
-        QueryResult::Rows {
-            command,
-            schema,
-            stream,
-        } => {
-            let batches: Vec<_> = stream.collect().await;
-            let stream = stream::iter(batches);
-            Ok(QueryResult::Rows {
-                command,
-                schema: schema.clone(),
-                stream: Box::pin(basalt_query::stream::RecordBatchStreamAdapter::new(
-                    schema, stream,
-                )),
-            })
-        }
-        other => Ok(other),
-    }
-}
-
 #[async_trait]
 impl SimpleQueryHandler for Connection {
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
@@ -266,10 +243,16 @@ impl SimpleQueryHandler for Connection {
         let statements = session.parse(query).map_err(to_pgwire)?;
         let count = statements.len();
         let mut responses = Vec::with_capacity(count);
-        for (i, statement) in statements.into_iter().enumerate() {
+        let mut failed = false;
+        for statement in statements {
+            // Several statements share one implicit transaction, and
+            // every result is read before it commits.
+            if count > 1 {
+                session.begin_implicit();
+            }
             let before = session.transaction_status();
             let outcome = match self.run(&mut session, &signal, statement).await {
-                Ok(result) if i + 1 < count => materialize(result).await,
+                Ok(result) if count > 1 => result.materialized().await.map_err(Error::from),
                 other => other,
             };
             match outcome {
@@ -292,9 +275,13 @@ impl SimpleQueryHandler for Connection {
                 Err(e) => {
                     // Postgres stops a multi-statement query at its first error.
                     responses.push(Response::Error(Box::new(e.to_error_info())));
+                    failed = true;
                     break;
                 }
             }
+        }
+        if let Err(e) = session.end_implicit(!failed) {
+            responses.push(Response::Error(Box::new(Error::from(e).to_error_info())));
         }
         Ok(responses)
     }
