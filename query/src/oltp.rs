@@ -233,7 +233,8 @@ fn key_of(selection: &Expr, def: &TableDef, qualifier: &str) -> Option<Vec<u8>> 
     Some(key)
 }
 
-fn conjuncts<'a>(expr: &'a Expr, out: &mut Vec<&'a Expr>) {
+/// The operands of a chain of ANDs, parentheses looked through.
+pub(crate) fn conjuncts<'a>(expr: &'a Expr, out: &mut Vec<&'a Expr>) {
     match expr {
         Expr::BinaryOp {
             left,

@@ -1356,19 +1356,9 @@ fn take_outer_conditions(query: &mut ast::Query) -> Option<Expr> {
 }
 
 fn conjuncts(expr: Expr) -> Vec<Expr> {
-    match expr {
-        Expr::BinaryOp {
-            left,
-            op: BinaryOperator::And,
-            right,
-        } => {
-            let mut all = conjuncts(*left);
-            all.extend(conjuncts(*right));
-            all
-        }
-        Expr::Nested(inner) => conjuncts(*inner),
-        other => vec![other],
-    }
+    let mut parts = Vec::new();
+    crate::oltp::conjuncts(&expr, &mut parts);
+    parts.into_iter().cloned().collect()
 }
 
 fn and_all(exprs: Vec<Expr>) -> Option<Expr> {
