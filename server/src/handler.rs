@@ -11,7 +11,10 @@ use futures::{stream, Sink, SinkExt, Stream, StreamExt};
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{CopyResponse, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::results::{
+    CopyResponse, DescribePortalResponse, DescribeResponse, DescribeStatementResponse, FieldInfo,
+    QueryResponse, Response, Tag,
+};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::DEFAULT_NAME;
@@ -19,7 +22,10 @@ use pgwire::api::{ClientInfo, ClientPortalStore, Type};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::data::DataRow;
-use pgwire::messages::extendedquery::{Bind, BindComplete};
+use pgwire::messages::data::{NoData, ParameterDescription, RowDescription};
+use pgwire::messages::extendedquery::{
+    Bind, BindComplete, Describe, TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
+};
 use pgwire::messages::response::TransactionStatus;
 use pgwire::messages::PgWireBackendMessage;
 use tokio::sync::Mutex;
@@ -364,6 +370,41 @@ impl ExtendedQueryHandler for Connection {
         Ok(self.response(result, before, after, &portal.result_column_format, signal))
     }
 
+    /// pgwire's own Describe, except that the answer is queued for the
+    /// Sync's (or Flush's) write rather than written at once.
+    async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        match message.target_type {
+            TARGET_TYPE_BYTE_STATEMENT => match client.portal_store().get_statement(name) {
+                Some(Entry::Value(statement)) => {
+                    let described = self.do_describe_statement(client, &statement).await?;
+                    queue_description(client, &described).await
+                }
+                Some(Entry::Empty) => {
+                    queue_description(client, &DescribeStatementResponse::no_data()).await
+                }
+                None => Err(PgWireError::StatementNotFound(name.to_owned())),
+            },
+            TARGET_TYPE_BYTE_PORTAL => match client.portal_store().get_portal(name) {
+                Some(Entry::Value(portal)) => {
+                    let described = self.do_describe_portal(client, &portal).await?;
+                    queue_description(client, &described).await
+                }
+                Some(Entry::Empty) => {
+                    queue_description(client, &DescribePortalResponse::no_data()).await
+                }
+                None => Err(PgWireError::PortalNotFound(name.to_owned())),
+            },
+            other => Err(PgWireError::InvalidTargetType(other)),
+        }
+    }
+
     /// pgwire's own Bind, except that BindComplete is queued rather than
     /// flushed: the client reads it after its Sync (or Flush), which flush,
     /// and a write per message was a tenth of pgbench's server time.
@@ -400,6 +441,33 @@ impl ExtendedQueryHandler for Connection {
             .await?;
         Ok(())
     }
+}
+
+/// ParameterDescription (for a statement) and RowDescription or NoData,
+/// queued as pgwire's `send_describe_response` sends them.
+async fn queue_description<C, D>(client: &mut C, described: &D) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin,
+    C::Error: std::fmt::Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    D: DescribeResponse,
+{
+    if let Some(parameters) = described.parameters() {
+        let oids = parameters.iter().map(Type::oid).collect();
+        client
+            .feed(PgWireBackendMessage::ParameterDescription(
+                ParameterDescription::new(oids),
+            ))
+            .await?;
+    }
+    let message = if described.is_no_data() {
+        PgWireBackendMessage::NoData(NoData::new())
+    } else {
+        let fields = described.fields().iter().map(Into::into).collect();
+        PgWireBackendMessage::RowDescription(RowDescription::new(fields))
+    };
+    client.feed(message).await?;
+    Ok(())
 }
 
 /// The portal's parameter values, read by the statement's parameter types.
