@@ -631,6 +631,11 @@ pub(crate) fn cast_value(value: &ArrayRef, field: &Field) -> Result<ArrayRef> {
         ..Default::default()
     };
     cast_with_options(value, field.data_type(), &options).map_err(|e| {
+        // A number too big for an integer column is Postgres' 22003, as the
+        // point-UPDATE path reports it.
+        if value.data_type().is_numeric() && crate::oltp::is_integer(field.data_type()) {
+            return crate::oltp::out_of_range(field.data_type());
+        }
         Error::sql(
             "22P02",
             format!("invalid value for column \"{}\": {e}", field.name()),

@@ -443,7 +443,7 @@ fn new_value(
     }
 }
 
-fn is_integer(data_type: &DataType) -> bool {
+pub(crate) fn is_integer(data_type: &DataType) -> bool {
     matches!(
         data_type,
         DataType::Int16 | DataType::Int32 | DataType::Int64
@@ -493,7 +493,7 @@ fn fits(value: i64, data_type: &DataType) -> bool {
     }
 }
 
-fn out_of_range(data_type: &DataType) -> Error {
+pub(crate) fn out_of_range(data_type: &DataType) -> Error {
     let name = match data_type {
         DataType::Int16 => "smallint",
         DataType::Int32 => "integer",
