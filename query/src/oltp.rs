@@ -35,6 +35,7 @@ use crate::session::{QueryResult, Session};
 /// A point SELECT, resolved against the table it reads.
 struct PointSelect {
     table: String,
+    def: TableDef,
     /// Indexes into the table's schema, with the name each is output as.
     columns: Vec<(usize, String)>,
     key: Vec<u8>,
@@ -47,10 +48,7 @@ impl Session {
         let Some(point) = self.recognise(query) else {
             return Ok(None);
         };
-        let def = match self.shared.db.table(&point.table) {
-            Ok(def) => def,
-            Err(_) => return Ok(None),
-        };
+        let def = &point.def;
         let row = self
             .shared
             .with_reader(|r| r.get(&point.table, &point.key))?;
@@ -91,6 +89,7 @@ impl Session {
         let key = key_of(select.selection.as_ref()?, &def, &qualifier)?;
         Some(PointSelect {
             table: full,
+            def,
             columns,
             key,
         })
@@ -402,12 +401,8 @@ fn new_value(
     if let Some(column) = column_of(expr, def, qualifier) {
         return Some(NewValue::Column(column));
     }
-    if let Expr::Value(value) = expr {
-        if value.value == Value::Null {
-            return Some(NewValue::Constant(new_null_array(data_type, 1)));
-        }
-    }
-    if let Some(constant) = key_value(expr, data_type) {
+    // No clock: `SET t = now()` is DataFusion's.
+    if let Some(constant) = constant(expr, data_type, None) {
         return Some(NewValue::Constant(constant));
     }
     let Expr::BinaryOp { left, op, right } = expr else {
@@ -566,12 +561,9 @@ impl Session {
     /// Whether CURRENT_TIMESTAMP's wall-clock reading is UTC's, as a
     /// `timestamp` column would store it.
     fn utc_clock(&self) -> bool {
-        self.settings.get("timezone").is_some_and(|tz| {
-            matches!(
-                tz.to_ascii_uppercase().as_str(),
-                "UTC" | "ETC/UTC" | "GMT" | "Z" | "ZULU"
-            )
-        })
+        self.settings
+            .get("timezone")
+            .is_some_and(crate::settings::names_utc)
     }
 }
 

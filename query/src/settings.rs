@@ -159,15 +159,15 @@ impl Session {
     /// Time zones DataFusion evaluates in are offsets; `UTC` and `+hh:mm`
     /// forms are accepted.
     fn set_time_zone(&mut self, text: &str) -> Result<()> {
-        let offset = match text.to_ascii_uppercase().as_str() {
-            "UTC" | "GMT" | "Z" | "ZULU" | "ETC/UTC" => "+00:00".to_string(),
-            other if other.starts_with('+') || other.starts_with('-') => other.to_string(),
-            _ => {
-                return Err(Error::sql(
-                    "22023",
-                    format!("invalid value for parameter \"TimeZone\": \"{text}\""),
-                ))
-            }
+        let offset = if names_utc(text) {
+            "+00:00".to_string()
+        } else if text.starts_with('+') || text.starts_with('-') {
+            text.to_string()
+        } else {
+            return Err(Error::sql(
+                "22023",
+                format!("invalid value for parameter \"TimeZone\": \"{text}\""),
+            ));
         };
         let state = self.ctx.state_ref();
         let mut state = state.write();
@@ -252,4 +252,12 @@ fn show_name(variable: &[Ident]) -> String {
         "all" => "all".to_string(),
         _ => words.join("."),
     }
+}
+
+/// Whether a TimeZone setting names UTC.
+pub(crate) fn names_utc(zone: &str) -> bool {
+    matches!(
+        zone.to_ascii_uppercase().as_str(),
+        "UTC" | "GMT" | "Z" | "ZULU" | "ETC/UTC"
+    )
 }
