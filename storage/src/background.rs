@@ -213,6 +213,11 @@ impl Inner {
             return Ok(false);
         }
         let outputs = self.merge_into_level1(table, &inputs)?;
+        // Conflict checks must still count a recent bulk load's rows as new.
+        let visible_from = inputs.iter().map(|s| s.visible_from()).max().unwrap_or(0);
+        outputs
+            .iter()
+            .for_each(|s| s.set_visible_from(visible_from));
         let mut manifest = self.manifest.lock();
         if !self.current().tables.contains_key(&table_id) {
             outputs.iter().for_each(|s| s.mark_obsolete());

@@ -49,6 +49,10 @@ pub(crate) struct TableState {
     pub l1: Vec<Arc<SegmentFile>>,
     /// Every write with a sequence at or below this is in the segments.
     pub flushed_seq: u64,
+    /// The visible sequence after this process's last bulk load into the
+    /// table (0 if none): snapshots older than it must check segments for
+    /// write conflicts.
+    pub loaded_seq: u64,
     pub next_row_id: Arc<AtomicU64>,
 }
 
@@ -63,6 +67,7 @@ impl TableState {
             l0: Vec::new(),
             l1: Vec::new(),
             flushed_seq,
+            loaded_seq: 0,
             next_row_id: Arc::new(AtomicU64::new(next_row_id)),
         }
     }
@@ -74,6 +79,7 @@ impl TableState {
             l0: self.l0.clone(),
             l1: self.l1.clone(),
             next_row_id: self.next_row_id.clone(),
+            loaded_seq: self.loaded_seq,
             ..TableState::new(def, self.flushed_seq, 0)
         }
     }

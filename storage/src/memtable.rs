@@ -129,10 +129,11 @@ impl Memtable {
     }
 
     /// The newest version of `key` at or below `snapshot_seq`.
-    pub fn get(&self, key: &[u8], snapshot_seq: u64) -> Option<RowRef> {
+    /// The newest version of `key` at or below `snapshot_seq`, with its sequence.
+    pub fn get(&self, key: &[u8], snapshot_seq: u64) -> Option<(u64, RowRef)> {
         let from = MemKey::new(key.to_vec(), snapshot_seq);
         let entry = self.map.lower_bound(std::ops::Bound::Included(&from))?;
-        (entry.key().key == key).then(|| entry.value().clone())
+        (entry.key().key == key).then(|| (entry.key().seq, entry.value().clone()))
     }
 
     /// The sequence of the newest version of `key`, visible or not.
@@ -308,9 +309,9 @@ mod tests {
         m.insert_batch(wal_batch(&[(b"a", OP_PUT, 1), (b"b", OP_PUT, 2)]), 10);
         m.insert_batch(wal_batch(&[(b"a", OP_PUT, 3)]), 11);
         m.insert_batch(wal_batch(&[(b"b", OP_DELETE, 0)]), 12);
-        assert_eq!(m.get(b"a", 10).unwrap().row, 0);
-        assert!(!m.get(b"b", 11).unwrap().is_delete());
-        assert!(m.get(b"b", 12).unwrap().is_delete());
+        assert_eq!(m.get(b"a", 10).unwrap().1.row, 0);
+        assert!(!m.get(b"b", 11).unwrap().1.is_delete());
+        assert!(m.get(b"b", 12).unwrap().1.is_delete());
         assert!(m.get(b"a", 9).is_none());
         assert!(m.get(b"c", 99).is_none());
         let schema = storage_schema(&table());

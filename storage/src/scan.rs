@@ -295,7 +295,15 @@ fn clean_group_and_memory<'a>(
             }
         }
     }
-    group.map(|(segment, g)| (segment, g, memory))
+    let (segment, g) = group?;
+    // Memory shadows the group only if it is newer, which a bulk load's
+    // segment need not be.
+    let group_max_seq = segment.row_groups()[g].max_seq;
+    let memory_newer = memory.iter().all(|run| {
+        arrow_arith::aggregate::min(run.column(1).as_primitive::<UInt64Type>())
+            .is_none_or(|seq| seq > group_max_seq)
+    });
+    memory_newer.then_some((segment, g, memory))
 }
 
 /// One table column of a row group, as the scan's table schema types it.

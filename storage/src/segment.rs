@@ -5,7 +5,7 @@ use std::fs::{self, File};
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
@@ -57,6 +57,12 @@ pub(crate) struct SegmentFile {
     pub path: PathBuf,
     pub reader: SegmentReader,
     obsolete: AtomicBool,
+    /// The visible sequence at which a bulk load installed this segment's
+    /// rows (0 otherwise). Its rows carry earlier sequences, chosen while it
+    /// was written; a transaction whose snapshot predates the install still
+    /// never saw them, so conflict checks count them at this sequence. Kept
+    /// in memory only: after a reopen every snapshot postdates every install.
+    visible_from: AtomicU64,
     /// Chunks of this segment are evicted when it is dropped: a chunk read in
     /// place keeps the mapping, and so the file's disk space, alive.
     cache: Arc<ChunkCache>,
@@ -93,6 +99,7 @@ impl SegmentFile {
             path,
             reader,
             obsolete: AtomicBool::new(false),
+            visible_from: AtomicU64::new(0),
             cache,
         })
     }
@@ -103,6 +110,14 @@ impl SegmentFile {
 
     pub fn row_groups(&self) -> &[RowGroupMeta] {
         &self.reader.footer().row_groups
+    }
+
+    pub fn visible_from(&self) -> u64 {
+        self.visible_from.load(Ordering::Acquire)
+    }
+
+    pub fn set_visible_from(&self, seq: u64) {
+        self.visible_from.fetch_max(seq, Ordering::AcqRel);
     }
 
     /// Deletes the file once the last reference goes.

@@ -22,7 +22,7 @@ use crate::db::{Db, DbState, Inner, TableState};
 use crate::error::{Error, Result};
 use crate::memtable::{rows_to_run, RowRef};
 use crate::scan::{output_schema, run_schema_for, ScanContext, ScanOptions, ScanPlan, Source};
-use crate::segment::ChunkCache;
+use crate::segment::{ChunkCache, SegmentFile};
 
 /// A consistent, read-only view of the database at one commit sequence.
 pub struct Snapshot {
@@ -33,10 +33,13 @@ pub struct Snapshot {
 
 impl Snapshot {
     fn new(inner: &Arc<Inner>) -> Snapshot {
-        // Sequence first: the state taken after it holds everything up to it.
+        // The sequence is taken under the state lock: a bulk load installs
+        // its segments and advances the visible sequence under the write
+        // lock, so a snapshot sees the whole load or none of it.
+        let state = inner.state.read();
         let seq = inner.register_snapshot();
         Snapshot {
-            state: inner.current(),
+            state: state.clone(),
             inner: inner.clone(),
             seq,
         }
@@ -404,15 +407,19 @@ fn check_conflicts(
         let Some(t) = state.tables.get(id) else {
             continue;
         };
+        let loaded_since = t.loaded_seq > snapshot_seq;
+        let segments_changed = loaded_since || t.flushed_seq > snapshot_seq;
         for key in p.keys() {
-            let newest = match t.memtables().find_map(|m| m.latest_seq(key)) {
-                Some(seq) => Some(seq),
-                None if t.flushed_seq > snapshot_seq => {
-                    newest_segment_seq(cache, t, key, snapshot_seq)?
-                }
-                None => None,
-            };
-            if newest.is_some_and(|seq| seq > snapshot_seq) {
+            let in_memory = t.memtables().find_map(|m| m.latest_seq(key));
+            if in_memory.is_some_and(|seq| seq > snapshot_seq) {
+                return Err(Error::WriteConflict);
+            }
+            // Flushed versions are older than the memtables' unless a bulk
+            // load installed some since the snapshot.
+            if !segments_changed || (in_memory.is_some() && !loaded_since) {
+                continue;
+            }
+            if newest_segment_seq(cache, t, key, snapshot_seq)?.is_some_and(|s| s > snapshot_seq) {
                 return Err(Error::WriteConflict);
             }
         }
@@ -420,26 +427,30 @@ fn check_conflicts(
     Ok(())
 }
 
+/// The newest sequence of `key` in segments changed since `snapshot_seq`,
+/// counting a bulk load's rows at the sequence it was installed at.
 fn newest_segment_seq(
     cache: &ChunkCache,
     t: &TableState,
     key: &[u8],
     snapshot_seq: u64,
 ) -> Result<Option<u64>> {
+    let mut newest = None;
     for segment in t.segments() {
-        if segment.summary().max_seq <= snapshot_seq {
+        let visible_from = segment.visible_from();
+        if segment.summary().max_seq.max(visible_from) <= snapshot_seq {
             continue;
         }
         if let Some((group, row)) = segment.find(cache, key, u64::MAX)? {
-            return Ok(Some(
-                segment
-                    .column(cache, group, 1)?
-                    .as_primitive::<UInt64Type>()
-                    .value(row),
-            ));
+            let seq = segment
+                .column(cache, group, 1)?
+                .as_primitive::<UInt64Type>()
+                .value(row)
+                .max(visible_from);
+            newest = newest.max(Some(seq));
         }
     }
-    Ok(None)
+    Ok(newest)
 }
 
 fn type_mismatch(
@@ -452,7 +463,7 @@ fn type_mismatch(
     ))
 }
 
-fn check_columns(def: &TableDef, batch: &RecordBatch) -> Result<()> {
+pub(crate) fn check_columns(def: &TableDef, batch: &RecordBatch) -> Result<()> {
     let fields = def.schema.fields();
     if batch.num_columns() != fields.len() {
         return Err(Error::InvalidArgument(format!(
@@ -478,7 +489,7 @@ fn check_columns(def: &TableDef, batch: &RecordBatch) -> Result<()> {
 }
 
 /// Primary keys of the rows, or fresh row ids for a keyless table.
-fn row_keys(t: &TableState, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
+pub(crate) fn row_keys(t: &TableState, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
     if t.is_keyless() {
         let n = batch.num_rows() as u64;
         let first = t.next_row_id.fetch_add(n, Ordering::SeqCst);
@@ -632,42 +643,80 @@ fn get_row(
     if let Some(row) = pending.and_then(|p| p.index().get(key).cloned()) {
         return row_from_memory(table, &row);
     }
-    if let Some(row) = table.memtables().find_map(|m| m.get(key, seq)) {
-        return row_from_memory(table, &row);
+    let in_memory = table.memtables().find_map(|m| m.get(key, seq));
+    match newest_in_segments(cache, table, seq, key, in_memory.as_ref().map(|v| v.0))? {
+        Some((segment, group, row)) => row_from_segment(cache, table, segment, group, row),
+        None => match in_memory {
+            Some((_, row)) => row_from_memory(table, &row),
+            None => Ok(None),
+        },
     }
+}
+
+/// The segment row holding the newest version of `key` visible at `seq`, if
+/// it is newer than `newer_than` (the memtables' version). Usually the first
+/// hit wins, as segments are consulted newest first; a bulk load's segment
+/// can hold versions older than later flushes, so sequences decide.
+fn newest_in_segments<'t>(
+    cache: &ChunkCache,
+    table: &'t TableState,
+    seq: u64,
+    key: &[u8],
+    newer_than: Option<u64>,
+) -> Result<Option<(&'t SegmentFile, usize, usize)>> {
+    let mut best = None;
+    let mut floor = newer_than;
     for segment in table.segments() {
-        if segment.summary().min_seq > seq {
+        let summary = segment.summary();
+        if summary.min_seq > seq || floor.is_some_and(|f| summary.max_seq <= f) {
             continue;
         }
         let Some((group, row)) = segment.find(cache, key, seq)? else {
             continue;
         };
-        if segment
-            .column(cache, group, 2)?
-            .as_primitive::<UInt8Type>()
-            .value(row)
-            == OP_DELETE
-        {
-            return Ok(None);
+        let version = segment
+            .column(cache, group, 1)?
+            .as_primitive::<UInt64Type>()
+            .value(row);
+        if floor.is_none_or(|f| version > f) {
+            floor = Some(version);
+            best = Some((segment.as_ref(), group, row));
         }
-        let columns = table
-            .def
-            .schema
-            .fields()
-            .iter()
-            .enumerate()
-            .map(|(c, field)| {
-                Ok(segment
-                    .table_column(cache, group, c, field.data_type())?
-                    .slice(row, 1))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        return Ok(Some(RecordBatch::try_new(
-            table.def.schema.clone(),
-            columns,
-        )?));
     }
-    Ok(None)
+    Ok(best)
+}
+
+fn row_from_segment(
+    cache: &ChunkCache,
+    table: &TableState,
+    segment: &SegmentFile,
+    group: usize,
+    row: usize,
+) -> Result<Option<RecordBatch>> {
+    if segment
+        .column(cache, group, 2)?
+        .as_primitive::<UInt8Type>()
+        .value(row)
+        == OP_DELETE
+    {
+        return Ok(None);
+    }
+    let columns = table
+        .def
+        .schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(c, field)| {
+            Ok(segment
+                .table_column(cache, group, c, field.data_type())?
+                .slice(row, 1))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(RecordBatch::try_new(
+        table.def.schema.clone(),
+        columns,
+    )?))
 }
 
 fn row_from_memory(table: &TableState, row: &RowRef) -> Result<Option<RecordBatch>> {

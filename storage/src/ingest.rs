@@ -1,0 +1,333 @@
+//! Bulk loads: rows go straight into new segment files (formats/FORMAT.md,
+//! "Segment files"), bypassing the WAL and the memtables, and all of a
+//! load's segments are installed by one manifest edit, so a load appears
+//! whole or not at all. A load killed midway leaves only unrecorded segment
+//! files, which the next open deletes.
+//!
+//! Rows are buffered into runs of up to `segment_max_rows`. Each run is
+//! sorted by key, keeps the last row given for a key, and is written as one
+//! segment while the caller goes on producing the next run. Each run takes
+//! its own commit sequence when it is sealed, later runs higher, so a key
+//! given twice in one load resolves to the later row, and a loaded row
+//! supersedes the versions committed before the run was sealed (an upsert).
+//! Those sequences stay invisible until the install advances the visible
+//! sequence past them under the state lock.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use arrow_array::{ArrayRef, BinaryArray, RecordBatch, UInt32Array, UInt64Array, UInt8Array};
+use arrow_select::concat::concat_batches;
+use arrow_select::take::take_record_batch;
+use basalt_formats::manifest::Edit;
+use basalt_formats::segment::OP_PUT;
+
+use crate::db::{segment_def, Db, Inner, TableState};
+use crate::error::{Error, Result};
+use crate::segment::{segment_path, write_segment, SegmentFile};
+use crate::txn::{check_columns, row_keys};
+
+/// A segment file a load has written but not yet installed.
+struct WrittenRun {
+    id: u64,
+    path: PathBuf,
+    min_key: Vec<u8>,
+    max_key: Vec<u8>,
+}
+
+/// A bulk load into one table, in progress. Dropping it unfinished deletes
+/// what it wrote.
+pub struct BulkLoad {
+    inner: Arc<Inner>,
+    table: Arc<TableState>,
+    buffered: Vec<RecordBatch>,
+    buffered_rows: usize,
+    run_rows: usize,
+    sealing: Option<JoinHandle<Result<Option<WrittenRun>>>>,
+    written: Vec<WrittenRun>,
+    rows: u64,
+}
+
+/// What a finished bulk load did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadSummary {
+    /// Rows given to the load.
+    pub rows: u64,
+    /// Segment files it added.
+    pub segments: usize,
+    /// The sequence at which its rows became visible.
+    pub visible_seq: u64,
+}
+
+impl Db {
+    /// Starts a bulk load into `table`; rows given to it are visible only
+    /// after [`BulkLoad::finish`], all at once.
+    pub fn bulk_load(&self, table: &str) -> Result<BulkLoad> {
+        self.inner.check_poisoned()?;
+        let table = self.inner.current().table(table)?.clone();
+        Ok(BulkLoad {
+            inner: self.inner.clone(),
+            table,
+            buffered: Vec::new(),
+            buffered_rows: 0,
+            run_rows: self.inner.options.segment_max_rows,
+            sealing: None,
+            written: Vec::new(),
+            rows: 0,
+        })
+    }
+}
+
+impl BulkLoad {
+    /// Adds rows in the table's schema.
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        check_columns(&self.table.def, batch)?;
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.rows += batch.num_rows() as u64;
+        self.buffered_rows += batch.num_rows();
+        self.buffered.push(batch.clone());
+        if self.buffered_rows >= self.run_rows {
+            self.seal()?;
+        }
+        Ok(())
+    }
+
+    /// Rows given so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Hands the buffered rows to a thread that sorts and writes them, after
+    /// the previous run's thread is done: one run is written while the next
+    /// is produced.
+    fn seal(&mut self) -> Result<()> {
+        self.wait_for_sealing()?;
+        let batches = std::mem::take(&mut self.buffered);
+        self.buffered_rows = 0;
+        if batches.is_empty() {
+            return Ok(());
+        }
+        let inner = self.inner.clone();
+        let table = self.table.clone();
+        let handle = std::thread::Builder::new()
+            .name("basalt-load".into())
+            .spawn(move || write_run(&inner, &table, &batches))
+            .map_err(|e| Error::io(&self.inner.seg_dir, e))?;
+        self.sealing = Some(handle);
+        Ok(())
+    }
+
+    fn wait_for_sealing(&mut self) -> Result<()> {
+        let Some(handle) = self.sealing.take() else {
+            return Ok(());
+        };
+        let written = handle
+            .join()
+            .map_err(|_| Error::InvalidArgument("a bulk-load thread panicked".into()))??;
+        self.written.extend(written);
+        Ok(())
+    }
+
+    /// Writes the last run and installs every segment in one manifest edit.
+    pub fn finish(mut self) -> Result<LoadSummary> {
+        self.seal()?;
+        self.wait_for_sealing()?;
+        let segments = self.written.len();
+        let visible_seq = install(&self.inner, &self.table, &mut self.written)?;
+        Ok(LoadSummary {
+            rows: self.rows,
+            segments,
+            visible_seq,
+        })
+    }
+}
+
+impl Drop for BulkLoad {
+    fn drop(&mut self) {
+        let _ = self.wait_for_sealing();
+        for run in &self.written {
+            if let Err(e) = std::fs::remove_file(&run.path) {
+                tracing::warn!(file = %run.path.display(), error = %e, "could not delete an abandoned load's segment");
+            }
+        }
+    }
+}
+
+/// Sorts one run by key, keeps the last row of each key, takes the run's
+/// sequence and writes the segment.
+fn write_run(
+    inner: &Inner,
+    table: &TableState,
+    batches: &[RecordBatch],
+) -> Result<Option<WrittenRun>> {
+    let batch = concat_batches(&table.def.schema, batches)?;
+    let keys = row_keys(table, &batch)?;
+    let order = key_order(&keys);
+    let batch = match &order {
+        Some(order) => take_record_batch(&batch, &UInt32Array::from(order.clone()))?,
+        None => batch,
+    };
+    let sorted_keys: BinaryArray = match &order {
+        Some(order) => order
+            .iter()
+            .map(|&i| Some(keys[i as usize].as_slice()))
+            .collect(),
+        None => keys.iter().map(|k| Some(k.as_slice())).collect(),
+    };
+    let last = batch.num_rows().wrapping_sub(1);
+    let (Some(min_key), Some(max_key)) = (keys_at(&sorted_keys, 0), keys_at(&sorted_keys, last))
+    else {
+        return Ok(None);
+    };
+    let seq = {
+        let mut last_seq = inner.commit.lock();
+        *last_seq += 1;
+        *last_seq
+    };
+    let rows = batch.num_rows();
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(sorted_keys),
+        Arc::new(UInt64Array::from(vec![seq; rows])),
+        Arc::new(UInt8Array::from(vec![OP_PUT; rows])),
+    ];
+    columns.extend(batch.columns().iter().cloned());
+    let run = RecordBatch::try_new(table.storage_schema.clone(), columns)?;
+    let id = inner.next_file.fetch_add(1, Ordering::SeqCst);
+    let path = write_segment(
+        &inner.seg_dir,
+        id,
+        table.storage_schema.clone(),
+        &run,
+        inner.options.row_group_rows,
+    )?;
+    debug_assert_eq!(path, segment_path(&inner.seg_dir, id));
+    Ok(Some(WrittenRun {
+        id,
+        path,
+        min_key,
+        max_key,
+    }))
+}
+
+fn keys_at(keys: &BinaryArray, i: usize) -> Option<Vec<u8>> {
+    use arrow_array::Array;
+    (i < keys.len()).then(|| keys.value(i).to_vec())
+}
+
+/// The row order that sorts `keys`, keeping only the last row given for
+/// each key; `None` when they are already strictly ascending.
+fn key_order(keys: &[Vec<u8>]) -> Option<Vec<u32>> {
+    if keys.windows(2).all(|w| w[0] < w[1]) {
+        return None;
+    }
+    let mut order: Vec<u32> = (0..keys.len() as u32).collect();
+    // Equal keys: the later row first, so it is the one kept.
+    order.sort_unstable_by(|&a, &b| {
+        keys[a as usize]
+            .cmp(&keys[b as usize])
+            .then_with(|| b.cmp(&a))
+    });
+    order.dedup_by(|later, earlier| keys[*later as usize] == keys[*earlier as usize]);
+    Some(order)
+}
+
+/// Opens the written segments and makes them part of the table, in one
+/// manifest edit and one state swap that also advances the visible
+/// sequence past their rows. Returns that sequence.
+/// Until the manifest edit is tried the files stay in `written`, for the
+/// caller to delete on failure; from then on the manifest may name them.
+fn install(inner: &Inner, loaded: &TableState, written: &mut Vec<WrittenRun>) -> Result<u64> {
+    let _no_flush_or_compaction = inner.work_lock.lock();
+    let last_seq = inner.commit.lock();
+    inner.check_poisoned()?;
+    let state = inner.current();
+    let table = state
+        .tables
+        .get(&loaded.def.id)
+        .ok_or_else(|| Error::TableNotFound(loaded.def.name.clone()))?;
+    if table.def.schema_version != loaded.def.schema_version {
+        return Err(Error::SchemaChanged(table.def.name.clone()));
+    }
+    if written.is_empty() {
+        return Ok(*last_seq);
+    }
+    let level = if is_empty(table) && disjoint(written) {
+        1
+    } else {
+        0
+    };
+    let segments = written
+        .iter()
+        .map(|run| {
+            SegmentFile::open(run.path.clone(), run.id, level, inner.cache.clone()).map(Arc::new)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // Commits up to `last_seq` become visible with the load: they must be
+    // durable first, as their own commit would have made them.
+    if inner.options.synchronous_commit {
+        inner
+            .wal
+            .sync_to(u64::MAX)
+            .inspect_err(|e| inner.poison(e))?;
+    }
+    let table_id = table.def.id;
+    let mut edits: Vec<Edit> = segments
+        .iter()
+        .map(|s| Edit::AddSegment(segment_def(table_id, s)))
+        .collect();
+    edits.extend([
+        Edit::NextRowId {
+            table_id,
+            next: table.next_row_id.load(Ordering::SeqCst),
+        },
+        Edit::LastSeq { seq: *last_seq },
+        Edit::NextFileNumber {
+            next: inner.next_file.load(Ordering::SeqCst),
+        },
+    ]);
+    let mut manifest = inner.manifest.lock();
+    written.clear();
+    inner.log_edits(&mut manifest, &edits)?;
+    let visible = *last_seq;
+    segments.iter().for_each(|s| s.set_visible_from(visible));
+    let mut guard = inner.state.write();
+    let mut next = (**guard).clone();
+    let mut changed = (**table).clone();
+    if level == 1 {
+        changed.l1.extend(segments);
+        changed
+            .l1
+            .sort_by(|a, b| a.summary().min_key.cmp(&b.summary().min_key));
+    } else {
+        changed.l0.extend(segments);
+        changed
+            .l0
+            .sort_by_key(|s| std::cmp::Reverse(s.summary().max_seq));
+    }
+    changed.loaded_seq = visible;
+    next.tables.insert(table_id, Arc::new(changed));
+    *guard = Arc::new(next);
+    inner.visible_seq.fetch_max(visible, Ordering::SeqCst);
+    drop(guard);
+    inner.request_work();
+    Ok(visible)
+}
+
+/// No rows anywhere: the load's segments can go straight to level 1 when
+/// their key ranges do not overlap.
+fn is_empty(table: &TableState) -> bool {
+    table.l0.is_empty() && table.l1.is_empty() && table.memtables().all(|m| m.is_empty())
+}
+
+fn disjoint(written: &[WrittenRun]) -> bool {
+    let mut ranges: Vec<(&[u8], &[u8])> = written
+        .iter()
+        .map(|r| (r.min_key.as_slice(), r.max_key.as_slice()))
+        .collect();
+    ranges.sort();
+    ranges.windows(2).all(|w| w[0].1 < w[1].0)
+}
