@@ -7,6 +7,8 @@ use basalt::server::{Config, Server};
 use basalt::storage::Options;
 use clap::{Parser, Subcommand};
 
+mod load;
+
 #[derive(Parser)]
 #[command(
     name = "basalt",
@@ -22,6 +24,9 @@ struct Cli {
 enum Command {
     /// Serve a data directory to Postgres clients (psql, drivers).
     Serve(ServeArgs),
+    /// Load CSV, TSV, Parquet, JSON-lines or Arrow files into a table, all
+    /// at once or not at all.
+    Load(load::LoadArgs),
 }
 
 #[derive(clap::Args)]
@@ -57,6 +62,10 @@ struct ServeArgs {
     /// Decoded column chunks kept in memory, e.g. 1GiB.
     #[arg(long)]
     cache_size: Option<String>,
+    /// Let clients' COPY ... FROM/TO 'path' read and write files inside
+    /// this directory (by default they may not touch server files).
+    #[arg(long, value_name = "DIR")]
+    allow_files: Option<PathBuf>,
 }
 
 fn parse_on_off(value: &str) -> Result<bool, String> {
@@ -68,14 +77,16 @@ fn parse_on_off(value: &str) -> Result<bool, String> {
 }
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
-        Command::Serve(args) => match serve(args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(message) => {
-                eprintln!("basalt: {message}");
-                ExitCode::FAILURE
-            }
-        },
+    let outcome = match Cli::parse().command {
+        Command::Serve(args) => serve(args),
+        Command::Load(args) => load::run(args),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("basalt: {message}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -107,6 +118,7 @@ fn config(args: ServeArgs) -> Result<Config, String> {
     }
     config.query_memory_limit = args.query_memory_limit.or(config.query_memory_limit);
     config.cache_size = args.cache_size.or(config.cache_size);
+    config.allow_files = args.allow_files.or(config.allow_files);
     config.check().map_err(|e| e.to_string())?;
     Ok(config)
 }
@@ -131,6 +143,10 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             .with_query_memory_limit(bytes)
             .map_err(|e| e.to_string())?;
     }
+    db = db.with_file_access(match &config.allow_files {
+        Some(dir) => basalt::query::FileAccess::Within(dir.clone()),
+        None => basalt::query::FileAccess::Denied,
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -6,6 +6,7 @@ pub mod array;
 pub mod bloom;
 pub mod codec;
 pub mod error;
+pub mod files;
 pub mod frame;
 pub mod key;
 pub mod manifest;

@@ -57,6 +57,51 @@ impl CopyFormat {
     }
 }
 
+impl CopyFormat {
+    /// The dialect of a CSV (`csv`) or text file the loader reads, with
+    /// Postgres' defaults for what is not given.
+    pub(crate) fn for_file(
+        csv: bool,
+        delimiter: Option<char>,
+        null: Option<String>,
+        quote: Option<char>,
+        escape: Option<char>,
+        header: bool,
+    ) -> Result<CopyFormat> {
+        FormatSpec {
+            csv,
+            delimiter,
+            null,
+            quote,
+            escape,
+            header,
+        }
+        .finish()
+    }
+
+    /// The fields of one record (without its newline).
+    pub(crate) fn split(&self, record: &[u8]) -> std::result::Result<Fields, String> {
+        let record = record.strip_suffix(b"\r").unwrap_or(record);
+        if self.csv {
+            split_csv(record, self)
+        } else {
+            split_text(record, self)
+        }
+    }
+}
+
+/// Text in a column's type as Postgres reads it; on failure, the first bad
+/// row with its SQLSTATE and message.
+pub(crate) fn parse_text_column(
+    text: &StringArray,
+    field: &Field,
+) -> std::result::Result<ArrayRef, (usize, &'static str, String)> {
+    parse_column(text, field).map_err(|bad| {
+        let message = bad.message(field, text.value(bad.row));
+        (bad.row, bad.code, message)
+    })
+}
+
 /// Options as given, before defaults depend on the format.
 #[derive(Default)]
 struct FormatSpec {
@@ -168,6 +213,67 @@ fn single_byte(what: &str, c: char) -> Result<u8> {
     })
 }
 
+/// Where COPY-format text comes from, for error messages: a client's COPY
+/// names the table as Postgres does (in the DETAIL); a file names itself
+/// in the message, so every client and the loader's terminal show it.
+#[derive(Debug, Clone)]
+pub(crate) enum Origin {
+    Copy {
+        table: String,
+    },
+    File {
+        path: String,
+    },
+    /// A file of rows without lines (Parquet, Arrow): positions are rows.
+    Rows {
+        path: String,
+    },
+}
+
+impl Origin {
+    /// An error at `line`, and at a column with its offending text if given.
+    pub(crate) fn error(
+        &self,
+        line: u64,
+        column: Option<(&str, &str)>,
+        code: &'static str,
+        message: &str,
+    ) -> Error {
+        match (self, column) {
+            (Origin::Copy { table }, Some((name, value))) => Error::sql(code, message).with_detail(
+                format!("COPY {table}, line {line}, column {name}: \"{value}\""),
+            ),
+            (Origin::Copy { table }, None) => {
+                Error::sql(code, message).with_detail(format!("COPY {table}, line {line}"))
+            }
+            (Origin::File { path }, Some((name, _))) => Error::sql(
+                code,
+                format!("{path}, line {line}, column {name}: {message}"),
+            ),
+            (Origin::File { path }, None) => {
+                Error::sql(code, format!("{path}, line {line}: {message}"))
+            }
+            (Origin::Rows { path }, Some((name, _))) => Error::sql(
+                code,
+                format!("{path}, row {line}, column {name}: {message}"),
+            ),
+            (Origin::Rows { path }, None) => {
+                Error::sql(code, format!("{path}, row {line}: {message}"))
+            }
+        }
+    }
+}
+
+/// A row left out of a load that skips bad rows, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject {
+    pub line: u64,
+    pub column: Option<String>,
+    pub message: String,
+    /// The offending value, or the whole record when it could not be split.
+    pub text: String,
+}
+
 /// Parsed rows waiting to be written: each column's text, and the input
 /// line each row started on (for error messages).
 pub(crate) struct RowBuffer {
@@ -188,32 +294,72 @@ impl RowBuffer {
     }
 
     /// The buffered rows in the columns' types, emptying the buffer.
+    #[cfg(test)]
     pub(crate) fn take(&mut self, table: &str, schema: &SchemaRef) -> Result<RecordBatch> {
-        let lines = std::mem::take(&mut self.lines);
-        let columns = self
-            .columns
-            .iter_mut()
-            .zip(schema.fields())
-            .map(|(builder, field)| {
-                let text = builder.finish();
-                parse_column(&text, field).map_err(|bad| {
-                    let value = text.value(bad.row);
-                    Error::sql(bad.code, bad.message(field, value)).with_detail(format!(
-                        "COPY {table}, line {}, column {}: \"{value}\"",
-                        lines[bad.row],
-                        field.name()
-                    ))
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::Storage(e.into()))
+        let origin = Origin::Copy {
+            table: table.to_string(),
+        };
+        Ok(self.take_lines(&origin, schema, None)?.0)
     }
+
+    /// As [`RowBuffer::take`], with each row's input line. With `rejects`,
+    /// a row holding a value its column's type cannot read is left out and
+    /// listed there instead of failing the whole batch.
+    pub(crate) fn take_lines(
+        &mut self,
+        origin: &Origin,
+        schema: &SchemaRef,
+        mut rejects: Option<&mut Vec<Reject>>,
+    ) -> Result<(RecordBatch, Vec<u64>)> {
+        let mut lines = std::mem::take(&mut self.lines);
+        let mut texts: Vec<StringArray> = self.columns.iter_mut().map(|b| b.finish()).collect();
+        'parse: loop {
+            let mut columns = Vec::with_capacity(texts.len());
+            for (text, field) in texts.iter().zip(schema.fields()) {
+                let bad = match parse_column(text, field) {
+                    Ok(column) => {
+                        columns.push(column);
+                        continue;
+                    }
+                    Err(bad) => bad,
+                };
+                let value = text.value(bad.row).to_string();
+                let message = bad.message(field, &value);
+                let Some(rejects) = rejects.as_deref_mut() else {
+                    let column = Some((field.name().as_str(), value.as_str()));
+                    return Err(origin.error(lines[bad.row], column, bad.code, &message));
+                };
+                rejects.push(Reject {
+                    line: lines[bad.row],
+                    column: Some(field.name().clone()),
+                    message,
+                    text: value,
+                });
+                lines.remove(bad.row);
+                texts = texts.iter().map(|t| without_row(t, bad.row)).collect();
+                continue 'parse;
+            }
+            let batch = RecordBatch::try_new(schema.clone(), columns)
+                .map_err(|e| Error::Storage(e.into()))?;
+            return Ok((batch, lines));
+        }
+    }
+}
+
+fn without_row(text: &StringArray, row: usize) -> StringArray {
+    text.iter()
+        .enumerate()
+        .filter(|(i, _)| *i != row)
+        .map(|(_, v)| v)
+        .collect()
 }
 
 /// Splits streamed input into records and records into fields.
 pub(crate) struct RecordReader {
     format: CopyFormat,
-    table: String,
+    pub(crate) origin: Origin,
+    /// Set when bad records are skipped rather than fatal: those skipped.
+    pub(crate) rejects: Option<Vec<Reject>>,
     columns: Vec<String>,
     pending: Vec<u8>,
     /// How far `pending` has been scanned for the end of its first record,
@@ -230,10 +376,22 @@ pub(crate) struct RecordReader {
 
 impl RecordReader {
     pub(crate) fn new(format: CopyFormat, table: &str, columns: Vec<String>) -> RecordReader {
+        let origin = Origin::Copy {
+            table: table.to_string(),
+        };
+        RecordReader::with_origin(format, origin, columns)
+    }
+
+    pub(crate) fn with_origin(
+        format: CopyFormat,
+        origin: Origin,
+        columns: Vec<String>,
+    ) -> RecordReader {
         RecordReader {
             skip_header: format.header,
             format,
-            table: table.to_string(),
+            origin,
+            rejects: None,
             rows: RowBuffer::new(columns.len()),
             columns,
             pending: Vec::new(),
@@ -242,6 +400,11 @@ impl RecordReader {
             line: 1,
             ended: false,
         }
+    }
+
+    /// Numbers the next record's line (for a reader starting mid-file).
+    pub(crate) fn set_line(&mut self, line: u64) {
+        self.line = line;
     }
 
     /// Takes a chunk of input, parsing every record it completes.
@@ -325,31 +488,57 @@ impl RecordReader {
         } else {
             split_text(record, &self.format)
         };
-        let fields = fields.map_err(|message| self.error_at(line, "22P04", &message))?;
+        let fields = match fields {
+            Ok(fields) => fields,
+            Err(message) => return self.reject(line, record, "22P04", &message),
+        };
         if fields.len() > self.columns.len() {
-            return Err(self.error_at(line, "22P04", "extra data after last expected column"));
+            let message = "extra data after last expected column";
+            return self.reject(line, record, "22P04", message);
         }
         if let Some(missing) = self.columns.get(fields.len()) {
             let message = format!("missing data for column \"{missing}\"");
-            return Err(self.error_at(line, "22P04", &message));
+            return self.reject(line, record, "22P04", &message);
+        }
+        if fields
+            .iter()
+            .flatten()
+            .any(|bytes| std::str::from_utf8(bytes).is_err())
+        {
+            let message = "invalid byte sequence for encoding \"UTF8\"";
+            return self.reject(line, record, "22021", message);
         }
         for (builder, field) in self.rows.columns.iter_mut().zip(fields) {
-            match field {
-                None => builder.append_null(),
-                Some(bytes) => match std::str::from_utf8(&bytes) {
-                    Ok(text) => builder.append_value(text),
-                    Err(_) => {
-                        return Err(self.error_at(
-                            line,
-                            "22021",
-                            "invalid byte sequence for encoding \"UTF8\"",
-                        ))
-                    }
-                },
+            match field.as_deref().map(std::str::from_utf8) {
+                Some(Ok(text)) => builder.append_value(text),
+                _ => builder.append_null(),
             }
         }
         self.rows.lines.push(line);
         Ok(())
+    }
+
+    /// A record that cannot be read: skipped and listed when bad records
+    /// are skipped, the COPY's error otherwise.
+    fn reject(
+        &mut self,
+        line: u64,
+        record: &[u8],
+        code: &'static str,
+        message: &str,
+    ) -> Result<()> {
+        match &mut self.rejects {
+            Some(rejects) => {
+                rejects.push(Reject {
+                    line,
+                    column: None,
+                    message: message.to_string(),
+                    text: String::from_utf8_lossy(record).into_owned(),
+                });
+                Ok(())
+            }
+            None => Err(self.error_at(line, code, message)),
+        }
     }
 
     fn error(&self, code: &'static str, message: &str) -> Error {
@@ -357,11 +546,11 @@ impl RecordReader {
     }
 
     fn error_at(&self, line: u64, code: &'static str, message: &str) -> Error {
-        Error::sql(code, message).with_detail(format!("COPY {}, line {line}", self.table))
+        self.origin.error(line, None, code, message)
     }
 }
 
-type Fields = Vec<Option<Vec<u8>>>;
+pub(crate) type Fields = Vec<Option<Vec<u8>>>;
 
 /// One text-format record: fields split on the delimiter, backslash
 /// escapes decoded; a field that is exactly the null string is NULL.
@@ -510,6 +699,7 @@ fn parse_column(text: &StringArray, field: &Field) -> std::result::Result<ArrayR
         DataType::Utf8 => Ok(Arc::new(text.clone())),
         DataType::Binary => parse_bytea(text),
         DataType::List(element) => parse_arrays(text, element),
+        DataType::Interval(arrow_schema::IntervalUnit::MonthDayNano) => parse_intervals(text),
         other => cast_checked(text, other),
     }
 }
@@ -529,6 +719,30 @@ fn cast_checked(text: &StringArray, to: &DataType) -> std::result::Result<ArrayR
         Some(row) => Err(BadValue::at(row)),
         None => Ok(cast),
     }
+}
+
+/// Intervals as Postgres prints them, or in any form Arrow reads
+/// (ISO 8601 among them).
+fn parse_intervals(text: &StringArray) -> std::result::Result<ArrayRef, BadValue> {
+    use arrow_array::types::IntervalMonthDayNano;
+    let mut values = Vec::with_capacity(text.len());
+    for (row, value) in text.iter().enumerate() {
+        let Some(value) = value else {
+            values.push(None);
+            continue;
+        };
+        let parsed = match pgtext::parse_interval(value) {
+            Some((months, days, nanos)) => IntervalMonthDayNano::new(months, days, nanos),
+            None => datafusion::arrow::compute::kernels::cast_utils::parse_interval_month_day_nano(
+                value,
+            )
+            .map_err(|_| BadValue::at(row))?,
+        };
+        values.push(Some(parsed));
+    }
+    Ok(Arc::new(arrow_array::IntervalMonthDayNanoArray::from(
+        values,
+    )))
 }
 
 /// bytea in Postgres' hex (`\x0a1b`) or escape (`a\\b\001`) input form.
@@ -738,6 +952,24 @@ fn encode_csv_field(text: &str, format: &CopyFormat, out: &mut Vec<u8>) {
     out.push(format.quote);
 }
 
+/// The query a COPY TO runs for its source.
+pub(crate) fn source_query(source: ast::CopySource) -> String {
+    match source {
+        ast::CopySource::Table {
+            table_name,
+            columns,
+        } if columns.is_empty() => format!("SELECT * FROM {table_name}"),
+        ast::CopySource::Table {
+            table_name,
+            columns,
+        } => {
+            let list: Vec<String> = columns.iter().map(ToString::to_string).collect();
+            format!("SELECT {} FROM {table_name}", list.join(", "))
+        }
+        ast::CopySource::Query(query) => query.to_string(),
+    }
+}
+
 /// The schema of the columns a COPY FROM fills, in the order it lists them.
 pub(crate) fn target_schema(
     table_name: &str,
@@ -796,17 +1028,8 @@ impl Session {
             columns.iter().map(normalize).collect()
         };
         let schema = target_schema(&table, &def.schema, &names)?;
-        let column_list: Vec<String> = names.iter().map(|n| quote_ident(n)).collect();
-        let sql = format!(
-            "INSERT INTO {table_name} ({}) SELECT * FROM {INTERNAL_SCHEMA}.{COPY_SOURCE}",
-            column_list.join(", ")
-        );
-        let Some(Statement::Statement(insert)) = self.parse(&sql)?.pop() else {
-            return Err(Error::sql("XX000", "COPY's INSERT did not parse"));
-        };
-        let ast::Statement::Insert(insert) = *insert else {
-            return Err(Error::sql("XX000", "COPY's INSERT did not parse"));
-        };
+        let columns = schema.fields().len();
+        let insert = self.copy_insert(table_name, &names)?;
         // A COPY from the client outlives the query message that started it:
         // it leaves a multi-statement query's implicit transaction
         // (committing what came before it) to be its own.
@@ -822,9 +1045,7 @@ impl Session {
             autocommit,
             rows: 0,
         });
-        Ok(QueryResult::CopyIn {
-            columns: column_list.len(),
-        })
+        Ok(QueryResult::CopyIn { columns })
     }
 
     pub(crate) async fn copy_to_client(
@@ -832,22 +1053,8 @@ impl Session {
         source: ast::CopySource,
         format: CopyFormat,
     ) -> Result<QueryResult> {
-        let query = match source {
-            ast::CopySource::Table {
-                table_name,
-                columns,
-            } if columns.is_empty() => format!("SELECT * FROM {table_name}"),
-            ast::CopySource::Table {
-                table_name,
-                columns,
-            } => {
-                let list: Vec<String> = columns.iter().map(ToString::to_string).collect();
-                format!("SELECT {} FROM {table_name}", list.join(", "))
-            }
-            ast::CopySource::Query(query) => query.to_string(),
-        };
         let statement = self
-            .parse(&query)?
+            .parse(&source_query(source))?
             .pop()
             .ok_or_else(|| Error::sql("42601", "COPY needs a query"))?;
         let QueryResult::Rows { schema, stream, .. } = self.run_datafusion(statement).await? else {
@@ -912,20 +1119,52 @@ impl Session {
         if copy.reader.rows.len() == 0 {
             return Ok(());
         }
-        let table = copy.reader.table.clone();
-        let batch = copy.reader.rows.take(&table, &copy.schema)?;
+        let origin = copy.reader.origin.clone();
+        let (batch, _) = copy.reader.rows.take_lines(&origin, &copy.schema, None)?;
+        copy.rows += self.insert_copied(&copy.insert, batch).await?;
+        Ok(())
+    }
+
+    /// Runs a COPY's `INSERT ... SELECT * FROM` over one batch of its rows.
+    async fn insert_copied(&mut self, insert: &ast::Insert, batch: RecordBatch) -> Result<u64> {
         let count = batch.num_rows() as u64;
-        let source = MemTable::try_new(copy.schema.clone(), vec![vec![batch]])
-            .map_err(Error::from_datafusion)?;
+        let source =
+            MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(Error::from_datafusion)?;
         self.shared
             .temp_tables
             .lock()
             .insert(COPY_SOURCE.to_string(), Arc::new(source));
-        let written = self.insert(copy.insert.clone()).await;
+        let written = self.insert(insert.clone()).await;
         self.shared.temp_tables.lock().remove(COPY_SOURCE);
         written?;
-        copy.rows += count;
-        Ok(())
+        Ok(count)
+    }
+
+    /// Inserts rows of the named columns into a table as COPY does:
+    /// defaults filled, keys and NOT NULL checked.
+    pub(crate) async fn insert_batch(
+        &mut self,
+        table: &ast::ObjectName,
+        columns: &[String],
+        batch: RecordBatch,
+    ) -> Result<u64> {
+        let insert = self.copy_insert(table, columns)?;
+        self.insert_copied(&insert, batch).await
+    }
+
+    fn copy_insert(&self, table_name: &ast::ObjectName, names: &[String]) -> Result<ast::Insert> {
+        let column_list: Vec<String> = names.iter().map(|n| quote_ident(n)).collect();
+        let sql = format!(
+            "INSERT INTO {table_name} ({}) SELECT * FROM {INTERNAL_SCHEMA}.{COPY_SOURCE}",
+            column_list.join(", ")
+        );
+        let Some(Statement::Statement(insert)) = self.parse(&sql)?.pop() else {
+            return Err(Error::sql("XX000", "COPY's INSERT did not parse"));
+        };
+        let ast::Statement::Insert(insert) = *insert else {
+            return Err(Error::sql("XX000", "COPY's INSERT did not parse"));
+        };
+        Ok(insert)
     }
 }
 

@@ -9,6 +9,7 @@ mod ddl;
 mod dml;
 mod error;
 mod json;
+mod load;
 mod oltp;
 mod pgcatalog;
 mod pgfunctions;
@@ -23,7 +24,12 @@ mod table;
 
 pub use catalog::{CATALOG, PG_TYPE_KEY, SCHEMA};
 pub use copy::CopyStream;
+pub use copy::Reject;
 pub use error::{Error, Result};
+pub use load::{
+    expand_sources, FileAccess, FileFormat, LoadOptions, LoadProgress, LoadReport, OnError,
+    ProgressFn,
+};
 pub use prepare::{bind, Description, Param};
 pub use session::{Database, QueryResult, Session};
 pub use table::{StorageScanExec, StorageTable};

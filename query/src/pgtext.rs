@@ -207,6 +207,72 @@ pub fn format_interval(months: i32, days: i32, nanos: i64) -> String {
     parts.join(" ")
 }
 
+/// Postgres' own interval output (and its verbose input): quantities with
+/// units (`1 year 2 mons -3 days`, `@ 4 hours ago`) and an optional
+/// `[-]HH:MM[:SS[.ffffff]]`. Returns (months, days, nanoseconds).
+pub fn parse_interval(text: &str) -> Option<(i32, i32, i64)> {
+    let text = text.trim().trim_start_matches('@').trim();
+    let (text, ago) = match text.strip_suffix("ago") {
+        Some(rest) => (rest.trim_end(), true),
+        None => (text, false),
+    };
+    let (mut months, mut days, mut nanos) = (0i64, 0i64, 0i64);
+    let mut words = text.split_whitespace().peekable();
+    let mut any = false;
+    while let Some(word) = words.next() {
+        any = true;
+        if word.contains(':') {
+            nanos = nanos.checked_add(parse_clock(word)?)?;
+            continue;
+        }
+        let amount: f64 = word.parse().ok()?;
+        let unit = words.next()?.trim_end_matches(',').to_ascii_lowercase();
+        let whole = amount.trunc() as i64;
+        match unit.as_str() {
+            "year" | "years" | "yr" | "yrs" | "y" => months += (amount * 12.0).round() as i64,
+            "mon" | "mons" | "month" | "months" => months += whole,
+            "week" | "weeks" | "w" => days += whole * 7,
+            "day" | "days" | "d" => days += whole,
+            "hour" | "hours" | "hr" | "hrs" | "h" => nanos += (amount * 3.6e12).round() as i64,
+            "minute" | "minutes" | "min" | "mins" | "m" => nanos += (amount * 6e10).round() as i64,
+            "second" | "seconds" | "sec" | "secs" | "s" => nanos += (amount * 1e9).round() as i64,
+            "millisecond" | "milliseconds" | "ms" => nanos += (amount * 1e6).round() as i64,
+            "microsecond" | "microseconds" | "us" => nanos += (amount * 1e3).round() as i64,
+            _ => return None,
+        }
+    }
+    if !any {
+        return None;
+    }
+    let sign = if ago { -1 } else { 1 };
+    Some((
+        i32::try_from(months * sign).ok()?,
+        i32::try_from(days * sign).ok()?,
+        nanos * sign,
+    ))
+}
+
+/// `[-]HH:MM[:SS[.ffffff]]` in nanoseconds.
+fn parse_clock(word: &str) -> Option<i64> {
+    let (negative, word) = match word.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, word.strip_prefix('+').unwrap_or(word)),
+    };
+    let mut parts = word.split(':');
+    let hours: i64 = parts.next()?.parse().ok()?;
+    let minutes: i64 = parts.next()?.parse().ok()?;
+    let seconds: f64 = match parts.next() {
+        Some(s) => s.parse().ok()?,
+        None => 0.0,
+    };
+    if parts.next().is_some() || minutes >= 60 || !(0.0..60.0).contains(&seconds) {
+        return None;
+    }
+    let nanos =
+        hours * 3_600_000_000_000 + minutes * 60_000_000_000 + (seconds * 1e9).round() as i64;
+    Some(if negative { -nanos } else { nanos })
+}
+
 fn format_array(array: &dyn Array, row: usize) -> String {
     let values = match array.data_type() {
         DataType::List(_) => array.as_list::<i32>().value(row),
@@ -231,6 +297,32 @@ fn needs_quotes(text: &str) -> bool {
         || text
             .chars()
             .any(|c| matches!(c, '{' | '}' | ',' | '"' | '\\') || c.is_whitespace())
+}
+
+#[cfg(test)]
+mod interval_tests {
+    use super::*;
+
+    #[test]
+    fn intervals_read_back_as_postgres_prints_them() {
+        for (months, days, nanos) in [
+            (14, 3, 14_706_000_000_000),
+            (0, -1, 0),
+            (0, 0, -1_500_000),
+            (-25, 0, 3_600_000_000_000),
+            (0, 0, 0),
+        ] {
+            let text = format_interval(months, days, nanos);
+            assert_eq!(parse_interval(&text), Some((months, days, nanos)), "{text}");
+        }
+        assert_eq!(
+            parse_interval("@ 2 hours ago"),
+            Some((0, 0, -7_200_000_000_000))
+        );
+        assert_eq!(parse_interval("1.5 years"), Some((18, 0, 0)));
+        assert_eq!(parse_interval("3 fortnights"), None);
+        assert_eq!(parse_interval(""), None);
+    }
 }
 
 #[cfg(test)]

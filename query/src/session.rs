@@ -35,6 +35,8 @@ pub struct Database {
     sequences: Arc<Sequences>,
     /// Shared by every session's queries, bounded when a limit is set.
     runtime: Arc<RuntimeEnv>,
+    /// Which server-side files `COPY ... FROM/TO 'path'` may touch.
+    file_access: crate::load::FileAccess,
     /// Keeps a scratch directory alive for [`Database::open_temporary`].
     _scratch: Option<Arc<tempfile::TempDir>>,
 }
@@ -65,6 +67,7 @@ impl Database {
             db,
             sequences: Arc::new(Sequences::default()),
             runtime: Arc::new(RuntimeEnv::default()),
+            file_access: crate::load::FileAccess::Any,
             _scratch: None,
         }
     }
@@ -80,6 +83,13 @@ impl Database {
             .build_arc()
             .map_err(Error::from_datafusion)?;
         Ok(self)
+    }
+
+    /// Sets which server-side files `COPY ... FROM/TO 'path'` may read and
+    /// write in this database's sessions (any, by default).
+    pub fn with_file_access(mut self, access: crate::load::FileAccess) -> Database {
+        self.file_access = access;
+        self
     }
 
     /// Closes the storage, syncing its WAL, once no session holds it; a
@@ -145,6 +155,7 @@ impl Database {
             implicit: false,
             settings: Settings::default(),
             copy_in: None,
+            file_access: self.file_access.clone(),
         }
     }
 }
@@ -278,6 +289,7 @@ pub struct Session {
     pub(crate) settings: Settings,
     /// The COPY FROM STDIN waiting for data, if any.
     pub(crate) copy_in: Option<crate::copy::CopyIn>,
+    pub(crate) file_access: crate::load::FileAccess,
 }
 
 impl Session {
@@ -357,7 +369,7 @@ impl Session {
             if parser.parser.peek_token_ref().token == Token::EOF {
                 break;
             }
-            let statement = if copies_with_client(&parser.parser) {
+            let statement = if is_copy(&parser.parser) {
                 parser
                     .parser
                     .parse_statement()
@@ -577,12 +589,25 @@ impl Session {
                 legacy_options,
                 values,
             } => {
-                let format = crate::copy::CopyFormat::from_options(&options, &legacy_options)?;
                 if !values.is_empty() {
                     return Err(Error::not_supported(
                         "COPY data inline in the statement text",
                     ));
                 }
+                match (to, &target, &source) {
+                    (false, ast::CopyTarget::File { filename }, ast::CopySource::Table { .. }) => {
+                        return self
+                            .copy_from_file(&source, filename, &options, &legacy_options)
+                            .await
+                    }
+                    (true, ast::CopyTarget::File { filename }, _) => {
+                        return self
+                            .copy_to_file(source.clone(), filename, &options, &legacy_options)
+                            .await
+                    }
+                    _ => {}
+                }
+                let format = crate::copy::CopyFormat::from_options(&options, &legacy_options)?;
                 match (to, target, source) {
                     (
                         false,
@@ -760,16 +785,10 @@ fn copy_booleans_spelled_out(sql: &str) -> std::borrow::Cow<'_, str> {
 
 /// Whether the next statement is a COPY whose data goes to or comes from
 /// the client (`STDIN`/`STDOUT`).
-fn copies_with_client(parser: &Parser) -> bool {
-    let is_word =
-        |token: &Token, keyword: Keyword| matches!(token, Token::Word(w) if w.keyword == keyword);
-    if !is_word(&parser.peek_token_ref().token, Keyword::COPY) {
-        return false;
-    }
-    (1..)
-        .map(|n| parser.peek_nth_token_ref(n).token.clone())
-        .take_while(|t| !matches!(t, Token::SemiColon | Token::EOF))
-        .any(|t| is_word(&t, Keyword::STDIN) || is_word(&t, Keyword::STDOUT))
+/// Every COPY is parsed as Postgres' COPY: DataFusion's own `COPY ... TO`
+/// would write server files past the session's file access.
+fn is_copy(parser: &Parser) -> bool {
+    matches!(&parser.peek_token_ref().token, Token::Word(w) if w.keyword == Keyword::COPY)
 }
 
 /// Statements that write rows and so run in a transaction of their own

@@ -7,6 +7,7 @@
 //! synchronous_commit = true
 //! query_memory_limit = "4GiB"   # all running queries together
 //! cache_size = "1GiB"           # decoded column chunks
+//! allow_files = "/srv/imports"  # COPY FROM/TO 'path' confined to here
 //! tls_cert = "server.crt"       # PEM; with tls_key, clients may use TLS
 //! tls_key = "server.key"
 //! [users]                       # any user here turns on SCRAM-SHA-256 for all
@@ -41,6 +42,8 @@ pub struct Config {
     pub cache_size: Option<String>,
     /// Seconds to wait on shutdown for running statements to finish.
     pub shutdown_timeout_secs: u64,
+    /// The directory clients' `COPY ... FROM/TO 'path'` may use; none if unset.
+    pub allow_files: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -56,6 +59,7 @@ impl Default for Config {
             query_memory_limit: None,
             cache_size: None,
             shutdown_timeout_secs: 30,
+            allow_files: None,
         }
     }
 }

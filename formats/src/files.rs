@@ -1,0 +1,414 @@
+//! Import and export codecs for files that are not Basalt's own: Parquet,
+//! JSON lines and Arrow IPC through the Arrow project's readers and writers,
+//! and the opening, format detection and gzip/zstd decompression every input
+//! goes through (CSV and text are split by the query layer's COPY reader,
+//! which keeps Postgres' quoting and NULL rules). These layouts are the
+//! upstream projects'; FORMAT.md section 11 lists what Basalt expects of them.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arrow_array::{RecordBatch, RecordBatchReader};
+use arrow_schema::{ArrowError, SchemaRef};
+
+use crate::error::{Error, Result};
+
+/// Rows per batch the readers produce.
+pub const BATCH_ROWS: usize = 8192;
+
+/// A file format the loader and `COPY` read and write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    Csv,
+    /// Tab-separated values: CSV with a tab delimiter.
+    Tsv,
+    /// Postgres' COPY text format.
+    Text,
+    Parquet,
+    /// JSON lines: one object per line.
+    Json,
+    /// Arrow IPC, file or stream form.
+    Arrow,
+}
+
+impl FileFormat {
+    /// The format a name given by a user stands for.
+    pub fn from_name(name: &str) -> Option<FileFormat> {
+        Some(match name.to_ascii_lowercase().as_str() {
+            "csv" => FileFormat::Csv,
+            "tsv" | "tab" => FileFormat::Tsv,
+            "text" | "txt" => FileFormat::Text,
+            "parquet" | "pq" => FileFormat::Parquet,
+            "json" | "jsonl" | "ndjson" => FileFormat::Json,
+            "arrow" | "ipc" | "feather" | "arrows" => FileFormat::Arrow,
+            _ => return None,
+        })
+    }
+
+    /// The format a file's extension names, looking past `.gz` and `.zst`.
+    pub fn from_path(path: &Path) -> Option<FileFormat> {
+        let name = path.file_name()?.to_str()?;
+        let mut parts = name.rsplit('.');
+        let mut extension = parts.next()?;
+        if matches!(extension, "gz" | "gzip" | "zst" | "zstd") {
+            extension = parts.next()?;
+        }
+        if extension == name {
+            return None;
+        }
+        FileFormat::from_name(extension)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FileFormat::Csv => "csv",
+            FileFormat::Tsv => "tsv",
+            FileFormat::Text => "text",
+            FileFormat::Parquet => "parquet",
+            FileFormat::Json => "json",
+            FileFormat::Arrow => "arrow",
+        }
+    }
+
+    /// Whether records are lines of text the COPY reader splits.
+    pub fn is_delimited_text(self) -> bool {
+        matches!(self, FileFormat::Csv | FileFormat::Tsv | FileFormat::Text)
+    }
+}
+
+/// Bytes read from a file so far, shared with whoever reports progress.
+#[derive(Debug, Clone, Default)]
+pub struct ByteCounter(Arc<AtomicU64>);
+
+impl ByteCounter {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub fn add(&self, n: usize) {
+        self.0.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// A reader that counts the bytes taken from the file under it.
+struct Counting<R> {
+    inner: R,
+    counter: ByteCounter,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.counter.add(n);
+        Ok(n)
+    }
+}
+
+const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
+const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
+
+/// Opens a file for reading as a byte stream, decompressing gzip or zstd
+/// (recognised by their magic numbers, whatever the name says). The
+/// counter sees the bytes of the file itself.
+pub fn open_stream(path: &Path, counter: &ByteCounter) -> Result<Box<dyn BufRead + Send>> {
+    let mut file = File::open(path)?;
+    let mut magic = [0u8; 4];
+    let got = read_up_to(&mut file, &mut magic)?;
+    file.seek(SeekFrom::Start(0))?;
+    let counted = Counting {
+        inner: file,
+        counter: counter.clone(),
+    };
+    let magic = &magic[..got];
+    Ok(if magic.starts_with(GZIP_MAGIC) {
+        let decoder = flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 16, counted));
+        Box::new(BufReader::with_capacity(1 << 20, decoder))
+    } else if magic.starts_with(ZSTD_MAGIC) {
+        Box::new(BufReader::with_capacity(
+            1 << 20,
+            zstd::stream::read::Decoder::new(counted)?,
+        ))
+    } else {
+        Box::new(BufReader::with_capacity(1 << 20, counted))
+    })
+}
+
+fn read_up_to(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read(&mut buf[got..])? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    Ok(got)
+}
+
+/// Record batches from a Parquet file, with the file's Arrow schema.
+pub fn parquet_reader(path: &Path, counter: &ByteCounter) -> Result<Box<dyn BatchSource>> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let file = File::open(path)?;
+    let total = file.metadata()?.len();
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
+    let reader = builder.with_batch_size(BATCH_ROWS).build()?;
+    Ok(Box::new(WholeFileSource {
+        reader: Box::new(reader),
+        counter: counter.clone(),
+        total,
+        done: 0,
+    }))
+}
+
+/// Record batches from an Arrow IPC file, or an IPC stream.
+pub fn arrow_reader(path: &Path, counter: &ByteCounter) -> Result<Box<dyn BatchSource>> {
+    let mut file = File::open(path)?;
+    let total = file.metadata()?.len();
+    let mut magic = [0u8; 6];
+    let got = read_up_to(&mut file, &mut magic)?;
+    file.seek(SeekFrom::Start(0))?;
+    let reader: Box<dyn RecordBatchReader + Send> = if &magic[..got] == b"ARROW1" {
+        Box::new(arrow_ipc::reader::FileReader::try_new(file, None)?)
+    } else {
+        Box::new(arrow_ipc::reader::StreamReader::try_new(
+            BufReader::with_capacity(1 << 20, file),
+            None,
+        )?)
+    };
+    Ok(Box::new(WholeFileSource {
+        reader,
+        counter: counter.clone(),
+        total,
+        done: 0,
+    }))
+}
+
+/// Batches read from a self-describing file, with the number of the
+/// file's first row in each.
+pub trait BatchSource: Send {
+    fn schema(&self) -> SchemaRef;
+    /// The next batch and the 0-based row number its first row has in the file.
+    fn next_batch(&mut self) -> Result<Option<(u64, RecordBatch)>>;
+}
+
+/// Parquet and IPC readers own their file: progress is credited in
+/// proportion to the rows read, the whole file by the end.
+struct WholeFileSource {
+    reader: Box<dyn RecordBatchReader + Send>,
+    counter: ByteCounter,
+    total: u64,
+    done: u64,
+}
+
+impl BatchSource for WholeFileSource {
+    fn schema(&self) -> SchemaRef {
+        self.reader.schema()
+    }
+
+    fn next_batch(&mut self) -> Result<Option<(u64, RecordBatch)>> {
+        match self.reader.next().transpose()? {
+            Some(batch) => {
+                let first = self.done;
+                self.done += batch.num_rows() as u64;
+                Ok(Some((first, batch)))
+            }
+            None => {
+                self.counter.add(self.total as usize);
+                self.total = 0;
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// The schema a sample of JSON lines suggests.
+pub fn infer_json_schema(reader: impl BufRead, max_records: usize) -> Result<SchemaRef> {
+    let (schema, _) = arrow_json::reader::infer_json_schema(reader, Some(max_records))?;
+    Ok(Arc::new(schema))
+}
+
+/// A JSON-lines decoder into `schema`: numbers and booleans are accepted
+/// for text columns, fields the schema lacks are an error.
+pub fn json_decoder(schema: SchemaRef) -> Result<arrow_json::reader::Decoder> {
+    Ok(arrow_json::ReaderBuilder::new(schema)
+        .with_batch_size(BATCH_ROWS)
+        .with_coerce_primitive(true)
+        .with_strict_mode(true)
+        .build_decoder()?)
+}
+
+/// Writes record batches to a file in one of the self-describing formats.
+pub trait BatchWriter: Send {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()>;
+    /// Completes the file (footer, flush, fsync).
+    fn finish(self: Box<Self>) -> Result<()>;
+}
+
+/// A writer for `format` (Parquet, JSON lines or Arrow IPC) creating `path`.
+pub fn batch_writer(
+    path: &Path,
+    format: FileFormat,
+    schema: SchemaRef,
+) -> Result<Box<dyn BatchWriter>> {
+    let file = std::io::BufWriter::with_capacity(1 << 20, File::create(path)?);
+    Ok(match format {
+        FileFormat::Parquet => {
+            let properties = parquet::file::properties::WriterProperties::builder()
+                .set_compression(parquet::basic::Compression::SNAPPY)
+                .build();
+            Box::new(ParquetOut(parquet::arrow::ArrowWriter::try_new(
+                file,
+                schema,
+                Some(properties),
+            )?))
+        }
+        FileFormat::Json => Box::new(JsonOut(arrow_json::LineDelimitedWriter::new(file))),
+        FileFormat::Arrow => Box::new(ArrowOut(arrow_ipc::writer::FileWriter::try_new(
+            file, &schema,
+        )?)),
+        other => {
+            return Err(Error::UnsupportedType(format!(
+                "{} is written by the COPY text encoder",
+                other.name()
+            )))
+        }
+    })
+}
+
+struct ParquetOut(parquet::arrow::ArrowWriter<std::io::BufWriter<File>>);
+struct JsonOut(arrow_json::LineDelimitedWriter<std::io::BufWriter<File>>);
+struct ArrowOut(arrow_ipc::writer::FileWriter<std::io::BufWriter<File>>);
+
+fn sync(out: std::io::BufWriter<File>) -> Result<()> {
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    Ok(())
+}
+
+impl BatchWriter for ParquetOut {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        Ok(self.0.write(batch)?)
+    }
+
+    fn finish(self: Box<Self>) -> Result<()> {
+        sync(self.0.into_inner()?)
+    }
+}
+
+impl BatchWriter for JsonOut {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        Ok(self.0.write(batch)?)
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<()> {
+        self.0.finish()?;
+        let mut out = self.0.into_inner();
+        out.flush()?;
+        sync(out)
+    }
+}
+
+impl BatchWriter for ArrowOut {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        Ok(self.0.write(batch)?)
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<()> {
+        self.0.finish()?;
+        sync(self.0.into_inner()?)
+    }
+}
+
+impl From<parquet::errors::ParquetError> for Error {
+    fn from(e: parquet::errors::ParquetError) -> Self {
+        Error::Arrow(ArrowError::ExternalError(Box::new(e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{Int64Array, StringArray};
+    use arrow_schema::{DataType, Field, Schema};
+
+    #[test]
+    fn formats_are_named_by_extension_past_compression() {
+        let of = |name: &str| FileFormat::from_path(Path::new(name));
+        assert_eq!(of("a/lineitem.csv"), Some(FileFormat::Csv));
+        assert_eq!(of("x.tsv.gz"), Some(FileFormat::Tsv));
+        assert_eq!(of("x.jsonl.zst"), Some(FileFormat::Json));
+        assert_eq!(of("x.parquet"), Some(FileFormat::Parquet));
+        assert_eq!(of("x.arrow"), Some(FileFormat::Arrow));
+        assert_eq!(of("csv"), None);
+        assert_eq!(of("x.gz"), None);
+        assert_eq!(of("x.xlsx"), None);
+    }
+
+    #[test]
+    fn compressed_inputs_read_back_whatever_their_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = b"a,b\n1,2\n".repeat(1000);
+        let gz = dir.path().join("data.csv");
+        let mut encoder =
+            flate2::write::GzEncoder::new(File::create(&gz).unwrap(), flate2::Compression::fast());
+        encoder.write_all(&text).unwrap();
+        encoder.finish().unwrap();
+        let zst = dir.path().join("data.csv.zst");
+        std::fs::write(&zst, zstd::encode_all(&text[..], 1).unwrap()).unwrap();
+        for path in [gz, zst] {
+            let counter = ByteCounter::default();
+            let mut out = Vec::new();
+            open_stream(&path, &counter)
+                .unwrap()
+                .read_to_end(&mut out)
+                .unwrap();
+            assert_eq!(out, text);
+            assert_eq!(counter.get(), std::fs::metadata(&path).unwrap().len());
+        }
+    }
+
+    #[test]
+    fn parquet_and_arrow_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2, 3])),
+                Arc::new(StringArray::from(vec![Some("a"), None, Some("c")])),
+            ],
+        )
+        .unwrap();
+        for format in [FileFormat::Parquet, FileFormat::Arrow] {
+            let path = dir.path().join(format!("t.{}", format.name()));
+            let mut writer = batch_writer(&path, format, schema.clone()).unwrap();
+            writer.write(&batch).unwrap();
+            writer.finish().unwrap();
+            let counter = ByteCounter::default();
+            let mut source = match format {
+                FileFormat::Parquet => parquet_reader(&path, &counter).unwrap(),
+                _ => arrow_reader(&path, &counter).unwrap(),
+            };
+            let (first, read) = source.next_batch().unwrap().unwrap();
+            assert_eq!((first, &read), (0, &batch));
+            assert!(source.next_batch().unwrap().is_none());
+            assert_eq!(counter.get(), std::fs::metadata(&path).unwrap().len());
+        }
+    }
+
+    #[test]
+    fn a_truncated_parquet_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.parquet");
+        std::fs::write(&path, b"PAR1 not really").unwrap();
+        let err = parquet_reader(&path, &ByteCounter::default())
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("arrow error"), "{err}");
+    }
+}
