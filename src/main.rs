@@ -143,10 +143,6 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             .with_query_memory_limit(bytes)
             .map_err(|e| e.to_string())?;
     }
-    db = db.with_file_access(match &config.allow_files {
-        Some(dir) => basalt::query::FileAccess::Within(dir.clone()),
-        None => basalt::query::FileAccess::Denied,
-    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

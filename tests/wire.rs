@@ -485,6 +485,51 @@ async fn copy_streams_rows_in_and_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn server_side_copy_needs_an_allowed_directory() {
+    let server = TestServer::start().await;
+    let client = server.connect().await;
+    client.batch_execute("CREATE TABLE f (id int)").await.unwrap();
+    for sql in ["COPY f FROM '/etc/hostname'", "COPY f TO '/tmp/basalt-leak.csv'"] {
+        let err = client.batch_execute(sql).await.unwrap_err();
+        assert_eq!(code(&err), "42501", "{sql}: {err:?}");
+    }
+    server.stop().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("in.csv"), "id\n1\n2\n").unwrap();
+    let server = TestServer::start_with(Config {
+        allow_files: Some(dir.path().to_path_buf()),
+        ..Config::default()
+    })
+    .await;
+    let client = server.connect().await;
+    client.batch_execute("CREATE TABLE f (id int)").await.unwrap();
+    let copied = client
+        .execute("COPY f FROM 'in.csv' (FORMAT csv, HEADER)", &[])
+        .await
+        .unwrap();
+    assert_eq!(copied, 2);
+    let written = client
+        .execute("COPY (SELECT id * 10 AS x FROM f ORDER BY 1) TO 'out.parquet'", &[])
+        .await
+        .unwrap();
+    assert_eq!(written, 2);
+    client.batch_execute("CREATE TABLE g (x int)").await.unwrap();
+    client
+        .batch_execute("COPY g FROM 'out.parquet'")
+        .await
+        .unwrap();
+    let row = client.query_one("SELECT sum(x) FROM g", &[]).await.unwrap();
+    assert_eq!(row.get::<_, i64>(0), 30);
+    let err = client
+        .batch_execute("COPY f FROM '../in.csv'")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "42501");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cancel_request_stops_a_running_query() {
     let server = TestServer::start().await;
     let client = server.connect().await;

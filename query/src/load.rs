@@ -1453,6 +1453,14 @@ impl FileAccess {
         };
         let root = dir.canonicalize().map_err(|e| io_error(dir, &e))?;
         let path = root.join(filename);
+        // Refused before the file system is asked, so that a refusal says
+        // nothing about what exists outside.
+        let escapes = Path::new(filename)
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir));
+        if escapes || !path.starts_with(&root) {
+            return Err(denied());
+        }
         // The file (or, for a new file, its directory) must resolve inside.
         let resolved = if writing && !path.exists() {
             let parent = path.parent().ok_or_else(denied)?;
@@ -1466,7 +1474,8 @@ impl FileAccess {
         } else {
             path.canonicalize().map_err(|e| io_error(&path, &e))?
         };
-        if !resolved.starts_with(&root) || filename.split('/').any(|part| part == "..") {
+        // A symbolic link inside may still point outside.
+        if !resolved.starts_with(&root) {
             return Err(denied());
         }
         Ok(resolved)

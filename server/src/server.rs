@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use basalt_query::Database;
+use basalt_query::{Database, FileAccess};
 use pgwire::api::PgWireServerHandlers;
 use pgwire::tokio::{process_socket, TlsAcceptor};
 use tokio::io::AsyncWriteExt;
@@ -42,6 +42,11 @@ impl Server {
             (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
             _ => None,
         };
+        // A client's SQL must not reach the server's files unless allowed.
+        let db = db.with_file_access(match &config.allow_files {
+            Some(dir) => FileAccess::Within(dir.clone()),
+            None => FileAccess::Denied,
+        });
         Ok(Server {
             listener,
             db,
