@@ -579,3 +579,68 @@ fn a_killed_load_leaves_no_rows() {
         assert_eq!(left, 0, "orphaned segment files are removed on open");
     });
 }
+
+#[tokio::test]
+async fn files_are_queried_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("orders.csv");
+    std::fs::write(&csv, "id;customer;amount\n1;ann;10.5\n2;bob;3\n3;ann;1.5\n").unwrap();
+    let json = dir.path().join("customers.jsonl");
+    std::fs::write(
+        &json,
+        "{\"name\": \"ann\", \"city\": \"Oslo\"}\n\n{\"name\": \"bob\", \"city\": \"Rome\"}\n",
+    )
+    .unwrap();
+    let db = Database::open_temporary().unwrap();
+    let mut s = db.session();
+    let sql = format!(
+        "SELECT c.city, sum(o.amount) AS total \
+         FROM read_csv('{}', true, ';') o JOIN read_json('{}') c ON o.customer = c.name \
+         GROUP BY c.city ORDER BY c.city",
+        csv.display(),
+        json.display()
+    );
+    assert_eq!(
+        rows(&mut s, &sql).await,
+        vec![
+            vec![Some("Oslo".into()), Some("12".into())],
+            vec![Some("Rome".into()), Some("3".into())]
+        ]
+    );
+    let parquet = dir.path().join("orders.parquet");
+    s.execute(&format!(
+        "COPY (SELECT * FROM read_csv('{}', true, ';') WHERE amount > 2) TO '{}'",
+        csv.display(),
+        parquet.display()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        rows(
+            &mut s,
+            &format!(
+                "SELECT count(*), max(customer) FROM read_parquet('{}')",
+                parquet.display()
+            )
+        )
+        .await,
+        vec![vec![Some("2".into()), Some("bob".into())]]
+    );
+    let err = s
+        .execute(&format!(
+            "SELECT * FROM read_csv('{}', 'yes')",
+            csv.display()
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.sqlstate(), "42883", "{err}");
+    let denied = Database::open_temporary()
+        .unwrap()
+        .with_file_access(basalt::query::FileAccess::Denied);
+    let err = denied
+        .session()
+        .execute(&format!("SELECT * FROM read_csv('{}')", csv.display()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.sqlstate(), "42501", "{err}");
+}

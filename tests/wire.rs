@@ -488,8 +488,14 @@ async fn copy_streams_rows_in_and_out() {
 async fn server_side_copy_needs_an_allowed_directory() {
     let server = TestServer::start().await;
     let client = server.connect().await;
-    client.batch_execute("CREATE TABLE f (id int)").await.unwrap();
-    for sql in ["COPY f FROM '/etc/hostname'", "COPY f TO '/tmp/basalt-leak.csv'"] {
+    client
+        .batch_execute("CREATE TABLE f (id int)")
+        .await
+        .unwrap();
+    for sql in [
+        "COPY f FROM '/etc/hostname'",
+        "COPY f TO '/tmp/basalt-leak.csv'",
+    ] {
         let err = client.batch_execute(sql).await.unwrap_err();
         assert_eq!(code(&err), "42501", "{sql}: {err:?}");
     }
@@ -503,18 +509,27 @@ async fn server_side_copy_needs_an_allowed_directory() {
     })
     .await;
     let client = server.connect().await;
-    client.batch_execute("CREATE TABLE f (id int)").await.unwrap();
+    client
+        .batch_execute("CREATE TABLE f (id int)")
+        .await
+        .unwrap();
     let copied = client
         .execute("COPY f FROM 'in.csv' (FORMAT csv, HEADER)", &[])
         .await
         .unwrap();
     assert_eq!(copied, 2);
     let written = client
-        .execute("COPY (SELECT id * 10 AS x FROM f ORDER BY 1) TO 'out.parquet'", &[])
+        .execute(
+            "COPY (SELECT id * 10 AS x FROM f ORDER BY 1) TO 'out.parquet'",
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(written, 2);
-    client.batch_execute("CREATE TABLE g (x int)").await.unwrap();
+    client
+        .batch_execute("CREATE TABLE g (x int)")
+        .await
+        .unwrap();
     client
         .batch_execute("COPY g FROM 'out.parquet'")
         .await

@@ -16,6 +16,7 @@ mod pgfunctions;
 pub mod pgtext;
 pub mod pgtypes;
 pub mod prepare;
+mod readfile;
 mod sequences;
 mod session;
 mod settings;

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use arrow_array::{new_null_array, Array, ArrayRef, BooleanArray, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use basalt_formats::files::{self, ByteCounter};
-use basalt_storage::{Db, TableDef};
+use basalt_storage::Db;
 use datafusion::arrow::compute::{cast_with_options, filter_record_batch, CastOptions};
 use datafusion::sql::sqlparser::ast::{self, ObjectName};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
@@ -166,7 +166,12 @@ impl Session {
         options: &LoadOptions,
     ) -> Result<LoadReport> {
         let target = self.target(name, None)?;
-        let plan = LoadPlan::new(&target.def, target.alias.clone(), paths, options)?;
+        let plan = LoadPlan::new(
+            target.def.schema.clone(),
+            target.alias.clone(),
+            paths,
+            options,
+        )?;
         if self.in_transaction() || plan.needs_defaults() {
             return self.load_by_insert(name, plan).await;
         }
@@ -344,13 +349,13 @@ struct ByteRange {
 
 /// Parsed rows of the listed columns (nullable, in the table's types) and
 /// the input line (or row number) of each.
-struct Piece {
-    batch: RecordBatch,
+pub(crate) struct Piece {
+    pub(crate) batch: RecordBatch,
     lines: Vec<u64>,
     path: Arc<str>,
 }
 
-enum Message {
+pub(crate) enum Message {
     Rows(Piece),
     Rejected(Arc<str>, Vec<Reject>),
 }
@@ -360,7 +365,7 @@ type Rejects = Vec<(Arc<str>, Reject)>;
 type Sender = SyncSender<Result<Message>>;
 
 /// Everything a load needs, shared by its threads.
-struct LoadPlan {
+pub(crate) struct LoadPlan {
     table_name: String,
     table_schema: SchemaRef,
     /// Table columns the files fill, in the files' order.
@@ -374,13 +379,12 @@ struct LoadPlan {
 }
 
 impl LoadPlan {
-    fn new(
-        def: &TableDef,
+    pub(crate) fn new(
+        schema: SchemaRef,
         table_name: String,
         paths: &[PathBuf],
         options: &LoadOptions,
     ) -> Result<LoadPlan> {
-        let schema = def.schema.clone();
         let listed = if options.columns.is_empty() {
             (0..schema.fields().len()).collect()
         } else {
@@ -515,7 +519,10 @@ impl LoadPlan {
 
     /// Runs the items on up to one thread per core and hands their
     /// messages to `consume` in item order.
-    fn parse_in_parallel(&self, mut consume: impl FnMut(Message) -> Result<()>) -> Result<()> {
+    pub(crate) fn parse_in_parallel(
+        &self,
+        mut consume: impl FnMut(Message) -> Result<()>,
+    ) -> Result<()> {
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .min(self.items.len())
@@ -1249,31 +1256,13 @@ fn joined(lines: &[(u64, Vec<u8>)]) -> Vec<u8> {
     out
 }
 
-/// `CREATE TABLE` for a file's columns: a self-describing file's own
-/// types, or for CSV/text the narrowest of bigint, double precision,
-/// boolean, date, timestamp and text that holds every sampled value.
+/// `CREATE TABLE` for a file's columns (see [`infer_fields`]).
 fn create_table_sql(name: &ObjectName, path: &Path, options: &LoadOptions) -> Result<String> {
-    let format = format_of(path, options)?;
-    let fields = if format.is_delimited_text() {
-        infer_text_fields(path, format, options)?
-    } else {
-        let counter = ByteCounter::default();
-        let schema = match format {
-            FileFormat::Parquet => files::parquet_reader(path, &counter).map(|s| s.schema()),
-            FileFormat::Arrow => files::arrow_reader(path, &counter).map(|s| s.schema()),
-            _ => files::open_stream(path, &counter)
-                .and_then(|input| files::infer_json_schema(input, INFER_RECORDS)),
-        }
-        .map_err(|e| format_error(path, e))?;
-        schema
-            .fields()
-            .iter()
-            .map(|f| (f.name().clone(), storable(f)))
-            .collect()
-    };
+    let fields = infer_fields(path, options)?;
     let mut columns: Vec<String> = fields
         .iter()
-        .map(|(name, field)| {
+        .map(|field| {
+            let name = field.name();
             let not_null = if options.primary_key.contains(name) {
                 " NOT NULL"
             } else {
@@ -1291,6 +1280,25 @@ fn create_table_sql(name: &ObjectName, path: &Path, options: &LoadOptions) -> Re
         columns.push(format!("PRIMARY KEY ({})", key.join(", ")));
     }
     Ok(format!("CREATE TABLE {name} ({})", columns.join(", ")))
+}
+
+/// The columns a file holds, in types a table can hold: a self-describing
+/// file's own, or for CSV/text the narrowest of bigint, double precision,
+/// boolean, date, timestamp and text that reads every sampled value.
+pub(crate) fn infer_fields(path: &Path, options: &LoadOptions) -> Result<Vec<Field>> {
+    let format = format_of(path, options)?;
+    if format.is_delimited_text() {
+        return infer_text_fields(path, format, options);
+    }
+    let counter = ByteCounter::default();
+    let schema = match format {
+        FileFormat::Parquet => files::parquet_reader(path, &counter).map(|s| s.schema()),
+        FileFormat::Arrow => files::arrow_reader(path, &counter).map(|s| s.schema()),
+        _ => files::open_stream(path, &counter)
+            .and_then(|input| files::infer_json_schema(input, INFER_RECORDS)),
+    }
+    .map_err(|e| format_error(path, e))?;
+    Ok(schema.fields().iter().map(|f| storable(f)).collect())
 }
 
 /// An Arrow field as a type a table can hold.
@@ -1320,11 +1328,7 @@ fn storable(field: &Field) -> Field {
 
 /// Column names (the header's, or column1...) and guessed types of a
 /// CSV/text file, from its first records.
-fn infer_text_fields(
-    path: &Path,
-    format: FileFormat,
-    options: &LoadOptions,
-) -> Result<Vec<(String, Field)>> {
+fn infer_text_fields(path: &Path, format: FileFormat, options: &LoadOptions) -> Result<Vec<Field>> {
     let header = options.header.unwrap_or(true);
     let plan_like = LoadPlan {
         table_name: String::new(),
@@ -1386,11 +1390,7 @@ fn infer_text_fields(
     Ok(names
         .into_iter()
         .zip(sample.columns())
-        .map(|(name, column)| {
-            let data_type = guess_type(column);
-            let field = Field::new(&name, data_type, true);
-            (name, field)
-        })
+        .map(|(name, column)| Field::new(name, guess_type(column), true))
         .collect())
 }
 
@@ -1431,7 +1431,7 @@ pub enum FileAccess {
 
 impl FileAccess {
     /// The path `filename` names, if this access allows it.
-    fn check(&self, filename: &str, writing: bool) -> Result<PathBuf> {
+    pub(crate) fn check(&self, filename: &str, writing: bool) -> Result<PathBuf> {
         let dir = match self {
             FileAccess::Any => return Ok(PathBuf::from(filename)),
             FileAccess::Denied => {

@@ -124,6 +124,9 @@ impl Database {
         for function in crate::json::functions() {
             ctx.register_udf(function);
         }
+        for (name, function) in crate::readfile::functions(&self.file_access) {
+            ctx.register_udtf(name, function);
+        }
         for function in crate::sequences::functions(self.db.clone(), self.sequences.clone()) {
             ctx.register_udf(function);
         }
