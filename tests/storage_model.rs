@@ -424,6 +424,11 @@ fn an_unfinished_bulk_load_leaves_nothing() {
     let rows: Vec<_> = (0..200).map(|k| (k, (None, Some(k)))).collect();
     load.write(&batch(&rows)).unwrap();
     load.write(&batch(&rows)).unwrap();
+    // Runs are written, in the background, as they fill.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while files(dir.path()) == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     assert!(files(dir.path()) > 0, "runs are written as they fill");
     drop(load);
     assert_eq!(files(dir.path()), 0);

@@ -71,6 +71,16 @@ pub fn compress(raw: Vec<u8>) -> (Codec, Vec<u8>) {
     if raw.len() < 256 {
         return (Codec::None, raw);
     }
+    // A large payload whose middle does not compress is stored as it is
+    // without compressing the whole (lz4 is most of a bulk load's work).
+    const SAMPLE: usize = 32 << 10;
+    if raw.len() >= 4 * SAMPLE {
+        let start = raw.len() / 2 - SAMPLE / 2;
+        let sample = &raw[start..start + SAMPLE];
+        if lz4_flex::block::compress(sample).len() > SAMPLE - SAMPLE / 16 {
+            return (Codec::None, raw);
+        }
+    }
     let compressed = lz4_flex::block::compress(&raw);
     if compressed.len() <= raw.len() - raw.len() / 8 {
         (Codec::Lz4, compressed)
@@ -365,5 +375,13 @@ pub(crate) mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let noise: Vec<u8> = (0..4096).map(|_| rng.gen()).collect();
         assert_eq!(compress(noise).0, Codec::None);
+        // Large payloads are judged by a sample from their middle.
+        let large_noise: Vec<u8> = (0..1 << 20).map(|_| rng.gen()).collect();
+        assert_eq!(compress(large_noise.clone()).0, Codec::None);
+        let mut mostly_zero = vec![0u8; 1 << 20];
+        mostly_zero[..1000].copy_from_slice(&large_noise[..1000]);
+        let (codec, stored) = compress(mostly_zero);
+        assert_eq!(codec, Codec::Lz4);
+        assert!(stored.len() < 10_000);
     }
 }

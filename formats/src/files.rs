@@ -147,18 +147,50 @@ fn read_up_to(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(got)
 }
 
-/// Record batches from a Parquet file, with the file's Arrow schema.
-pub fn parquet_reader(path: &Path, counter: &ByteCounter) -> Result<Box<dyn BatchSource>> {
+/// Rows in each row group of a Parquet file.
+pub fn parquet_row_groups(path: &Path) -> Result<Vec<u64>> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let reader = SerializedFileReader::new(File::open(path)?)?;
+    Ok(reader
+        .metadata()
+        .row_groups()
+        .iter()
+        .map(|g| g.num_rows().max(0) as u64)
+        .collect())
+}
+
+/// Some row groups of a Parquet file, read on their own (by one thread of
+/// several): which, the file's row number of their first row, and the
+/// share of the file's bytes to count as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParquetPart {
+    pub row_groups: Vec<usize>,
+    pub first_row: u64,
+    pub bytes: u64,
+}
+
+/// Record batches from a Parquet file (or part of one), with the file's
+/// Arrow schema.
+pub fn parquet_reader(
+    path: &Path,
+    counter: &ByteCounter,
+    part: Option<&ParquetPart>,
+) -> Result<Box<dyn BatchSource>> {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let file = File::open(path)?;
-    let total = file.metadata()?.len();
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
-    let reader = builder.with_batch_size(BATCH_ROWS).build()?;
+    let mut total = file.metadata()?.len();
+    let mut builder = ParquetRecordBatchReaderBuilder::try_new(file)?.with_batch_size(BATCH_ROWS);
+    let mut done = 0;
+    if let Some(part) = part {
+        builder = builder.with_row_groups(part.row_groups.clone());
+        total = part.bytes;
+        done = part.first_row;
+    }
     Ok(Box::new(WholeFileSource {
-        reader: Box::new(reader),
+        reader: Box::new(builder.build()?),
         counter: counter.clone(),
         total,
-        done: 0,
+        done,
     }))
 }
 
@@ -391,7 +423,7 @@ mod tests {
             writer.finish().unwrap();
             let counter = ByteCounter::default();
             let mut source = match format {
-                FileFormat::Parquet => parquet_reader(&path, &counter).unwrap(),
+                FileFormat::Parquet => parquet_reader(&path, &counter, None).unwrap(),
                 _ => arrow_reader(&path, &counter).unwrap(),
             };
             let (first, read) = source.next_batch().unwrap().unwrap();
@@ -406,7 +438,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.parquet");
         std::fs::write(&path, b"PAR1 not really").unwrap();
-        let err = parquet_reader(&path, &ByteCounter::default())
+        let err = parquet_reader(&path, &ByteCounter::default(), None)
             .err()
             .unwrap();
         assert!(err.to_string().contains("arrow error"), "{err}");

@@ -412,19 +412,21 @@ impl RecordReader {
         if self.ended {
             return Ok(());
         }
-        self.pending.extend_from_slice(data);
+        // Taken out so records can be read in place while `self` changes.
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.extend_from_slice(data);
         let mut start = 0;
-        while let Some(end) = self.record_end(start) {
-            let record = self.pending[start..end].to_vec();
-            self.record(&record)?;
+        while let Some(end) = self.record_end(&pending, start) {
+            self.record(&pending[start..end])?;
             start = end + 1;
             self.scanned = start;
             if self.ended {
                 break;
             }
         }
-        self.pending.drain(..start);
+        pending.drain(..start);
         self.scanned -= start;
+        self.pending = pending;
         Ok(())
     }
 
@@ -442,13 +444,11 @@ impl RecordReader {
 
     /// The index of the newline ending the record at `start`, scanning on
     /// from where the last call stopped.
-    fn record_end(&mut self, start: usize) -> Option<usize> {
-        let from = self.scanned.max(start);
-        let bytes = &self.pending;
-        let mut i = from;
+    fn record_end(&mut self, bytes: &[u8], start: usize) -> Option<usize> {
+        let mut i = self.scanned.max(start);
         while i < bytes.len() {
-            let b = bytes[i];
             if self.format.csv && self.in_quotes {
+                let b = bytes[i];
                 if b == self.format.escape && self.format.escape != self.format.quote {
                     if i + 1 == bytes.len() {
                         self.scanned = i;
@@ -460,12 +460,24 @@ impl RecordReader {
                 if b == self.format.quote {
                     self.in_quotes = false;
                 }
-            } else if self.format.csv && b == self.format.quote {
-                self.in_quotes = true;
-            } else if b == b'\n' {
+                i += 1;
+                continue;
+            }
+            // Outside quotes only a newline or an opening quote matters.
+            let next = if self.format.csv {
+                memchr::memchr2(b'\n', self.format.quote, &bytes[i..])
+            } else {
+                memchr::memchr(b'\n', &bytes[i..])
+            };
+            let Some(offset) = next else {
+                break;
+            };
+            i += offset;
+            if bytes[i] == b'\n' {
                 self.scanned = i + 1;
                 return Some(i);
             }
+            self.in_quotes = true;
             i += 1;
         }
         self.scanned = bytes.len();
@@ -474,13 +486,16 @@ impl RecordReader {
 
     fn record(&mut self, record: &[u8]) -> Result<()> {
         let line = self.line;
-        self.line += 1 + record.iter().filter(|b| **b == b'\n').count() as u64;
+        self.line += 1 + memchr::memchr_iter(b'\n', record).count() as u64;
         let record = record.strip_suffix(b"\r").unwrap_or(record);
         if record == b"\\." {
             self.ended = true;
             return Ok(());
         }
         if std::mem::take(&mut self.skip_header) {
+            return Ok(());
+        }
+        if self.record_without_escapes(line, record) {
             return Ok(());
         }
         let fields = if self.format.csv {
@@ -516,6 +531,36 @@ impl RecordReader {
         }
         self.rows.lines.push(line);
         Ok(())
+    }
+
+    /// The common case, read without copying: a record with no quote (CSV)
+    /// or backslash (text), valid UTF-8, with the right number of fields.
+    /// Returns false, having done nothing, for any other record.
+    fn record_without_escapes(&mut self, line: u64, record: &[u8]) -> bool {
+        let special = if self.format.csv {
+            self.format.quote
+        } else {
+            b'\\'
+        };
+        if memchr::memchr(special, record).is_some()
+            || memchr::memchr_iter(self.format.delimiter, record).count() + 1 != self.columns.len()
+        {
+            return false;
+        }
+        let Ok(text) = std::str::from_utf8(record) else {
+            return false;
+        };
+        let null = self.format.null.as_str();
+        let fields = text.split(char::from(self.format.delimiter));
+        for (builder, field) in self.rows.columns.iter_mut().zip(fields) {
+            if field == null {
+                builder.append_null();
+            } else {
+                builder.append_value(field);
+            }
+        }
+        self.rows.lines.push(line);
+        true
     }
 
     /// A record that cannot be read: skipped and listed when bad records

@@ -337,6 +337,8 @@ struct Item {
     path: PathBuf,
     format: FileFormat,
     range: Option<ByteRange>,
+    /// For a Parquet file read by several threads: this thread's row groups.
+    part: Option<files::ParquetPart>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -432,11 +434,11 @@ impl LoadPlan {
         })
     }
 
+    /// Files read (a file split across threads counts once).
     fn items_files(&self) -> usize {
-        self.items
-            .iter()
-            .filter(|i| i.range.is_none_or(|r| r.start == 0))
-            .count()
+        let mut paths: Vec<&PathBuf> = self.items.iter().map(|i| &i.path).collect();
+        paths.dedup();
+        paths.len()
     }
 
     /// Whether a column the files leave out has a DEFAULT, which only the
@@ -576,7 +578,7 @@ impl LoadPlan {
         } else {
             let mut source: Box<dyn RowSource> = match item.format {
                 FileFormat::Parquet => Box::new(FileRows(
-                    files::parquet_reader(&item.path, &self.counter)
+                    files::parquet_reader(&item.path, &self.counter, item.part.as_ref())
                         .map_err(|e| format_error(&item.path, e))?,
                 )),
                 FileFormat::Arrow => Box::new(FileRows(
@@ -986,7 +988,11 @@ fn split_file(
         path: path.to_path_buf(),
         format,
         range: None,
+        part: None,
     }];
+    if format == FileFormat::Parquet && threads > 1 && size >= SPLIT_BYTES {
+        return split_parquet(path, size, threads).map(|parts| parts.unwrap_or(whole));
+    }
     if !format.is_delimited_text() || threads < 2 || size < SPLIT_BYTES {
         return Ok(whole);
     }
@@ -1022,10 +1028,46 @@ fn split_file(
                     end,
                     first_line,
                 }),
+                part: None,
             });
         }
     }
     Ok(items)
+}
+
+/// A large Parquet file as runs of consecutive row groups, one item each;
+/// `None` when it has too few row groups to share.
+fn split_parquet(path: &Path, size: u64, threads: usize) -> Result<Option<Vec<Item>>> {
+    let groups = files::parquet_row_groups(path).map_err(|e| format_error(path, e))?;
+    let pieces = (threads * 2).min(groups.len());
+    let total_rows: u64 = groups.iter().sum();
+    if pieces < 2 || total_rows == 0 {
+        return Ok(None);
+    }
+    let mut items = Vec::with_capacity(pieces);
+    let (mut first_row, mut credited) = (0u64, 0u64);
+    for piece in 0..pieces {
+        let range = groups.len() * piece / pieces..groups.len() * (piece + 1) / pieces;
+        let rows: u64 = groups[range.clone()].iter().sum();
+        let bytes = if piece + 1 == pieces {
+            size - credited
+        } else {
+            size * (first_row + rows) / total_rows - credited
+        };
+        items.push(Item {
+            path: path.to_path_buf(),
+            format: FileFormat::Parquet,
+            range: None,
+            part: Some(files::ParquetPart {
+                row_groups: range.collect(),
+                first_row,
+                bytes,
+            }),
+        });
+        first_row += rows;
+        credited += bytes;
+    }
+    Ok(Some(items))
 }
 
 /// One pass over a file: for each target offset, the start of the first
@@ -1292,7 +1334,7 @@ pub(crate) fn infer_fields(path: &Path, options: &LoadOptions) -> Result<Vec<Fie
     }
     let counter = ByteCounter::default();
     let schema = match format {
-        FileFormat::Parquet => files::parquet_reader(path, &counter).map(|s| s.schema()),
+        FileFormat::Parquet => files::parquet_reader(path, &counter, None).map(|s| s.schema()),
         FileFormat::Arrow => files::arrow_reader(path, &counter).map(|s| s.schema()),
         _ => files::open_stream(path, &counter)
             .and_then(|input| files::infer_json_schema(input, INFER_RECORDS)),

@@ -13,6 +13,7 @@
 //! Those sequences stay invisible until the install advances the visible
 //! sequence past them under the state lock.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -45,7 +46,10 @@ pub struct BulkLoad {
     buffered: Vec<RecordBatch>,
     buffered_rows: usize,
     run_rows: usize,
-    sealing: Option<JoinHandle<Result<Option<WrittenRun>>>>,
+    /// Runs being sorted and written, oldest first.
+    sealing: VecDeque<JoinHandle<Result<Option<WrittenRun>>>>,
+    /// How many runs may be written at once.
+    writers: usize,
     written: Vec<WrittenRun>,
     rows: u64,
 }
@@ -73,7 +77,8 @@ impl Db {
             buffered: Vec::new(),
             buffered_rows: 0,
             run_rows: self.inner.options.segment_max_rows,
-            sealing: None,
+            sealing: VecDeque::new(),
+            writers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             written: Vec::new(),
             rows: 0,
         })
@@ -101,28 +106,35 @@ impl BulkLoad {
         self.rows
     }
 
-    /// Hands the buffered rows to a thread that sorts and writes them, after
-    /// the previous run's thread is done: one run is written while the next
-    /// is produced.
+    /// Hands the buffered rows to a thread that sorts and writes them, as
+    /// many at once as there are cores. The run's sequence is taken here, in
+    /// input order, so a later run's rows supersede an earlier run's.
     fn seal(&mut self) -> Result<()> {
-        self.wait_for_sealing()?;
         let batches = std::mem::take(&mut self.buffered);
         self.buffered_rows = 0;
         if batches.is_empty() {
             return Ok(());
         }
+        while self.sealing.len() >= self.writers {
+            self.wait_for_oldest()?;
+        }
+        let seq = {
+            let mut last_seq = self.inner.commit.lock();
+            *last_seq += 1;
+            *last_seq
+        };
         let inner = self.inner.clone();
         let table = self.table.clone();
         let handle = std::thread::Builder::new()
             .name("basalt-load".into())
-            .spawn(move || write_run(&inner, &table, &batches))
+            .spawn(move || write_run(&inner, &table, &batches, seq))
             .map_err(|e| Error::io(&self.inner.seg_dir, e))?;
-        self.sealing = Some(handle);
+        self.sealing.push_back(handle);
         Ok(())
     }
 
-    fn wait_for_sealing(&mut self) -> Result<()> {
-        let Some(handle) = self.sealing.take() else {
+    fn wait_for_oldest(&mut self) -> Result<()> {
+        let Some(handle) = self.sealing.pop_front() else {
             return Ok(());
         };
         let written = handle
@@ -132,10 +144,24 @@ impl BulkLoad {
         Ok(())
     }
 
+    /// Waits for every run being written; the first failure is returned
+    /// after all have stopped, so none is left writing.
+    fn wait_for_sealing(&mut self) -> Result<()> {
+        let mut outcome = Ok(());
+        while !self.sealing.is_empty() {
+            let waited = self.wait_for_oldest();
+            if outcome.is_ok() {
+                outcome = waited;
+            }
+        }
+        outcome
+    }
+
     /// Writes the last run and installs every segment in one manifest edit.
     pub fn finish(mut self) -> Result<LoadSummary> {
-        self.seal()?;
+        let sealed = self.seal();
         self.wait_for_sealing()?;
+        sealed?;
         let segments = self.written.len();
         let visible_seq = install(&self.inner, &self.table, &mut self.written)?;
         Ok(LoadSummary {
@@ -157,12 +183,13 @@ impl Drop for BulkLoad {
     }
 }
 
-/// Sorts one run by key, keeps the last row of each key, takes the run's
-/// sequence and writes the segment.
+/// Sorts one run by key, keeps the last row of each key and writes the
+/// segment with the run's sequence.
 fn write_run(
     inner: &Inner,
     table: &TableState,
     batches: &[RecordBatch],
+    seq: u64,
 ) -> Result<Option<WrittenRun>> {
     let batch = concat_batches(&table.def.schema, batches)?;
     let keys = row_keys(table, &batch)?;
@@ -182,11 +209,6 @@ fn write_run(
     let (Some(min_key), Some(max_key)) = (keys_at(&sorted_keys, 0), keys_at(&sorted_keys, last))
     else {
         return Ok(None);
-    };
-    let seq = {
-        let mut last_seq = inner.commit.lock();
-        *last_seq += 1;
-        *last_seq
     };
     let rows = batch.num_rows();
     let mut columns: Vec<ArrayRef> = vec![
