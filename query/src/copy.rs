@@ -498,12 +498,7 @@ impl RecordReader {
         if self.record_without_escapes(line, record) {
             return Ok(());
         }
-        let fields = if self.format.csv {
-            split_csv(record, &self.format)
-        } else {
-            split_text(record, &self.format)
-        };
-        let fields = match fields {
+        let fields = match self.format.split(record) {
             Ok(fields) => fields,
             Err(message) => return self.reject(line, record, "22P04", &message),
         };

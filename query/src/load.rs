@@ -611,26 +611,6 @@ impl LoadPlan {
         }
     }
 
-    fn copy_format(&self, format: FileFormat, header: bool) -> Result<CopyFormat> {
-        let o = &self.options;
-        let delimiter = match format {
-            FileFormat::Tsv => Some(o.delimiter.unwrap_or('\t')),
-            _ => o.delimiter,
-        };
-        let null = match format {
-            FileFormat::Tsv => Some(o.null.clone().unwrap_or_default()),
-            _ => o.null.clone(),
-        };
-        CopyFormat::for_file(
-            format != FileFormat::Text,
-            delimiter,
-            null,
-            o.quote,
-            o.escape,
-            header,
-        )
-    }
-
     fn parse_delimited(
         &self,
         item: &Item,
@@ -639,7 +619,7 @@ impl LoadPlan {
     ) -> Result<()> {
         let has_header = self.options.header.unwrap_or(true);
         let first_range = item.range.is_none_or(|r| r.start == 0);
-        let format = self.copy_format(item.format, has_header && first_range)?;
+        let format = text_dialect(&self.options, item.format, has_header && first_range)?;
         let names = self
             .listed_schema
             .fields()
@@ -1372,17 +1352,7 @@ fn storable(field: &Field) -> Field {
 /// CSV/text file, from its first records.
 fn infer_text_fields(path: &Path, format: FileFormat, options: &LoadOptions) -> Result<Vec<Field>> {
     let header = options.header.unwrap_or(true);
-    let plan_like = LoadPlan {
-        table_name: String::new(),
-        table_schema: Arc::new(Schema::empty()),
-        listed: Vec::new(),
-        listed_schema: Arc::new(Schema::empty()),
-        items: Vec::new(),
-        options: options.clone(),
-        counter: ByteCounter::default(),
-        total_bytes: 0,
-    };
-    let copy_format = plan_like.copy_format(format, false)?;
+    let copy_format = text_dialect(options, format, false)?;
     let mut input = files::open_stream(path, &ByteCounter::default())
         .map_err(|e| io_error(path, &std::io::Error::other(e.to_string())))?;
     let mut first = Vec::new();
@@ -1636,8 +1606,7 @@ fn export_batch(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> 
 }
 
 /// The COPY dialect of a CSV, TSV or text file.
-fn text_dialect(load: &LoadOptions, header: bool) -> Result<CopyFormat> {
-    let format = load.format.unwrap_or(FileFormat::Text);
+fn text_dialect(load: &LoadOptions, format: FileFormat, header: bool) -> Result<CopyFormat> {
     let tsv = format == FileFormat::Tsv;
     CopyFormat::for_file(
         format != FileFormat::Text,
@@ -1676,7 +1645,7 @@ impl Session {
         };
         let mut load = copy_file_options(filename, options, legacy)?;
         if load.format.is_some_and(FileFormat::is_delimited_text) {
-            text_dialect(&load, false)?;
+            text_dialect(&load, load.format.unwrap_or(FileFormat::Text), false)?;
         }
         load.columns = columns.iter().map(normalize).collect();
         let path = self.file_access.check(filename, false)?;
@@ -1703,7 +1672,7 @@ impl Session {
         let load = copy_file_options(filename, options, legacy)?;
         let format = load.format.unwrap_or(FileFormat::Text);
         let dialect = if format.is_delimited_text() {
-            Some(text_dialect(&load, load.header.unwrap_or(false))?)
+            Some(text_dialect(&load, format, load.header.unwrap_or(false))?)
         } else {
             None
         };
