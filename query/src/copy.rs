@@ -58,27 +58,6 @@ impl CopyFormat {
 }
 
 impl CopyFormat {
-    /// The dialect of a CSV (`csv`) or text file the loader reads, with
-    /// Postgres' defaults for what is not given.
-    pub(crate) fn for_file(
-        csv: bool,
-        delimiter: Option<char>,
-        null: Option<String>,
-        quote: Option<char>,
-        escape: Option<char>,
-        header: bool,
-    ) -> Result<CopyFormat> {
-        FormatSpec {
-            csv,
-            delimiter,
-            null,
-            quote,
-            escape,
-            header,
-        }
-        .finish()
-    }
-
     /// The fields of one record (without its newline).
     pub(crate) fn split(&self, record: &[u8]) -> std::result::Result<Fields, String> {
         let record = record.strip_suffix(b"\r").unwrap_or(record);
@@ -104,13 +83,13 @@ pub(crate) fn parse_text_column(
 
 /// Options as given, before defaults depend on the format.
 #[derive(Default)]
-struct FormatSpec {
-    csv: bool,
-    delimiter: Option<char>,
-    null: Option<String>,
-    quote: Option<char>,
-    escape: Option<char>,
-    header: bool,
+pub(crate) struct FormatSpec {
+    pub(crate) csv: bool,
+    pub(crate) delimiter: Option<char>,
+    pub(crate) null: Option<String>,
+    pub(crate) quote: Option<char>,
+    pub(crate) escape: Option<char>,
+    pub(crate) header: bool,
 }
 
 impl FormatSpec {
@@ -162,7 +141,8 @@ impl FormatSpec {
         Ok(())
     }
 
-    fn finish(self) -> Result<CopyFormat> {
+    /// The dialect, with Postgres' defaults for what is not given.
+    pub(crate) fn finish(self) -> Result<CopyFormat> {
         if !self.csv && (self.quote.is_some() || self.escape.is_some()) {
             return Err(Error::sql(
                 "0A000",

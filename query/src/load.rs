@@ -30,7 +30,7 @@ use futures::{StreamExt, TryStreamExt};
 pub use basalt_formats::files::FileFormat;
 
 use crate::catalog::DEFAULT_KEY;
-use crate::copy::{parse_text_column, CopyFormat, Origin, RecordReader, Reject};
+use crate::copy::{parse_text_column, CopyFormat, FormatSpec, Origin, RecordReader, Reject};
 use crate::ddl::normalize;
 use crate::dml::quote_ident;
 use crate::error::{Error, Result};
@@ -1608,22 +1608,15 @@ fn export_batch(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> 
 /// The COPY dialect of a CSV, TSV or text file.
 fn text_dialect(load: &LoadOptions, format: FileFormat, header: bool) -> Result<CopyFormat> {
     let tsv = format == FileFormat::Tsv;
-    CopyFormat::for_file(
-        format != FileFormat::Text,
-        if tsv {
-            Some(load.delimiter.unwrap_or('\t'))
-        } else {
-            load.delimiter
-        },
-        if tsv {
-            Some(load.null.clone().unwrap_or_default())
-        } else {
-            load.null.clone()
-        },
-        load.quote,
-        load.escape,
+    FormatSpec {
+        csv: format != FileFormat::Text,
+        delimiter: load.delimiter.or(tsv.then_some('\t')),
+        null: load.null.clone().or(tsv.then(String::new)),
+        quote: load.quote,
+        escape: load.escape,
         header,
-    )
+    }
+    .finish()
 }
 
 impl Session {
