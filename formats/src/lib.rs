@@ -5,6 +5,7 @@
 pub mod array;
 pub mod bloom;
 pub mod codec;
+pub mod distance;
 pub mod error;
 pub mod files;
 pub mod frame;

@@ -719,9 +719,26 @@ fn parse_column(text: &StringArray, field: &Field) -> std::result::Result<ArrayR
         DataType::Utf8 => Ok(Arc::new(text.clone())),
         DataType::Binary => parse_bytea(text),
         DataType::List(element) => parse_arrays(text, element),
+        other if crate::vector::dimensions_of(other).is_some() => parse_vectors(text, other),
         DataType::Interval(arrow_schema::IntervalUnit::MonthDayNano) => parse_intervals(text),
         other => cast_checked(text, other),
     }
+}
+
+/// pgvector text; the first bad row is found by parsing row by row only
+/// once the whole column has failed.
+fn parse_vectors(text: &StringArray, to: &DataType) -> std::result::Result<ArrayRef, BadValue> {
+    let dimensions = crate::vector::dimensions_of(to);
+    crate::vector::text_to_vectors(text, dimensions).map_err(|e| {
+        let row = (0..text.len())
+            .find(|&row| crate::vector::text_to_vectors(&text.slice(row, 1), dimensions).is_err())
+            .unwrap_or(0);
+        BadValue {
+            row,
+            code: e.sqlstate(),
+            detail: Some(e.to_string()),
+        }
+    })
 }
 
 fn cast_checked(text: &StringArray, to: &DataType) -> std::result::Result<ArrayRef, BadValue> {

@@ -137,8 +137,20 @@ impl Session {
         ignore_storage_parameters(&mut create)?;
         let mut metadata: HashMap<String, HashMap<String, String>> = HashMap::new();
         let mut serials = Vec::new();
+        let mut vectors: HashMap<String, i32> = HashMap::new();
         for column in &mut create.columns {
             let name = normalize(&column.name);
+            if let Some(dimensions) = crate::vector::sql_vector_type(&column.data_type) {
+                let dimensions = dimensions.ok_or_else(|| {
+                    Error::not_supported("a vector column without dimensions; declare it vector(n)")
+                })??;
+                vectors.insert(name.clone(), dimensions);
+                // Planned as real[]; the field becomes a fixed-size list below.
+                column.data_type = SqlType::Array(ast::ArrayElemTypeDef::SquareBracket(
+                    Box::new(SqlType::Real),
+                    None,
+                ));
+            }
             let entry = metadata.entry(name.clone()).or_default();
             if let Some(integer) = serial_type(&column.data_type) {
                 // serial = an integer NOT NULL DEFAULT nextval(its own sequence).
@@ -184,7 +196,11 @@ impl Session {
             .iter()
             .enumerate()
             .map(|(i, f)| {
-                let mut field = f.as_ref().clone().with_data_type(storable(f.data_type()));
+                let data_type = match vectors.get(f.name()) {
+                    Some(&n) => crate::vector::vector_type(n),
+                    None => storable(f.data_type()),
+                };
+                let mut field = f.as_ref().clone().with_data_type(data_type);
                 if key_indices.contains(&i) {
                     field = field.with_nullable(false);
                 }

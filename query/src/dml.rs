@@ -626,6 +626,9 @@ pub(crate) fn cast_value(value: &ArrayRef, field: &Field) -> Result<ArrayRef> {
     if value.data_type() == field.data_type() {
         return Ok(value.clone());
     }
+    if let Some(n) = crate::vector::dimensions_of(field.data_type()) {
+        return crate::vector::to_vectors(value, Some(n));
+    }
     let options = CastOptions {
         safe: false,
         ..Default::default()
@@ -767,6 +770,11 @@ fn rewrite_values(insert: &mut ast::Insert, schema: &SchemaRef) -> Result<()> {
             }
             if field.data_type() == &arrow_schema::DataType::Binary {
                 decode_bytea_literal(value)?;
+            }
+            if let Some(n) = crate::vector::dimensions_of(field.data_type()) {
+                let dimensions = ast::Expr::value(ast::Value::Number(n.to_string(), false));
+                let original = std::mem::replace(value, ast::Expr::value(ast::Value::Null));
+                *value = crate::vector::function_call("to_vector", vec![original, dimensions]);
             }
         }
     }

@@ -22,6 +22,7 @@ mod session;
 mod settings;
 pub mod sqlstate;
 mod table;
+pub mod vector;
 
 pub use catalog::{CATALOG, PG_TYPE_KEY, SCHEMA};
 pub use copy::CopyStream;

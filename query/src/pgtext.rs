@@ -47,6 +47,9 @@ pub fn format_value(array: &dyn Array, row: usize) -> Option<String> {
             let v = array.as_primitive::<IntervalMonthDayNanoType>().value(row);
             format_interval(v.months, v.days, v.nanoseconds)
         }
+        DataType::FixedSizeList(item, _) if item.data_type() == &DataType::Float32 => {
+            crate::vector::format_vector(crate::vector::row_values(array.as_fixed_size_list(), row))
+        }
         DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(_, _) => {
             format_array(array, row)
         }

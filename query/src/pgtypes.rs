@@ -28,6 +28,13 @@ pub(crate) const TYPES: &[(i64, &str, i16, i64, &str)] = &[
     (1700, "numeric", -1, 1231, "N"),
     (2950, "uuid", 16, 2951, "U"),
     (3802, "jsonb", -1, 3807, "U"),
+    (
+        crate::vector::VECTOR_OID,
+        "vector",
+        -1,
+        crate::vector::VECTOR_ARRAY_OID,
+        "U",
+    ),
 ];
 
 /// The OID of a column's type (text for types Postgres has no match for).
@@ -61,6 +68,9 @@ pub fn data_type_oid(data_type: &DataType) -> i64 {
         DataType::Timestamp(_, Some(_)) => 1184,
         DataType::Time32(_) | DataType::Time64(_) => 1083,
         DataType::Interval(_) | DataType::Duration(_) => 1186,
+        DataType::FixedSizeList(item, _) if item.data_type() == &DataType::Float32 => {
+            crate::vector::VECTOR_OID
+        }
         DataType::List(item) | DataType::LargeList(item) | DataType::FixedSizeList(item, _) => {
             array_oid(type_oid(item))
         }
@@ -79,6 +89,8 @@ pub(crate) fn typmod(field: &Field) -> i32 {
         DataType::Decimal128(precision, scale) => {
             ((i32::from(*precision) << 16) | (i32::from(*scale) & 0xffff)) + 4
         }
+        // pgvector's typmod is the dimension count.
+        DataType::FixedSizeList(item, n) if item.data_type() == &DataType::Float32 => *n,
         _ => -1,
     }
 }
@@ -94,6 +106,7 @@ pub(crate) fn format_type(oid: i64, typmod: Option<i32>) -> Option<String> {
             let m = m - 4;
             format!("numeric({},{})", m >> 16, m & 0xffff)
         }
+        ("vector", Some(n)) if n > 0 => format!("vector({n})"),
         ("bool", _) => "boolean".into(),
         ("int2", _) => "smallint".into(),
         ("int4", _) => "integer".into(),

@@ -124,6 +124,9 @@ impl Database {
         for function in crate::json::functions() {
             ctx.register_udf(function);
         }
+        for function in crate::vector::functions() {
+            ctx.register_udf(function);
+        }
         for (name, function) in crate::readfile::functions(&self.file_access) {
             ctx.register_udtf(name, function);
         }
@@ -137,6 +140,9 @@ impl Database {
             let _ = state
                 .write()
                 .register_expr_planner(Arc::new(crate::json::JsonOperators));
+            let _ = state
+                .write()
+                .register_expr_planner(Arc::new(crate::vector::VectorOperators));
         }
         let shared = Arc::new(SessionShared {
             db: self.db.clone(),
@@ -385,6 +391,7 @@ impl Session {
             statements.push(match statement {
                 Statement::Statement(mut inner) => {
                     crate::pgcatalog::rewrite(&mut inner);
+                    crate::vector::rewrite_casts(&mut inner);
                     Statement::Statement(inner)
                 }
                 other => other,

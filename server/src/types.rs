@@ -31,6 +31,14 @@ pub fn data_type(data_type: &DataType) -> Type {
 }
 
 fn from_oid(oid: i64) -> Type {
+    if oid == basalt_query::vector::VECTOR_OID {
+        return Type::new(
+            "vector".into(),
+            oid as u32,
+            postgres_types::Kind::Simple,
+            "public".into(),
+        );
+    }
     u32::try_from(oid)
         .ok()
         .and_then(Type::from_oid)
@@ -75,6 +83,11 @@ pub fn encode_binary(array: &dyn Array, row: usize, pg_type: &Type, out: &mut By
             out.put_i64(array.as_primitive::<Time64NanosecondType>().value(row) / 1000)
         }
         DataType::Interval(unit) => encode_interval(array, row, unit, out),
+        DataType::FixedSizeList(_, _)
+            if pg_type.oid() as i64 == basalt_query::vector::VECTOR_OID =>
+        {
+            encode_vector(array, row, out)
+        }
         DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(_, _) => {
             encode_array(array, row, pg_type, out)
         }
@@ -141,6 +154,17 @@ fn encode_interval(array: &dyn Array, row: usize, unit: &IntervalUnit, out: &mut
     out.put_i64(micros);
     out.put_i32(days);
     out.put_i32(months);
+}
+
+/// pgvector's binary form: dimensions (int16), an unused int16, then each
+/// element as a float4.
+fn encode_vector(array: &dyn Array, row: usize, out: &mut BytesMut) {
+    let values = basalt_query::vector::row_values(array.as_fixed_size_list(), row);
+    out.put_i16(values.len() as i16);
+    out.put_i16(0);
+    for v in values {
+        out.put_f32(*v);
+    }
 }
 
 /// A one-dimensional array: ndim, has-nulls flag, element OID, length,
