@@ -9,6 +9,7 @@ pub mod distance;
 pub mod error;
 pub mod files;
 pub mod frame;
+pub mod hnsw;
 pub mod key;
 pub mod manifest;
 pub mod scalar;

@@ -67,6 +67,12 @@ pub enum Edit {
     NextFileNumber {
         next: u64,
     },
+    /// Segment `segment_id` has a vector index file over column `column_id`.
+    AddSegmentIndex {
+        table_id: u32,
+        segment_id: u64,
+        column_id: u32,
+    },
 }
 
 mod tag {
@@ -78,6 +84,7 @@ mod tag {
     pub const NEXT_ROW_ID: u8 = 6;
     pub const LAST_SEQ: u8 = 7;
     pub const NEXT_FILE_NUMBER: u8 = 8;
+    pub const ADD_SEGMENT_INDEX: u8 = 9;
 }
 
 pub fn encode_edits(edits: &[Edit]) -> Result<Vec<u8>> {
@@ -144,6 +151,16 @@ fn encode_edit(edit: &Edit, e: &mut Encoder) -> Result<()> {
             e.u8(tag::NEXT_FILE_NUMBER);
             e.u64(*next);
         }
+        Edit::AddSegmentIndex {
+            table_id,
+            segment_id,
+            column_id,
+        } => {
+            e.u8(tag::ADD_SEGMENT_INDEX);
+            e.u32(*table_id);
+            e.u64(*segment_id);
+            e.u32(*column_id);
+        }
     }
     Ok(())
 }
@@ -208,6 +225,11 @@ fn decode_edit(d: &mut Decoder<'_>) -> Result<Edit> {
         },
         tag::LAST_SEQ => Edit::LastSeq { seq: d.u64()? },
         tag::NEXT_FILE_NUMBER => Edit::NextFileNumber { next: d.u64()? },
+        tag::ADD_SEGMENT_INDEX => Edit::AddSegmentIndex {
+            table_id: d.u32()?,
+            segment_id: d.u64()?,
+            column_id: d.u32()?,
+        },
         other => {
             return Err(crate::Error::corrupt(
                 at,
@@ -262,6 +284,11 @@ mod tests {
             },
             Edit::LastSeq { seq: 123 },
             Edit::NextFileNumber { next: 18 },
+            Edit::AddSegmentIndex {
+                table_id: 1,
+                segment_id: 17,
+                column_id: 4,
+            },
         ]
     }
 

@@ -11,7 +11,7 @@ use arrow_array::RecordBatch;
 use basalt_formats::manifest::Edit;
 
 use crate::compaction::{merge, MergeLimits};
-use crate::db::{segment_def, Inner, TableState};
+use crate::db::{index_edits, segment_def, Inner, TableState};
 use crate::error::Result;
 use crate::segment::{write_segment, SegmentBuilder, SegmentFile};
 
@@ -91,7 +91,7 @@ impl Inner {
             return Ok(true);
         }
         let flushed_seq = memtable.max_seq();
-        let edits = [
+        let mut edits = vec![
             Edit::AddSegment(segment_def(table_id, &segment)),
             Edit::TableFlushed {
                 table_id,
@@ -108,6 +108,7 @@ impl Inner {
                 next: self.next_file.load(Ordering::SeqCst),
             },
         ];
+        edits.extend(index_edits(table_id, &segment));
         self.log_edits(&mut manifest, &edits)?;
         self.replace_table(table_id, |t| {
             t.frozen.remove(0);
@@ -123,12 +124,13 @@ impl Inner {
         let id = self.next_file.fetch_add(1, Ordering::SeqCst);
         let schema = table.storage_schema.clone();
         let path = write_segment(&self.seg_dir, id, schema, &run, self.options.row_group_rows)?;
-        Ok(Arc::new(SegmentFile::open(
-            path,
-            id,
-            0,
-            self.cache.clone(),
-        )?))
+        let indexed = crate::vector::index_run(&self.seg_dir, id, &table.def, &run)?;
+        let segment = SegmentFile::open(path, id, 0, self.cache.clone())?;
+        for column_id in indexed {
+            let path = crate::vector::index_path(&self.seg_dir, id, column_id);
+            segment.attach_index(column_id, crate::vector::open_index(&path)?, path);
+        }
+        Ok(Arc::new(segment))
     }
 
     /// Merges the input segments into new, opened level-1 segments.
@@ -155,15 +157,19 @@ impl Inner {
             ))
         };
         let oldest = self.oldest_snapshot_seq();
+        let specs = crate::vector::index_specs(&table.def);
         merge(&level0, &level1, schema, oldest, &limits, new_segment)?
             .into_iter()
             .map(|(id, path)| {
-                Ok(Arc::new(SegmentFile::open(
-                    path,
-                    id,
-                    1,
-                    self.cache.clone(),
-                )?))
+                let segment = SegmentFile::open(path, id, 1, self.cache.clone())?;
+                crate::vector::index_segment(
+                    &self.seg_dir,
+                    &self.cache,
+                    &segment,
+                    &table.def,
+                    &specs,
+                )?;
+                Ok(Arc::new(segment))
             })
             .collect()
     }
@@ -235,6 +241,7 @@ impl Inner {
                 .iter()
                 .map(|s| Edit::AddSegment(segment_def(table_id, s))),
         );
+        edits.extend(outputs.iter().flat_map(|s| index_edits(table_id, s)));
         edits.push(Edit::NextFileNumber {
             next: self.next_file.load(Ordering::SeqCst),
         });

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use arrow_array::cast::AsArray;
-use arrow_schema::{Field, Schema, SchemaRef};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use basalt_formats::key::{is_key_type, row_id_from_key};
 use basalt_formats::manifest::{Edit, SegmentDef, TableDef};
 use basalt_formats::schema::is_supported_type;
@@ -225,6 +225,8 @@ struct Recovered {
 struct RecoveredTable {
     def: TableDef,
     segments: BTreeMap<u64, SegmentDef>,
+    /// Column ids of each segment's vector index files.
+    segment_indexes: BTreeMap<u64, Vec<u32>>,
     flushed_seq: u64,
     next_row_id: u64,
 }
@@ -240,6 +242,7 @@ impl Recovered {
                         let table = RecoveredTable {
                             def,
                             segments: BTreeMap::new(),
+                            segment_indexes: BTreeMap::new(),
                             flushed_seq: 0,
                             next_row_id: 0,
                         };
@@ -263,6 +266,19 @@ impl Recovered {
             } => {
                 if let Some(t) = self.tables.get_mut(&table_id) {
                     t.segments.remove(&segment_id);
+                    t.segment_indexes.remove(&segment_id);
+                }
+            }
+            Edit::AddSegmentIndex {
+                table_id,
+                segment_id,
+                column_id,
+            } => {
+                if let Some(t) = self.tables.get_mut(&table_id) {
+                    let columns = t.segment_indexes.entry(segment_id).or_default();
+                    if !columns.contains(&column_id) {
+                        columns.push(column_id);
+                    }
                 }
             }
             Edit::TableFlushed { table_id, seq } => {
@@ -279,6 +295,19 @@ impl Recovered {
             Edit::NextFileNumber { next } => self.next_file = self.next_file.max(next),
         }
     }
+}
+
+/// The edits recording a segment's vector index files.
+pub(crate) fn index_edits(table_id: u32, segment: &SegmentFile) -> Vec<Edit> {
+    segment
+        .index_columns()
+        .into_iter()
+        .map(|column_id| Edit::AddSegmentIndex {
+            table_id,
+            segment_id: segment.id,
+            column_id,
+        })
+        .collect()
 }
 
 pub(crate) fn segment_def(table_id: u32, segment: &SegmentFile) -> SegmentDef {
@@ -484,6 +513,80 @@ impl Db {
             *guard = Arc::new(guard.with_table(t.with_def(def.clone())));
             return Ok(def);
         }
+    }
+
+    /// Declares an HNSW index on a vector column and builds it for every
+    /// segment the table has; rows in memory are compared directly until
+    /// flushed. One manifest edit records the declaration and the files.
+    pub fn create_index(
+        &self,
+        table: &str,
+        column: &str,
+        name: &str,
+        params: basalt_formats::hnsw::HnswParams,
+    ) -> Result<TableDef> {
+        let inner = &self.inner;
+        inner.check_poisoned()?;
+        // Flushes and compactions wait: the segment list must not change
+        // while the files are built.
+        let _work = inner.work_lock.lock();
+        let state = inner.current();
+        let t = state.table(table)?.clone();
+        let position = t
+            .def
+            .schema
+            .index_of(column)
+            .map_err(|_| Error::ColumnNotFound(column.to_string()))?;
+        let field = t.def.schema.field(position);
+        if !matches!(field.data_type(), DataType::FixedSizeList(item, _) if item.data_type() == &DataType::Float32)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "column \"{column}\" is not a vector column"
+            )));
+        }
+        if field.metadata().contains_key(crate::vector::HNSW_KEY) {
+            return Err(Error::InvalidArgument(format!(
+                "column \"{column}\" already has an HNSW index"
+            )));
+        }
+        let mut metadata = field.metadata().clone();
+        metadata.insert(
+            crate::vector::HNSW_KEY.to_string(),
+            crate::vector::encode_spec(name, &params),
+        );
+        let mut fields: Vec<Field> = t
+            .def
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields[position] = field.clone().with_metadata(metadata);
+        let def = TableDef {
+            schema: Arc::new(Schema::new_with_metadata(
+                fields,
+                t.def.schema.metadata().clone(),
+            )),
+            ..t.def.clone()
+        };
+        let specs: Vec<_> = crate::vector::index_specs(&def)
+            .into_iter()
+            .filter(|s| s.column == position)
+            .collect();
+        let mut edits = vec![Edit::PutTable(def.clone())];
+        for segment in t.segments() {
+            crate::vector::index_segment(&inner.seg_dir, &inner.cache, segment, &def, &specs)?;
+            edits.extend(index_edits(def.id, segment));
+        }
+        let mut manifest = inner.manifest.lock();
+        inner.log_edits(&mut manifest, &edits)?;
+        let mut guard = inner.state.write();
+        let current = guard.table(table)?;
+        // Only the declaration changed: rows in memory keep their layout.
+        let mut next = (**current).clone();
+        next.def = def.clone();
+        *guard = Arc::new(guard.with_table(next));
+        Ok(def)
     }
 
     /// Renames a table.
@@ -707,6 +810,16 @@ fn load_segments(
                 cache.clone(),
             )?);
             live.insert(segment.path.clone());
+            for &column_id in table
+                .segment_indexes
+                .get(&def.segment_id)
+                .into_iter()
+                .flatten()
+            {
+                let path = crate::vector::index_path(seg_dir, def.segment_id, column_id);
+                segment.attach_index(column_id, crate::vector::open_index(&path)?, path.clone());
+                live.insert(path);
+            }
             if def.level == 0 {
                 t.l0.push(segment);
             } else {
@@ -810,6 +923,7 @@ pub(crate) fn snapshot_edits(state: &DbState, last_seq: u64, next_file: u64) -> 
             next: t.next_row_id.load(Ordering::SeqCst),
         });
         edits.extend(t.segments().map(|s| Edit::AddSegment(segment_def(id, s))));
+        edits.extend(t.segments().flat_map(|s| index_edits(id, s)));
     }
     edits
 }

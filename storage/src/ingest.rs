@@ -25,7 +25,7 @@ use arrow_select::take::take_record_batch;
 use basalt_formats::manifest::Edit;
 use basalt_formats::segment::OP_PUT;
 
-use crate::db::{segment_def, Db, Inner, TableState};
+use crate::db::{index_edits, segment_def, Db, Inner, TableState};
 use crate::error::{Error, Result};
 use crate::segment::{segment_path, write_segment, SegmentFile};
 use crate::txn::{check_columns, row_keys};
@@ -34,6 +34,8 @@ use crate::txn::{check_columns, row_keys};
 struct WrittenRun {
     id: u64,
     path: PathBuf,
+    /// Column ids of the vector indexes built beside it.
+    indexed: Vec<u32>,
     min_key: Vec<u8>,
     max_key: Vec<u8>,
 }
@@ -176,8 +178,14 @@ impl Drop for BulkLoad {
     fn drop(&mut self) {
         let _ = self.wait_for_sealing();
         for run in &self.written {
-            if let Err(e) = std::fs::remove_file(&run.path) {
-                tracing::warn!(file = %run.path.display(), error = %e, "could not delete an abandoned load's segment");
+            let indexes = run
+                .indexed
+                .iter()
+                .map(|&c| crate::vector::index_path(&self.inner.seg_dir, run.id, c));
+            for path in std::iter::once(run.path.clone()).chain(indexes) {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    tracing::warn!(file = %path.display(), error = %e, "could not delete an abandoned load's file");
+                }
             }
         }
     }
@@ -227,9 +235,11 @@ fn write_run(
         inner.options.row_group_rows,
     )?;
     debug_assert_eq!(path, segment_path(&inner.seg_dir, id));
+    let indexed = crate::vector::index_run(&inner.seg_dir, id, &table.def, &run)?;
     Ok(Some(WrittenRun {
         id,
         path,
+        indexed,
         min_key,
         max_key,
     }))
@@ -285,7 +295,12 @@ fn install(inner: &Inner, loaded: &TableState, written: &mut Vec<WrittenRun>) ->
     let segments = written
         .iter()
         .map(|run| {
-            SegmentFile::open(run.path.clone(), run.id, level, inner.cache.clone()).map(Arc::new)
+            let segment = SegmentFile::open(run.path.clone(), run.id, level, inner.cache.clone())?;
+            for &column_id in &run.indexed {
+                let path = crate::vector::index_path(&inner.seg_dir, run.id, column_id);
+                segment.attach_index(column_id, crate::vector::open_index(&path)?, path);
+            }
+            Ok(Arc::new(segment))
         })
         .collect::<Result<Vec<_>>>()?;
     // Commits up to `last_seq` become visible with the load: they must be
@@ -301,6 +316,7 @@ fn install(inner: &Inner, loaded: &TableState, written: &mut Vec<WrittenRun>) ->
         .iter()
         .map(|s| Edit::AddSegment(segment_def(table_id, s)))
         .collect();
+    edits.extend(segments.iter().flat_map(|s| index_edits(table_id, s)));
     edits.extend([
         Edit::NextRowId {
             table_id,

@@ -17,8 +17,11 @@ mod options;
 mod scan;
 mod segment;
 mod txn;
+mod vector;
 mod wal;
 
+pub use basalt_formats::distance::Metric;
+pub use basalt_formats::hnsw::HnswParams;
 pub use basalt_formats::key::{encode_key, encode_keys};
 pub use basalt_formats::manifest::TableDef;
 pub use basalt_formats::scalar::Scalar;
@@ -29,6 +32,10 @@ pub use ingest::{BulkLoad, LoadSummary};
 pub use options::Options;
 pub use scan::{Predicate, PredicateOp, ScanOptions, ScanPlan};
 pub use txn::{Snapshot, Transaction};
+pub use vector::{
+    encode_spec, index_specs, IndexSpec, RowFilter, VectorHits, VectorQuery, VectorSearchStats,
+    HNSW_KEY,
+};
 
 // The query layer shares a database across sessions and moves transactions
 // between threads; keep that possible.

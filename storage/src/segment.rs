@@ -14,6 +14,7 @@ use arrow_array::{new_null_array, Array, ArrayRef, RecordBatch};
 use arrow_buffer::Buffer;
 use arrow_schema::{DataType, SchemaRef};
 use basalt_formats::array::Codec;
+use basalt_formats::hnsw::HnswIndex;
 use basalt_formats::segment::{
     RowGroupMeta, SegmentReader, SegmentSummary, SegmentWriter, SYSTEM_COLUMNS,
 };
@@ -66,6 +67,8 @@ pub(crate) struct SegmentFile {
     /// Chunks of this segment are evicted when it is dropped: a chunk read in
     /// place keeps the mapping, and so the file's disk space, alive.
     cache: Arc<ChunkCache>,
+    /// Vector indexes over this segment's rows, by column id, with their files.
+    indexes: parking_lot::RwLock<Vec<(u32, Arc<HnswIndex>, PathBuf)>>,
 }
 
 impl std::fmt::Debug for SegmentFile {
@@ -101,7 +104,28 @@ impl SegmentFile {
             obsolete: AtomicBool::new(false),
             visible_from: AtomicU64::new(0),
             cache,
+            indexes: parking_lot::RwLock::new(Vec::new()),
         })
+    }
+
+    /// The vector index over column `column_id`, if this segment has one.
+    pub fn index(&self, column_id: u32) -> Option<Arc<HnswIndex>> {
+        self.indexes
+            .read()
+            .iter()
+            .find(|(id, _, _)| *id == column_id)
+            .map(|(_, index, _)| index.clone())
+    }
+
+    /// Column ids of the indexes this segment has.
+    pub fn index_columns(&self) -> Vec<u32> {
+        self.indexes.read().iter().map(|(id, _, _)| *id).collect()
+    }
+
+    pub fn attach_index(&self, column_id: u32, index: Arc<HnswIndex>, path: PathBuf) {
+        let mut indexes = self.indexes.write();
+        indexes.retain(|(id, _, _)| *id != column_id);
+        indexes.push((column_id, index, path));
     }
 
     pub fn summary(&self) -> &SegmentSummary {
@@ -241,8 +265,11 @@ impl Drop for SegmentFile {
             }
         }
         if self.obsolete.load(Ordering::Acquire) {
-            if let Err(e) = fs::remove_file(&self.path) {
-                tracing::warn!(file = %self.path.display(), error = %e, "could not delete obsolete segment");
+            let indexes = self.indexes.get_mut().drain(..).map(|(_, _, path)| path);
+            for path in std::iter::once(self.path.clone()).chain(indexes) {
+                if let Err(e) = fs::remove_file(&path) {
+                    tracing::warn!(file = %path.display(), error = %e, "could not delete obsolete file");
+                }
             }
         }
     }

@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::memtable::{rows_to_run, RowRef};
 use crate::scan::{output_schema, run_schema_for, ScanContext, ScanOptions, ScanPlan, Source};
 use crate::segment::{ChunkCache, SegmentFile};
+use crate::vector::{RowFilter, SearchInput, VectorHits, VectorQuery};
 
 /// A consistent, read-only view of the database at one commit sequence.
 pub struct Snapshot {
@@ -65,6 +66,17 @@ impl Snapshot {
             options,
             None,
         )
+    }
+
+    /// The `query.k` rows nearest to `query.query` that `filter` admits.
+    pub fn vector_search(
+        &self,
+        table: &str,
+        query: &VectorQuery,
+        filter: Option<RowFilter<'_>>,
+    ) -> Result<VectorHits> {
+        let t = self.state.table(table)?;
+        vector_search_in(&self.inner.cache, t, self.seq, None, query, filter)
     }
 
     /// The row with encoded key `key`, as a one-row batch of the table's schema.
@@ -275,6 +287,24 @@ impl Transaction {
             self.snapshot.seq,
             options,
             self.pending.get(&t.def.id),
+        )
+    }
+
+    /// As [`Snapshot::vector_search`], with this transaction's own writes.
+    pub fn vector_search(
+        &self,
+        table: &str,
+        query: &VectorQuery,
+        filter: Option<RowFilter<'_>>,
+    ) -> Result<VectorHits> {
+        let t = self.snapshot.state.table(table)?;
+        vector_search_in(
+            &self.snapshot.inner.cache,
+            t,
+            self.snapshot.seq,
+            self.pending.get(&t.def.id),
+            query,
+            filter,
         )
     }
 
@@ -631,6 +661,53 @@ fn plan_scan(
         cache: cache.clone(),
     };
     Ok(ScanPlan::new(sources, ctx, options.limit))
+}
+
+fn vector_search_in(
+    cache: &ChunkCache,
+    table: &TableState,
+    seq: u64,
+    pending: Option<&Pending>,
+    query: &VectorQuery,
+    filter: Option<RowFilter<'_>>,
+) -> Result<VectorHits> {
+    let n = table.def.schema.fields().len();
+    for &c in query
+        .projection
+        .iter()
+        .chain(&query.filter_columns)
+        .chain([&query.column])
+    {
+        if c >= n {
+            return Err(Error::InvalidArgument(format!(
+                "column index {c} out of range for table \"{}\"",
+                table.def.name
+            )));
+        }
+    }
+    let all: Vec<usize> = (0..n).collect();
+    let run_schema = run_schema_for(&table.def.schema, &all);
+    let mut memory = Vec::new();
+    let own = pending.map(|p| p.index());
+    if let Some(p) = pending {
+        memory.push(p.to_run(&all, &run_schema)?);
+    }
+    let own_runs = memory.len();
+    for m in table.memtables() {
+        if m.min_seq().is_some_and(|min| min <= seq) {
+            memory.push(m.to_run(Some(seq), &all, &run_schema)?);
+        }
+    }
+    let hides = |key: &[u8]| own.as_ref().is_some_and(|rows| rows.contains_key(key));
+    let input = SearchInput {
+        cache,
+        table,
+        seq,
+        memory,
+        pending_keys: own.is_some().then_some(&hides as &dyn Fn(&[u8]) -> bool),
+        own_runs,
+    };
+    crate::vector::search(&input, query, filter)
 }
 
 fn get_row(
