@@ -46,6 +46,8 @@ pub(crate) struct SessionShared {
     pub txn: Mutex<Option<Transaction>>,
     pub state: RwLock<Weak<parking_lot::RwLock<SessionState>>>,
     pub temp_tables: Mutex<HashMap<String, Arc<dyn TableProvider>>>,
+    /// `hnsw.ef_search`, read when a query is planned.
+    pub ef_search: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for SessionShared {
@@ -96,6 +98,18 @@ impl Reader<'_> {
         match self {
             Reader::Transaction(t) => t.get(table, key),
             Reader::Snapshot(s) => s.get(table, key),
+        }
+    }
+
+    pub fn vector_search(
+        &self,
+        table: &str,
+        query: &basalt_storage::VectorQuery,
+        filter: Option<basalt_storage::RowFilter<'_>>,
+    ) -> basalt_storage::Result<basalt_storage::VectorHits> {
+        match self {
+            Reader::Transaction(t) => t.vector_search(table, query, filter),
+            Reader::Snapshot(s) => s.vector_search(table, query, filter),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! session's own; queries are DataFusion's, reading storage tables with
 //! projection, filter and limit pushed down.
 
+mod ann;
 mod catalog;
 mod copy;
 mod ddl;

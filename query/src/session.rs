@@ -149,7 +149,13 @@ impl Database {
             txn: Mutex::new(None),
             state: RwLock::new(ctx.state_weak_ref()),
             temp_tables: Mutex::new(Default::default()),
+            ef_search: Arc::new(std::sync::atomic::AtomicUsize::new(
+                crate::ann::DEFAULT_EF_SEARCH,
+            )),
         });
+        ctx.add_optimizer_rule(Arc::new(crate::ann::VectorSearchRule {
+            ef_search: shared.ef_search.clone(),
+        }));
         ctx.register_catalog(
             CATALOG,
             Arc::new(StorageCatalog {
@@ -570,6 +576,7 @@ impl Session {
             ast::Statement::Truncate(truncate) => self.truncate(truncate).await,
             ast::Statement::CreateTable(create) => self.create_table(create).await,
             ast::Statement::CreateView(view) => self.create_view(view).await,
+            ast::Statement::CreateIndex(create) => self.create_index(create),
             ast::Statement::CreateSchema {
                 schema_name,
                 if_not_exists,

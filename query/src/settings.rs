@@ -21,6 +21,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("datestyle", "ISO, MDY"),
     ("default_transaction_isolation", "repeatable read"),
     ("extra_float_digits", "1"),
+    ("hnsw.ef_search", "40"),
     ("integer_datetimes", "on"),
     ("intervalstyle", "postgres"),
     ("is_superuser", "on"),
@@ -151,6 +152,22 @@ impl Session {
         };
         if lower == "timezone" {
             self.set_time_zone(&text)?;
+        }
+        if lower == "hnsw.ef_search" {
+            let ef: usize = text
+                .parse()
+                .ok()
+                .filter(|ef| (1..=1000).contains(ef))
+                .ok_or_else(|| {
+                    Error::sql(
+                        "22023",
+                        format!("invalid value for parameter \"hnsw.ef_search\": \"{text}\""),
+                    )
+                    .with_detail("Valid values are between \"1\" and \"1000\".")
+                })?;
+            self.shared
+                .ef_search
+                .store(ef, std::sync::atomic::Ordering::Relaxed);
         }
         self.settings.set(&lower, text)?;
         Ok(QueryResult::command("SET"))

@@ -81,6 +81,19 @@ impl StorageTable {
 }
 
 impl StorageTable {
+    pub(crate) fn def(&self) -> &TableDef {
+        &self.def
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<SessionShared> {
+        &self.shared
+    }
+
+    /// Whether the table shows the row key column (a DML target).
+    pub(crate) fn is_keyed(&self) -> bool {
+        self.keyed
+    }
+
     /// Rows the scan may return, for the planner's join order: the stored
     /// rows (versions included) and the memtables at a guessed row width,
     /// cut to DataFusion's default filter selectivity (20%) when filtered.
