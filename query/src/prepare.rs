@@ -59,8 +59,14 @@ impl Session {
                 }
             }
         }
+        // Vectors are sent in pgvector's text form: a client asked for a
+        // vector parameter binds text, which every driver can.
         let parameters = (1..=count)
             .map(|n| inferred.get(&format!("${n}")).cloned().flatten())
+            .map(|t| match t {
+                Some(t) if crate::vector::dimensions_of(&t).is_some() => Some(DataType::Utf8),
+                other => other,
+            })
             .collect();
         let columns = self.result_columns(statement).await?;
         Ok(Description {

@@ -5,6 +5,7 @@ mismatch."""
 
 import datetime
 import decimal
+import struct
 import sys
 import uuid
 
@@ -21,6 +22,7 @@ def main():
         transactions(conninfo)
         error_codes(conn)
         copy(conn)
+        vectors(conn)
     print("psycopg: all checks passed")
 
 
@@ -122,6 +124,31 @@ def copy(conn):
             conn.execute("SELECT name, score FROM c WHERE id = 9001").fetchone(),
             ('a "csv", row', 1.5),
         )
+
+
+def vectors(conn):
+    """pgvector's text form both ways, its binary form out, COPY, the index."""
+    conn.execute("CREATE TABLE vec (id int PRIMARY KEY, v vector(3))")
+    conn.execute("INSERT INTO vec VALUES (%s, %s), (%s, %s)", (1, "[1,2,3]", 2, "[4,5,6]"))
+    with conn.cursor() as cur:
+        with cur.copy("COPY vec FROM STDIN") as copy:
+            copy.write_row((3, "[7,8.5,9]"))
+    conn.execute("CREATE INDEX ON vec USING hnsw (v vector_l2_ops) WITH (m = 8)")
+    got = conn.execute("SELECT id, v FROM vec ORDER BY v <-> %s LIMIT 2", ("[4,5,5]",)).fetchall()
+    check("nearest vectors", got, [(2, "[4,5,6]"), (1, "[1,2,3]")])
+    with conn.cursor(binary=True) as cur:
+        raw = cur.execute("SELECT v FROM vec WHERE id = 3").fetchone()[0]
+        dims, unused = struct.unpack(">hh", raw[:4])
+        check("binary vector", (dims, unused, struct.unpack(">3f", raw[4:])), (3, 0, (7.0, 8.5, 9.0)))
+    with conn.cursor() as cur:
+        with cur.copy("COPY vec TO STDOUT") as copy:
+            out = b"".join(bytes(block) for block in copy)
+    check("copy out", out, b"1\t[1,2,3]\n2\t[4,5,6]\n3\t[7,8.5,9]\n")
+    try:
+        conn.execute("INSERT INTO vec VALUES (%s, %s)", (4, "[1,2]"))
+        fail("a 2-dimensional vector went into vector(3)")
+    except psycopg.Error as e:
+        check("dimension error", e.sqlstate, "22000")
 
 
 def check(what, got, expected):
