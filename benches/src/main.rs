@@ -3,6 +3,7 @@
 //! the Basalt/peer ratios. Run through `benches/run WORKLOAD`.
 
 mod tpch;
+mod vector;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -42,6 +43,9 @@ enum Workload {
     /// The 22 TPC-H queries over tpchgen Parquet data, against DuckDB (pip
     /// `duckdb`), answers checked against DuckDB's.
     Tpch(tpch::TpchArgs),
+    /// HNSW build and single-threaded search on clustered vectors, against
+    /// hnswlib (pip `hnswlib`) on the same data and parameters.
+    Vector(vector::VectorArgs),
 }
 
 type BoxError = Box<dyn std::error::Error>;
@@ -56,6 +60,7 @@ fn main() -> ExitCode {
             rounds,
         } => storage(keys, batch, scan_rows, dir, rounds),
         Workload::Tpch(args) => tpch::run(args),
+        Workload::Vector(args) => vector::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -86,6 +86,9 @@ trait Graph {
         self.metric().rank(query, self.vector(node))
     }
 
+    /// Asks for `node`'s vector to be brought into cache.
+    fn prefetch(&self, _node: u32) {}
+
     /// Greedy walk towards `query` on one upper level.
     fn greedy(&self, query: &[f32], mut best: Scored, level: usize) -> Scored {
         loop {
@@ -119,8 +122,13 @@ trait Graph {
         visited: &mut Visited,
         accept: &mut dyn FnMut(u32) -> bool,
     ) -> Vec<Scored> {
-        let mut candidates = BinaryHeap::new();
-        let mut results: BinaryHeap<Scored> = BinaryHeap::new();
+        let Heaps {
+            candidates,
+            results,
+        } = &mut visited.heaps;
+        candidates.clear();
+        results.clear();
+        let visited = &mut visited.seen;
         visited.insert(entry.node);
         candidates.push(std::cmp::Reverse(entry));
         if accept(entry.node) {
@@ -136,6 +144,13 @@ trait Graph {
                 break;
             }
             self.with_links(current.node, level, |links| {
+                // Every unvisited neighbour's vector is read below: start
+                // fetching them all before the first distance.
+                for &next in links {
+                    if (next as usize) < self.nodes() && !visited.contains(next) {
+                        self.prefetch(next);
+                    }
+                }
                 for &next in links {
                     if next as usize >= self.nodes() || !visited.insert(next) {
                         continue;
@@ -155,7 +170,9 @@ trait Graph {
                 }
             });
         }
-        results.into_sorted_vec()
+        let mut found: Vec<Scored> = results.drain().collect();
+        found.sort_unstable();
+        found
     }
 
     /// hnswlib's neighbour heuristic: keep a candidate only if it is closer
@@ -182,8 +199,21 @@ trait Graph {
     }
 }
 
-/// Which nodes a search has reached: a stamp per node, reset in O(1).
+/// A search's working memory, kept between searches: which nodes it has
+/// reached and its two queues.
 pub struct Visited {
+    seen: Seen,
+    heaps: Heaps,
+}
+
+#[derive(Default)]
+struct Heaps {
+    candidates: BinaryHeap<std::cmp::Reverse<Scored>>,
+    results: BinaryHeap<Scored>,
+}
+
+/// A stamp per node, so forgetting every node is O(1).
+struct Seen {
     stamps: Vec<u32>,
     stamp: u32,
 }
@@ -191,17 +221,27 @@ pub struct Visited {
 impl Visited {
     pub fn new(nodes: usize) -> Visited {
         Visited {
-            stamps: vec![0; nodes],
-            stamp: 1,
+            seen: Seen {
+                stamps: vec![0; nodes],
+                stamp: 1,
+            },
+            heaps: Heaps::default(),
         }
     }
 
     fn reset(&mut self, nodes: usize) {
-        if self.stamps.len() != nodes || self.stamp == u32::MAX {
-            self.stamps = vec![0; nodes];
-            self.stamp = 0;
+        let seen = &mut self.seen;
+        if seen.stamps.len() != nodes || seen.stamp == u32::MAX {
+            seen.stamps = vec![0; nodes];
+            seen.stamp = 0;
         }
-        self.stamp += 1;
+        seen.stamp += 1;
+    }
+}
+
+impl Seen {
+    fn contains(&self, node: u32) -> bool {
+        self.stamps[node as usize] == self.stamp
     }
 
     /// True when `node` had not been reached yet.
@@ -778,6 +818,23 @@ impl Graph for HnswIndex {
     fn vector(&self, node: u32) -> &[f32] {
         let start = node as usize * self.dims;
         &self.vectors[start..start + self.dims]
+    }
+
+    #[inline]
+    fn prefetch(&self, node: u32) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            let start = node as usize * self.dims;
+            if let Some(v) = self.vectors.get(start..start + self.dims) {
+                // Two cache lines; the hardware prefetcher follows the rest.
+                for offset in [0, 16.min(self.dims - 1)] {
+                    // SAFETY: a prefetch is a hint; it never faults, and the
+                    // address lies inside the mapped vectors anyway.
+                    unsafe { _mm_prefetch::<_MM_HINT_T0>(v[offset..].as_ptr().cast()) };
+                }
+            }
+        }
     }
 
     fn metric(&self) -> Metric {

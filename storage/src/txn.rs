@@ -686,18 +686,22 @@ fn vector_search_in(
         }
     }
     let all: Vec<usize> = (0..n).collect();
-    let run_schema = run_schema_for(&table.def.schema, &all);
+    let memtables: Vec<_> = table
+        .memtables()
+        .filter(|m| m.min_seq().is_some_and(|min| min <= seq))
+        .collect();
     let mut memory = Vec::new();
     let own = pending.map(|p| p.index());
-    if let Some(p) = pending {
-        memory.push(p.to_run(&all, &run_schema)?);
-    }
-    let own_runs = memory.len();
-    for m in table.memtables() {
-        if m.min_seq().is_some_and(|min| min <= seq) {
+    if pending.is_some() || !memtables.is_empty() {
+        let run_schema = run_schema_for(&table.def.schema, &all);
+        if let Some(p) = pending {
+            memory.push(p.to_run(&all, &run_schema)?);
+        }
+        for m in memtables {
             memory.push(m.to_run(Some(seq), &all, &run_schema)?);
         }
     }
+    let own_runs = usize::from(pending.is_some());
     let hides = |key: &[u8]| own.as_ref().is_some_and(|rows| rows.contains_key(key));
     let input = SearchInput {
         cache,

@@ -643,23 +643,30 @@ fn search_segment(
     } else {
         graph.rows().iter().filter(|&&r| mask[r as usize]).count()
     };
-    let mut accept = |node: u32| {
+    let mut check_row = |node: u32| {
         let row = graph.row(node) as usize;
         (mask.is_empty() || mask[row]) && visible(row)
+    };
+    // A clean segment without a filter admits every node.
+    let mut admit_all = |_: u32| true;
+    let accept: &mut dyn FnMut(u32) -> bool = if clean && mask.is_empty() {
+        &mut admit_all
+    } else {
+        &mut check_row
     };
     let selective =
         !mask.is_empty() && (admitted * 10 <= graph.len() || admitted <= 2 * query.ef_search);
     let found: Vec<Scored> = if selective {
         stats.exact_segments += 1;
-        graph.exact(&query.query, query.k, &mut accept)
+        graph.exact(&query.query, query.k, accept)
     } else {
         stats.graph_segments += 1;
-        let mut found = graph.search(&query.query, query.ef_search.max(query.k), &mut accept);
+        let mut found = graph.search(&query.query, query.ef_search.max(query.k), accept);
         found.truncate(query.k);
         if found.len() < query.k.min(admitted) {
             // The walk ran out of reachable admitted nodes: compare them all.
             stats.fallbacks += 1;
-            found = graph.exact(&query.query, query.k, &mut accept);
+            found = graph.exact(&query.query, query.k, accept);
         }
         found
     };
