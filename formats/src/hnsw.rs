@@ -351,32 +351,66 @@ impl Building<'_> {
         }
     }
 
-    /// Pruning can leave a node that no level-0 list names, which no search
-    /// could reach; each gets a link from the nearest of its own neighbours
-    /// with room for one.
-    fn link_orphans(&self) {
-        let mut named = vec![false; self.nodes()];
-        for links in &self.links {
-            let links = links.lock().unwrap_or_else(|e| e.into_inner());
-            for &n in &links[0] {
-                named[n as usize] = true;
-            }
+    /// Pruning can cut nodes off: no walk of level 0 from the entry node
+    /// reaches them, and no search ever returns them. Each such node gets a
+    /// link from the nearest reachable node with room for one, found by a
+    /// search restricted to reachable nodes.
+    fn link_orphans(&self, visited: &mut Visited) {
+        let nodes = self.nodes();
+        if nodes == 0 {
+            return;
         }
         let entry = self.top.read().unwrap_or_else(|e| e.into_inner()).0;
-        for node in 0..self.nodes() as u32 {
-            if named[node as usize] || node == entry {
+        let mut reached = vec![false; nodes];
+        self.mark_reachable(entry, &mut reached);
+        let max = self.params.max_links(0);
+        for node in 0..nodes as u32 {
+            if reached[node as usize] {
                 continue;
             }
-            let own = self.with_links(node, 0, <[u32]>::to_vec);
-            for neighbor in own {
-                let mut links = self.links[neighbor as usize]
+            let query = self.vector(node);
+            let start = Scored {
+                rank: self.rank(query, entry),
+                node: entry,
+            };
+            visited.reset(nodes);
+            let found = self.search_level(
+                query,
+                start,
+                self.params.ef_construction,
+                0,
+                visited,
+                &mut |n| reached[n as usize],
+            );
+            for candidate in found {
+                let mut links = self.links[candidate.node as usize]
                     .lock()
                     .unwrap_or_else(|e| e.into_inner());
-                if links[0].len() < self.params.max_links(0) {
+                if links[0].len() < max {
                     links[0].push(node);
                     break;
                 }
             }
+            self.mark_reachable(node, &mut reached);
+        }
+    }
+
+    /// Marks every node a level-0 walk from `from` reaches.
+    fn mark_reachable(&self, from: u32, reached: &mut [bool]) {
+        if reached[from as usize] {
+            return;
+        }
+        reached[from as usize] = true;
+        let mut stack = vec![from];
+        while let Some(node) = stack.pop() {
+            self.with_links(node, 0, |links| {
+                for &next in links {
+                    if !reached[next as usize] {
+                        reached[next as usize] = true;
+                        stack.push(next);
+                    }
+                }
+            });
         }
     }
 
@@ -460,7 +494,7 @@ pub fn build<W: Write>(
             }
         });
     }
-    graph.link_orphans();
+    graph.link_orphans(&mut Visited::new(nodes));
     write_file(&graph, rows, out)
 }
 
@@ -753,6 +787,30 @@ impl HnswIndex {
         Graph::vector(self, node)
     }
 
+    /// How many nodes a walk of level 0 from the entry node reaches (all of
+    /// them, in a well-connected graph).
+    pub fn reachable(&self) -> usize {
+        if self.is_empty() {
+            return 0;
+        }
+        let mut seen = vec![false; self.len()];
+        let mut stack = vec![self.entry];
+        seen[self.entry as usize] = true;
+        let mut count = 1;
+        while let Some(node) = stack.pop() {
+            self.with_links(node, 0, |links| {
+                for &next in links {
+                    if (next as usize) < seen.len() && !seen[next as usize] {
+                        seen[next as usize] = true;
+                        count += 1;
+                        stack.push(next);
+                    }
+                }
+            });
+        }
+        count
+    }
+
     /// The `ef`-best nodes admitted by `accept`, closest first; the caller
     /// takes its k from the front.
     pub fn search(
@@ -941,6 +999,7 @@ mod tests {
         // One node in 50 is admitted: the walk still reaches ten of them.
         let found = index.search(q, 40, &mut |n| n % 50 == 7);
         assert!(found.len() >= 10, "{}", found.len());
+        assert_eq!(index.reachable(), index.len());
         assert!(found.iter().all(|s| s.node % 50 == 7));
         assert_eq!(index.row(3), 6);
     }
