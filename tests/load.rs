@@ -2,6 +2,10 @@
 //! `basalt load`, against files written here and by the Arrow and Parquet
 //! writers.
 
+mod common;
+
+use common::rows;
+
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
@@ -9,29 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use basalt::query::pgtext::format_value;
 use basalt::query::{FileFormat, LoadOptions, LoadProgress, OnError};
 use basalt::{Database, Session};
-
-async fn rows(session: &mut Session, sql: &str) -> Vec<Vec<Option<String>>> {
-    let batches = session
-        .query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let mut out = Vec::new();
-    for batch in batches {
-        for row in 0..batch.num_rows() {
-            out.push(
-                batch
-                    .columns()
-                    .iter()
-                    .map(|c| format_value(c.as_ref(), row))
-                    .collect(),
-            );
-        }
-    }
-    out
-}
 
 async fn count(session: &mut Session, table: &str) -> i64 {
     let got = rows(session, &format!("SELECT count(*) FROM {table}")).await;
@@ -570,7 +553,7 @@ fn a_killed_load_leaves_no_rows() {
         let mut s = db.session();
         match s.query("SELECT count(*) FROM t").await {
             Ok(batches) => {
-                let n = format_value(batches[0].column(0).as_ref(), 0);
+                let n = basalt::query::pgtext::format_value(batches[0].column(0).as_ref(), 0);
                 assert_eq!(n.as_deref(), Some("0"));
             }
             Err(e) => assert_eq!(e.sqlstate(), "42P01", "{e}"),

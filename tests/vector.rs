@@ -2,7 +2,10 @@
 //! force on random data, filters that few rows pass, updates and deletes,
 //! reopen and compaction, and vectors loaded by COPY from CSV and Parquet.
 
-use basalt::query::pgtext::format_value;
+mod common;
+
+use common::rows;
+
 use basalt::storage::Options;
 use basalt::{Database, Session};
 use rand::rngs::SmallRng;
@@ -10,26 +13,6 @@ use rand::{Rng, SeedableRng};
 
 const DIMS: usize = 16;
 const ROWS: usize = 6000;
-
-async fn rows(session: &mut Session, sql: &str) -> Vec<Vec<Option<String>>> {
-    let batches = session
-        .query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let mut out = Vec::new();
-    for batch in batches {
-        for row in 0..batch.num_rows() {
-            out.push(
-                batch
-                    .columns()
-                    .iter()
-                    .map(|c| format_value(c.as_ref(), row))
-                    .collect(),
-            );
-        }
-    }
-    out
-}
 
 async fn ids(session: &mut Session, sql: &str) -> Vec<i64> {
     rows(session, sql)

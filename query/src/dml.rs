@@ -774,7 +774,7 @@ fn rewrite_values(insert: &mut ast::Insert, schema: &SchemaRef) -> Result<()> {
             if let Some(n) = crate::vector::dimensions_of(field.data_type()) {
                 let dimensions = ast::Expr::value(ast::Value::Number(n.to_string(), false));
                 let original = std::mem::replace(value, ast::Expr::value(ast::Value::Null));
-                *value = crate::vector::function_call("to_vector", vec![original, dimensions]);
+                *value = crate::pgcatalog::call("to_vector", vec![original, dimensions]);
             }
         }
     }

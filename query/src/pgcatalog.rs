@@ -1578,7 +1578,8 @@ fn regclass_lookup(relation: &str) -> Expr {
     }
 }
 
-fn call(name: &str, args: Vec<Expr>) -> Expr {
+/// `name(args...)` as the parser would have produced it.
+pub(crate) fn call(name: &str, args: Vec<Expr>) -> Expr {
     Expr::Function(ast::Function {
         name: ObjectName::from(vec![ast::Ident::new(name)]),
         uses_odbc_syntax: false,

@@ -564,31 +564,11 @@ pub(crate) fn rewrite_casts(statement: &mut ast::Statement) {
                 if let Some(Ok(n)) = dimensions {
                     args.push(ast::Expr::value(ast::Value::Number(n.to_string(), false)));
                 }
-                *expr = function_call("to_vector", args);
+                *expr = crate::pgcatalog::call("to_vector", args);
             }
         }
         ControlFlow::<()>::Continue(())
     });
-}
-
-pub(crate) fn function_call(name: &str, args: Vec<ast::Expr>) -> ast::Expr {
-    ast::Expr::Function(ast::Function {
-        name: ast::ObjectName::from(vec![ast::Ident::new(name)]),
-        uses_odbc_syntax: false,
-        parameters: ast::FunctionArguments::None,
-        args: ast::FunctionArguments::List(ast::FunctionArgumentList {
-            duplicate_treatment: None,
-            args: args
-                .into_iter()
-                .map(|a| ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(a)))
-                .collect(),
-            clauses: vec![],
-        }),
-        filter: None,
-        null_treatment: None,
-        over: None,
-        within_group: vec![],
-    })
 }
 
 #[cfg(test)]

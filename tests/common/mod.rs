@@ -1,4 +1,7 @@
-//! Helpers shared by the integration tests that run a child process.
+//! Helpers shared by the integration tests: running a child process,
+//! reading query results as text.
+
+#![allow(dead_code)]
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -20,4 +23,25 @@ pub fn spawn_child_test(name: &str, var: &str, dir: &Path) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("starting the child test process")
+}
+
+/// Every row of `sql`'s result, each value in Postgres' text form.
+pub async fn rows(session: &mut basalt::Session, sql: &str) -> Vec<Vec<Option<String>>> {
+    let batches = session
+        .query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let mut out = Vec::new();
+    for batch in batches {
+        for row in 0..batch.num_rows() {
+            out.push(
+                batch
+                    .columns()
+                    .iter()
+                    .map(|c| basalt::query::pgtext::format_value(c.as_ref(), row))
+                    .collect(),
+            );
+        }
+    }
+    out
 }
