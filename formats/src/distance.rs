@@ -9,6 +9,19 @@
 
 const LANES: usize = 16;
 
+/// The elements of row `row` of a `FixedSizeList<Float32>` array.
+pub fn vector_at(vectors: &arrow_array::FixedSizeListArray, row: usize) -> &[f32] {
+    use arrow_array::cast::AsArray;
+    use arrow_array::Array;
+    let dims = vectors.value_length() as usize;
+    let values = vectors
+        .values()
+        .as_primitive::<arrow_array::types::Float32Type>()
+        .values();
+    let start = (vectors.offset() + row) * dims;
+    &values[start..start + dims]
+}
+
 /// How an index or a query measures closeness. Smaller is closer for all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Metric {

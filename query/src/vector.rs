@@ -125,10 +125,7 @@ pub fn format_vector(values: &[f32]) -> String {
 
 /// The elements of a vector array's `row`.
 pub fn row_values(vectors: &FixedSizeListArray, row: usize) -> &[f32] {
-    let dims = vectors.value_length() as usize;
-    let values = vectors.values().as_primitive::<Float32Type>().values();
-    let start = (vectors.offset() + row) * dims;
-    &values[start..start + dims]
+    distance::vector_at(vectors, row)
 }
 
 fn dimension_mismatch(expected: usize, got: usize) -> Error {

@@ -122,12 +122,12 @@ fn collect_vectors(
     };
     let dims = *dims as usize;
     let list = column.as_fixed_size_list();
-    let values = list
-        .values()
-        .as_primitive_opt::<Float32Type>()
-        .ok_or_else(|| {
-            Error::InvalidArgument("an HNSW index needs float4 vector elements".into())
-        })?;
+    // Rows are read as float4 below.
+    if list.values().as_primitive_opt::<Float32Type>().is_none() {
+        return Err(Error::InvalidArgument(
+            "an HNSW index needs float4 vector elements".into(),
+        ));
+    }
     let deletes = ops.map(|o| o.as_primitive::<UInt8Type>());
     let mut vectors = Vec::with_capacity(list.len() * dims);
     let mut rows = Vec::with_capacity(list.len());
@@ -136,8 +136,7 @@ fn collect_vectors(
         if list.is_null(row) || deleted {
             continue;
         }
-        let start = (list.offset() + row) * dims;
-        vectors.extend_from_slice(&values.values()[start..start + dims]);
+        vectors.extend_from_slice(basalt_formats::distance::vector_at(list, row));
         rows.push(row as u32);
     }
     Ok((dims, vectors, rows))
@@ -517,7 +516,10 @@ fn search_memory(
         if ops.value(row) == OP_DELETE || vectors.is_null(row) || !passes(mask.as_ref(), row) {
             continue;
         }
-        let rank = query.metric.rank(&query.query, row_vector(&vectors, row));
+        let rank = query.metric.rank(
+            &query.query,
+            basalt_formats::distance::vector_at(&vectors, row),
+        );
         if best.heap.len() >= best.k && best.heap.peek().is_some_and(|w| rank >= w.rank) {
             continue;
         }
@@ -533,13 +535,6 @@ fn search_memory(
         });
     }
     Ok(())
-}
-
-fn row_vector(vectors: &FixedSizeListArray, row: usize) -> &[f32] {
-    let dims = vectors.value_length() as usize;
-    let values = vectors.values().as_primitive::<Float32Type>().values();
-    let start = (vectors.offset() + row) * dims;
-    &values[start..start + dims]
 }
 
 /// Row-group boundaries of a segment, for turning a segment row into
@@ -710,7 +705,10 @@ fn exact_without_index(
             if vectors.is_null(offset) || !(mask.is_empty() || mask[row]) {
                 continue;
             }
-            let rank = query.metric.rank(&query.query, row_vector(vectors, offset));
+            let rank = query.metric.rank(
+                &query.query,
+                basalt_formats::distance::vector_at(vectors, offset),
+            );
             if best.heap.len() >= best.k && best.heap.peek().is_some_and(|w| rank >= w.rank) {
                 continue;
             }
@@ -743,11 +741,12 @@ fn materialize(
             .map(|&c| input.table.def.schema.field(c).clone().with_nullable(true))
             .collect::<Vec<_>>(),
     ));
+    // Row-group boundaries, worked out once per segment that has a hit.
+    let mut starts: HashMap<usize, Vec<usize>> = HashMap::new();
     let mut columns = Vec::with_capacity(query.projection.len());
     for (position, &c) in query.projection.iter().enumerate() {
         let data_type = schema.field(position).data_type();
         let mut pieces: Vec<ArrayRef> = Vec::with_capacity(hits.len());
-        let mut starts_by_segment: HashMap<usize, Vec<usize>> = HashMap::new();
         for hit in hits {
             pieces.push(match hit.place {
                 Place::Memory { run, row } => {
@@ -755,18 +754,22 @@ fn materialize(
                 }
                 Place::Segment { segment, row, node } => {
                     let file = segments[segment];
-                    if let (true, Some(node)) = (c == query.column, node) {
-                        if let Some(vector) = index_vector(file, query, node, data_type)? {
-                            pieces.push(vector);
-                            continue;
+                    let from_index = match node {
+                        Some(node) if c == query.column => {
+                            index_vector(file, query, node, data_type)?
+                        }
+                        _ => None,
+                    };
+                    match from_index {
+                        Some(vector) => vector,
+                        None => {
+                            let starts =
+                                starts.entry(segment).or_insert_with(|| group_starts(file));
+                            let (group, offset) = locate(starts, row as usize);
+                            file.table_column(input.cache, group, c, data_type)?
+                                .slice(offset, 1)
                         }
                     }
-                    let starts = starts_by_segment
-                        .entry(segment)
-                        .or_insert_with(|| group_starts(file));
-                    let (group, offset) = locate(starts, row as usize);
-                    file.table_column(input.cache, group, c, data_type)?
-                        .slice(offset, 1)
                 }
             });
         }
