@@ -1,6 +1,6 @@
 //! HNSW vector index files (FORMAT.md section 12): one per segment and
 //! indexed column, holding the segment's vectors and the graph over them,
-//! read in place from a memory mapping.
+//! read in place from memory (a mapping of the file or a copy of it).
 //!
 //! The graph follows Malkov and Yashunin (2016) as hnswlib implements it:
 //! levels drawn with `mL = 1/ln(M)`, `2M` links on level 0 and `M` above,
