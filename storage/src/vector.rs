@@ -866,15 +866,8 @@ mod tests {
         let vectors: Vec<f32> = (0..400).map(|i| ((i * 37) % 101) as f32).collect();
         let rows: Vec<u32> = (0..100).collect();
         let mut file = File::create(&path).unwrap();
-        hnsw::build(
-            HnswParams::new(Metric::L2),
-            dims,
-            &vectors,
-            &rows,
-            1,
-            &mut file,
-        )
-        .unwrap();
+        let params = HnswParams::new(Metric::L2);
+        hnsw::build(params, dims, &vectors, &rows, 1, &mut file).unwrap();
         let len = file.metadata().unwrap().len();
         let copied = HnswIndex::open(load_index(File::open(&path).unwrap(), len).unwrap()).unwrap();
         let mapped = HnswIndex::open(map_index(&File::open(&path).unwrap()).unwrap()).unwrap();
