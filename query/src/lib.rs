@@ -7,18 +7,30 @@
 /// to rewrite), shared by the storage scan and the vector search.
 macro_rules! leaf_plan_methods {
     () => {
+        leaf_plan_methods!(expressions: |_plan| []);
+    };
+    // `expressions` lists the physical expressions the plan evaluates: a
+    // hash join fills in its dynamic filter only when it finds that filter
+    // among the expressions of its probe side.
+    (expressions: |$plan:ident| $expressions:expr) => {
         fn children(&self) -> Vec<&std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
             vec![]
         }
 
         fn apply_expressions(
             &self,
-            _f: &mut dyn FnMut(
+            f: &mut dyn FnMut(
                 &std::sync::Arc<dyn datafusion::physical_expr::PhysicalExpr>,
             ) -> datafusion::common::Result<
                 datafusion::common::tree_node::TreeNodeRecursion,
             >,
         ) -> datafusion::common::Result<datafusion::common::tree_node::TreeNodeRecursion> {
+            let $plan = self;
+            for expression in $expressions.iter() {
+                if f(expression)? == datafusion::common::tree_node::TreeNodeRecursion::Stop {
+                    return Ok(datafusion::common::tree_node::TreeNodeRecursion::Stop);
+                }
+            }
             Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
         }
 

@@ -113,7 +113,15 @@ impl Database {
             .set_str("datafusion.sql_parser.dialect", "PostgreSQL")
             // Storage schemas hold Utf8, not Utf8View.
             .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false)
-            .set_str("datafusion.execution.time_zone", "+00:00");
+            .set_str("datafusion.execution.time_zone", "+00:00")
+            .set_usize(
+                "datafusion.optimizer.hash_join_single_partition_threshold",
+                16 << 20,
+            )
+            .set_usize(
+                "datafusion.optimizer.hash_join_single_partition_threshold_rows",
+                1 << 20,
+            );
         let ctx = SessionContext::new_with_config_rt(config, self.runtime.clone());
         for function in crate::pgfunctions::functions("basalt") {
             ctx.register_udf(function);
