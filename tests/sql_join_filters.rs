@@ -25,7 +25,10 @@ async fn probe_scan_drops_rows_the_join_cannot_match() {
     let query = "SELECT count(*), sum(b.v) FROM small s JOIN big b ON b.k = s.k WHERE s.tag = 'x'";
     // Keys 7, 107, ..., 907 each match the 200 rows with id = key (mod 1000).
     let expected_count = 10 * 200;
-    let expected_sum: i64 = (1..=200_000i64).filter(|id| id % 100 == 7).map(|id| id * 2).sum();
+    let expected_sum: i64 = (1..=200_000i64)
+        .filter(|id| id % 100 == 7)
+        .map(|id| id * 2)
+        .sum();
     let answer = rows(&mut session, query).await;
     assert_eq!(
         answer,
