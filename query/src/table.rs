@@ -353,6 +353,7 @@ fn literal(expr: &Expr) -> Option<Scalar> {
 
 /// Reads a storage scan plan: partition `p` runs the plan's units
 /// `p, p + n, p + 2n, ...`.
+#[derive(Clone)]
 pub struct StorageScanExec {
     table: String,
     plan: Arc<ScanPlan>,
@@ -409,28 +410,17 @@ impl StorageScanExec {
     }
 
     fn with_dynamic_filters(&self, filters: Vec<Arc<dyn PhysicalExpr>>) -> StorageScanExec {
-        let mut dynamic_filters = self.dynamic_filters.clone();
-        dynamic_filters.extend(filters);
-        StorageScanExec {
-            table: self.table.clone(),
-            plan: self.plan.clone(),
-            options: self.options.clone(),
-            partitions: self.partitions,
-            properties: self.properties.clone(),
-            schema: self.schema.clone(),
-            reorder: self.reorder.clone(),
-            metrics: ExecutionPlanMetricsSet::new(),
-            estimated_rows: self.estimated_rows,
-            column_statistics: self.column_statistics.clone(),
-            dynamic_filters,
-        }
+        let mut node = self.clone();
+        node.metrics = ExecutionPlanMetricsSet::new();
+        node.dynamic_filters.extend(filters);
+        node
     }
 }
 
 /// Whether a partition's dynamic filters still pay for themselves. A join
-/// filter that removes few rows costs a second hash probe per row for
-/// nothing (TPC-H q04 ran 2.7x slower with it), so once enough rows have
-/// been seen, filters that removed under a fifth of them are dropped.
+/// filter that removes few rows costs the scan a key lookup per row that
+/// the join repeats anyway, so once enough rows have been seen, filters
+/// that removed under a fifth of them are dropped.
 #[derive(Default)]
 struct Selectivity {
     seen: usize,
