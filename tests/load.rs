@@ -233,6 +233,49 @@ async fn loads_upsert_by_key_and_append_without_one() {
     );
 }
 
+/// A CSV large enough to be split across threads: the pieces reach the
+/// table in input order, so the last row of each key wins.
+#[tokio::test]
+async fn a_split_csv_keeps_input_order() {
+    const ROWS: u64 = 2_400_000;
+    const KEYS: u64 = 1_000;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("big.csv");
+    {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&input).unwrap());
+        writeln!(out, "k,v,price").unwrap();
+        for i in 0..ROWS {
+            writeln!(out, "{},{i},{}.{:02}", i % KEYS, i / 100, i % 100).unwrap();
+        }
+    }
+    assert!(std::fs::metadata(&input).unwrap().len() > 40 << 20);
+    let db = Database::open_temporary().unwrap();
+    let mut s = db.session();
+    s.execute("CREATE TABLE kv (k int PRIMARY KEY, v bigint, price numeric(12,2))")
+        .await
+        .unwrap();
+    let report = db
+        .load("kv", &sources(&[&input]), LoadOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.rows, ROWS);
+    let last: Vec<u64> = (ROWS - KEYS..ROWS).collect();
+    let v_sum: u64 = last.iter().sum();
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT count(*), sum(v), sum(price * 100) = sum(v), min(v) FROM kv"
+        )
+        .await,
+        vec![vec![
+            Some(KEYS.to_string()),
+            Some(v_sum.to_string()),
+            Some("t".to_string()),
+            Some((ROWS - KEYS).to_string())
+        ]]
+    );
+}
+
 #[tokio::test]
 async fn skipped_rows_go_to_the_reject_file() {
     let dir = tempfile::tempdir().unwrap();

@@ -111,8 +111,9 @@ pub fn decompress(codec: Codec, stored: Buffer, raw_len: usize) -> Result<Buffer
     }
 }
 
-/// Arrays with non-zero offsets anywhere in their tree are copied so the
-/// payload can describe buffers from their first byte.
+/// Arrays with non-zero offsets anywhere in their tree, or whose offsets
+/// reach only part of their values, are copied so the payload describes
+/// buffers from their first byte and holds only the slice's own values.
 fn normalized(data: &ArrayData) -> Result<ArrayData> {
     if has_offsets(data) {
         let mut copy = MutableArrayData::new(vec![data], false, data.len());
@@ -126,7 +127,32 @@ fn normalized(data: &ArrayData) -> Result<ArrayData> {
 fn has_offsets(data: &ArrayData) -> bool {
     data.offset() != 0
         || data.nulls().is_some_and(|n| n.offset() != 0)
+        || !offsets_span_all_values(data)
         || data.child_data().iter().any(has_offsets)
+}
+
+/// False for a slice of a variable-size array: slicing moves its offsets
+/// but keeps the parent's whole values, which would otherwise be stored
+/// (and compressed) again with every row group cut from one batch.
+fn offsets_span_all_values(data: &ArrayData) -> bool {
+    fn spans<T: Copy + TryInto<usize>>(offsets: &[T], values_len: usize) -> bool {
+        match (offsets.first(), offsets.last()) {
+            (Some(&first), Some(&last)) => {
+                first.try_into().ok() == Some(0) && last.try_into().ok() == Some(values_len)
+            }
+            _ => true,
+        }
+    }
+    let child_len = || data.child_data().first().map_or(0, ArrayData::len);
+    match data.data_type() {
+        DataType::Utf8 | DataType::Binary => spans(data.buffer::<i32>(0), data.buffers()[1].len()),
+        DataType::LargeUtf8 | DataType::LargeBinary => {
+            spans(data.buffer::<i64>(0), data.buffers()[1].len())
+        }
+        DataType::List(_) | DataType::Map(..) => spans(data.buffer::<i32>(0), child_len()),
+        DataType::LargeList(_) => spans(data.buffer::<i64>(0), child_len()),
+        _ => true,
+    }
 }
 
 fn put_buffer(bytes: &[u8], meta: &mut Encoder, region: &mut Encoder) {
@@ -141,7 +167,13 @@ fn encode_node(data: &ArrayData, meta: &mut Encoder, region: &mut Encoder) {
     match data.nulls() {
         Some(nulls) if nulls.null_count() > 0 => {
             meta.u8(1);
-            put_buffer(nulls.buffer().as_slice(), meta, region);
+            // A slice's bitmap may be its parent's; only its own bits go out.
+            let bytes = nulls.buffer().as_slice();
+            put_buffer(
+                &bytes[..data.len().div_ceil(8).min(bytes.len())],
+                meta,
+                region,
+            );
         }
         _ => meta.u8(0),
     }
@@ -339,6 +371,38 @@ pub(crate) mod tests {
         assert_eq!(&back, &slice);
         let _ = IntervalUnit::MonthDayNano;
         let _ = TimeUnit::Second;
+    }
+
+    #[test]
+    fn a_leading_slice_stores_only_its_own_values() {
+        let strings: ArrayRef = Arc::new(StringArray::from_iter(
+            (0..10_000).map(|i| (i % 7 != 0).then(|| format!("a longer value {i}"))),
+        ));
+        let mut list = ListBuilder::new(Int32Builder::new());
+        for i in 0..10_000 {
+            list.append_value([Some(i), Some(i + 1)]);
+        }
+        let lists: ArrayRef = Arc::new(list.finish());
+        for array in [strings, lists] {
+            let whole = encode_array(&array.to_data()).unwrap().len();
+            for slice in [array.slice(0, 100), array.slice(9_900, 100)] {
+                let raw = encode_array(&slice.to_data()).unwrap();
+                assert!(
+                    raw.len() * 50 < whole,
+                    "{}: {} of {whole}",
+                    array.data_type(),
+                    raw.len()
+                );
+                let back = decode_array(&Buffer::from_vec(raw), array.data_type()).unwrap();
+                assert_eq!(&back, &slice);
+            }
+        }
+        for array in every_type_arrays() {
+            let slice = array.slice(0, array.len() - 1);
+            let raw = encode_array(&slice.to_data()).unwrap();
+            let back = decode_array(&Buffer::from_vec(raw), array.data_type()).unwrap();
+            assert_eq!(&back, &slice, "{}", array.data_type());
+        }
     }
 
     #[test]

@@ -352,6 +352,8 @@ pub(crate) struct RecordReader {
     /// `\.` ended the data; anything after it is ignored.
     ended: bool,
     pub(crate) rows: RowBuffer,
+    /// Where each field of the record being read ends; kept to reuse.
+    field_ends: Vec<usize>,
 }
 
 impl RecordReader {
@@ -375,6 +377,7 @@ impl RecordReader {
             rows: RowBuffer::new(columns.len()),
             columns,
             pending: Vec::new(),
+            field_ends: Vec::new(),
             scanned: 0,
             in_quotes: false,
             line: 1,
@@ -517,17 +520,25 @@ impl RecordReader {
         } else {
             b'\\'
         };
-        if memchr::memchr(special, record).is_some()
-            || memchr::memchr_iter(self.format.delimiter, record).count() + 1 != self.columns.len()
-        {
+        if memchr::memchr(special, record).is_some() {
+            return false;
+        }
+        self.field_ends.clear();
+        self.field_ends
+            .extend(memchr::memchr_iter(self.format.delimiter, record));
+        if self.field_ends.len() + 1 != self.columns.len() {
             return false;
         }
         let Ok(text) = std::str::from_utf8(record) else {
             return false;
         };
+        self.field_ends.push(record.len());
         let null = self.format.null.as_str();
-        let fields = text.split(char::from(self.format.delimiter));
-        for (builder, field) in self.rows.columns.iter_mut().zip(fields) {
+        let mut start = 0;
+        for (builder, &end) in self.rows.columns.iter_mut().zip(&self.field_ends) {
+            // The delimiter is ASCII, so every end is a char boundary.
+            let field = &text[start..end];
+            start = end + 1;
             if field == null {
                 builder.append_null();
             } else {
@@ -721,8 +732,63 @@ fn parse_column(text: &StringArray, field: &Field) -> std::result::Result<ArrayR
         DataType::List(element) => parse_arrays(text, element),
         other if crate::vector::dimensions_of(other).is_some() => parse_vectors(text, other),
         DataType::Interval(arrow_schema::IntervalUnit::MonthDayNano) => parse_intervals(text),
+        &DataType::Decimal128(precision, scale) => match plain_decimals(text, precision, scale) {
+            Some(decimals) => Ok(Arc::new(decimals)),
+            None => cast_checked(text, field.data_type()),
+        },
         other => cast_checked(text, other),
     }
+}
+
+/// Decimals written plainly (sign, digits, a point, no more fractional
+/// digits than the scale) read directly: Arrow's general parser formats a
+/// string per value. `None` when any value needs that parser, which then
+/// reads the whole column, rounding and errors included.
+fn plain_decimals(
+    text: &StringArray,
+    precision: u8,
+    scale: i8,
+) -> Option<arrow_array::Decimal128Array> {
+    let scale = u32::try_from(scale).ok()?;
+    let limit = 10i128.checked_pow(u32::from(precision))?;
+    let mut values = Vec::with_capacity(text.len());
+    for i in 0..text.len() {
+        let value = if text.is_valid(i) {
+            plain_decimal(text.value(i).as_bytes(), scale).filter(|v| v.abs() < limit)?
+        } else {
+            0
+        };
+        values.push(value);
+    }
+    arrow_array::Decimal128Array::new(values.into(), text.nulls().cloned())
+        .with_precision_and_scale(precision, scale as i8)
+        .ok()
+}
+
+fn plain_decimal(text: &[u8], scale: u32) -> Option<i128> {
+    let (negative, digits) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, text),
+    };
+    let (whole, fraction) = match memchr::memchr(b'.', digits) {
+        Some(point) => (&digits[..point], &digits[point + 1..]),
+        None => (digits, &digits[digits.len()..]),
+    };
+    if whole.len() + fraction.len() == 0 || fraction.len() > scale as usize {
+        return None;
+    }
+    let mut value: i128 = 0;
+    for &byte in whole.iter().chain(fraction) {
+        if !byte.is_ascii_digit() {
+            return None;
+        }
+        value = value
+            .checked_mul(10)?
+            .checked_add(i128::from(byte - b'0'))?;
+    }
+    value = value.checked_mul(10i128.checked_pow(scale - fraction.len() as u32)?)?;
+    Some(if negative { -value } else { value })
 }
 
 /// pgvector text; the first bad row is found by parsing row by row only
@@ -1212,6 +1278,8 @@ fn no_copy_in_progress() -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Decimal128Type;
     use datafusion::sql::sqlparser::ast::Ident;
 
     fn text() -> CopyFormat {
@@ -1252,6 +1320,36 @@ mod tests {
 
     fn row(values: &[Option<&str>]) -> Vec<Option<String>> {
         values.iter().map(|v| v.map(str::to_string)).collect()
+    }
+
+    #[test]
+    fn plain_decimals_read_as_arrow_reads_them() {
+        let plain = [
+            "0",
+            "-0.00",
+            "12",
+            "12.5",
+            "+12.34",
+            "-99.99",
+            ".5",
+            "7.",
+            "9999999999999.99",
+        ];
+        let text = StringArray::from_iter(plain.iter().map(Some).chain([None]));
+        let field = Field::new("d", DataType::Decimal128(15, 2), true);
+        let fast = plain_decimals(&text, 15, 2).unwrap();
+        let arrow = cast_checked(&text, field.data_type()).unwrap();
+        assert_eq!(&(Arc::new(fast) as ArrayRef), &arrow);
+        assert_eq!(arrow.as_primitive::<Decimal128Type>().value(3), 1250);
+        // Anything else goes to Arrow's parser whole: rounding, exponents,
+        // spaces, and values too wide are read or refused as before.
+        for other in ["1.005", "1e3", " 5", "12345678901234.00", "1.2.3", "-", ""] {
+            let text = StringArray::from(vec![Some("1.25"), Some(other)]);
+            assert!(plain_decimals(&text, 15, 2).is_none(), "{other}");
+            let ours = parse_column(&text, &field).map_err(|bad| bad.row);
+            let arrow = cast_checked(&text, field.data_type()).map_err(|bad| bad.row);
+            assert_eq!(ours, arrow, "{other}");
+        }
     }
 
     #[test]

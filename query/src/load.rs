@@ -13,7 +13,7 @@
 
 use std::io::{BufRead, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 
@@ -40,6 +40,13 @@ use crate::session::{Database, QueryResult, Session};
 const LOAD_BATCH_ROWS: usize = 65_536;
 /// Plain CSV/text files at least this large are split across threads.
 const SPLIT_BYTES: u64 = 32 << 20;
+/// The largest byte range of a split file: its rows fit the channel it is
+/// sent on, so a thread parsing ahead of the consumer is not held back.
+const PIECE_BYTES: u64 = 16 << 20;
+/// Batches a parsed item may hold waiting for the consumer.
+const ITEM_CHANNEL_BATCHES: usize = 4;
+/// Items threads may parse ahead of the one being consumed.
+const ITEMS_AHEAD: usize = 4;
 /// Records read to guess the column types of a CSV file.
 const INFER_RECORDS: usize = 10_000;
 
@@ -530,9 +537,11 @@ impl LoadPlan {
             .min(self.items.len())
             .max(1);
         let next = AtomicUsize::new(0);
-        let stop = AtomicBool::new(false);
+        let window = Window::default();
         let (senders, receivers): (Vec<Sender>, Vec<Receiver<Result<Message>>>) =
-            (0..self.items.len()).map(|_| sync_channel(4)).unzip();
+            (0..self.items.len())
+                .map(|_| sync_channel(ITEM_CHANNEL_BATCHES))
+                .unzip();
         let senders: Vec<parking_lot::Mutex<Option<Sender>>> = senders
             .into_iter()
             .map(|s| parking_lot::Mutex::new(Some(s)))
@@ -541,7 +550,7 @@ impl LoadPlan {
             for _ in 0..threads {
                 scope.spawn(|| loop {
                     let i = next.fetch_add(1, Ordering::SeqCst);
-                    if i >= self.items.len() || stop.load(Ordering::SeqCst) {
+                    if i >= self.items.len() || !window.wait_for(i) {
                         break;
                     }
                     let Some(sender) = senders[i].lock().take() else {
@@ -559,11 +568,12 @@ impl LoadPlan {
                     for message in receiver {
                         consume(message?)?;
                     }
+                    window.consumed_one();
                 }
                 Ok(())
             })();
             if outcome.is_err() {
-                stop.store(true, Ordering::SeqCst);
+                window.stop();
             }
             drop(receivers);
             outcome
@@ -987,7 +997,7 @@ fn split_file(
     // A quote could hold a newline inside a record: such files are read
     // in one piece.
     let quote = (format != FileFormat::Text).then(|| options.quote.unwrap_or('"') as u8);
-    let pieces = (threads * 4) as u64;
+    let pieces = (threads as u64 * 4).max(size.div_ceil(PIECE_BYTES));
     let targets: Vec<u64> = (1..pieces).map(|i| size * i / pieces).collect();
     let scan = scan_lines(path, &targets, quote)?;
     let Some(starts) = scan else {
@@ -1080,6 +1090,41 @@ fn scan_lines(path: &Path, targets: &[u64], quote: Option<u8>) -> Result<Option<
         offset += n as u64;
     }
     Ok(Some(starts))
+}
+
+/// Keeps parsing threads at most [`ITEMS_AHEAD`] items ahead of the
+/// consumer, so memory stays bounded however slow the table's side is.
+#[derive(Default)]
+struct Window {
+    state: parking_lot::Mutex<WindowState>,
+    moved: parking_lot::Condvar,
+}
+
+#[derive(Default)]
+struct WindowState {
+    consumed: usize,
+    stopped: bool,
+}
+
+impl Window {
+    /// Blocks until item `i` may be parsed; false once the load stops.
+    fn wait_for(&self, i: usize) -> bool {
+        let mut state = self.state.lock();
+        while !state.stopped && i >= state.consumed + ITEMS_AHEAD {
+            self.moved.wait(&mut state);
+        }
+        !state.stopped
+    }
+
+    fn consumed_one(&self) {
+        self.state.lock().consumed += 1;
+        self.moved.notify_all();
+    }
+
+    fn stop(&self) {
+        self.state.lock().stopped = true;
+        self.moved.notify_all();
+    }
 }
 
 /// A byte range of a file, read as a stream.
