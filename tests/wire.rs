@@ -793,3 +793,61 @@ async fn vectors_go_over_the_wire_as_pgvector_writes_them() {
     assert_eq!(code(&err), "22000");
     server.stop().await;
 }
+
+/// A frontend message: type byte, length, body.
+fn message(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![kind];
+    out.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// Backend messages read until ReadyForQuery, as their type bytes.
+async fn read_until_ready(socket: &mut TcpStream) -> Vec<u8> {
+    let mut kinds = Vec::new();
+    loop {
+        let mut header = [0u8; 5];
+        socket.read_exact(&mut header).await.unwrap();
+        let len = i32::from_be_bytes(header[1..].try_into().unwrap()) as usize;
+        let mut body = vec![0u8; len - 4];
+        socket.read_exact(&mut body).await.unwrap();
+        kinds.push(header[0]);
+        if header[0] == b'Z' {
+            return kinds;
+        }
+    }
+}
+
+/// As PostgreSQL does, the answers to Bind and Execute wait for the Sync:
+/// a prepared statement's round trip is one write, not one per message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn extended_protocol_answers_go_out_with_the_sync() {
+    let server = TestServer::start().await;
+    let mut socket = TcpStream::connect(server.addr).await.unwrap();
+    let mut startup = 196608i32.to_be_bytes().to_vec();
+    startup.extend_from_slice(b"user\0basalt\0database\0basalt\0\0");
+    let mut packet = ((startup.len() + 4) as i32).to_be_bytes().to_vec();
+    packet.extend_from_slice(&startup);
+    socket.write_all(&packet).await.unwrap();
+    read_until_ready(&mut socket).await;
+
+    let parse = message(b'P', b"\0SELECT 41 + 1\0\0\0");
+    let sync = message(b'S', b"");
+    socket
+        .write_all(&[parse, sync.clone()].concat())
+        .await
+        .unwrap();
+    assert_eq!(read_until_ready(&mut socket).await, b"1Z");
+
+    // Bind (unnamed portal and statement, no parameters, default formats)
+    // and Execute (all rows), without the Sync.
+    let bind = message(b'B', b"\0\0\0\0\0\0\0\0");
+    let execute = message(b'E', b"\0\0\0\0\0");
+    socket.write_all(&[bind, execute].concat()).await.unwrap();
+    let mut early = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_millis(300), socket.read(&mut early)).await;
+    assert!(read.is_err(), "the server wrote before the Sync");
+    socket.write_all(&sync).await.unwrap();
+    assert_eq!(read_until_ready(&mut socket).await, b"2DCZ");
+    server.stop().await;
+}

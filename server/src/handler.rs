@@ -18,13 +18,13 @@ use pgwire::api::results::{
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::DEFAULT_NAME;
-use pgwire::api::{ClientInfo, ClientPortalStore, Type};
+use pgwire::api::{ClientInfo, ClientPortalStore, PgWireConnectionState, Type};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::data::DataRow;
 use pgwire::messages::data::{NoData, ParameterDescription, RowDescription};
 use pgwire::messages::extendedquery::{
-    Bind, BindComplete, Describe, TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
+    Bind, BindComplete, Describe, Execute, TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
 };
 use pgwire::messages::response::TransactionStatus;
 use pgwire::messages::PgWireBackendMessage;
@@ -32,6 +32,7 @@ use tokio::sync::Mutex;
 
 use crate::cancel::{CancelRegistry, CancelSignal};
 use crate::error::{to_pgwire, Error};
+use crate::held::HeldFlushes;
 use crate::types;
 
 /// Rows of one result batch, encoded before they are sent.
@@ -368,6 +369,23 @@ impl ExtendedQueryHandler for Connection {
         let result = self.run(&mut session, &signal, statement).await?;
         let after = session.transaction_status();
         Ok(self.response(result, before, after, &portal.result_column_format, signal))
+    }
+
+    /// pgwire's own Execute, with what it writes queued for the Sync's
+    /// write (see [`HeldFlushes`]). COPY FROM STDIN is the exception: the
+    /// client sends its data only once it has read CopyInResponse.
+    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let executed = self._on_execute(&mut HeldFlushes(client), message).await;
+        if matches!(client.state(), PgWireConnectionState::CopyInProgress(_)) {
+            client.flush().await?;
+        }
+        executed
     }
 
     /// pgwire's own Describe, except that the answer is queued for the

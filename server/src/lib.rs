@@ -9,6 +9,7 @@ mod cancel;
 pub mod config;
 mod error;
 mod handler;
+mod held;
 mod server;
 mod tls;
 mod types;
