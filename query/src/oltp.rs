@@ -30,6 +30,7 @@ use crate::catalog::storage_name;
 use crate::ddl::normalize;
 use crate::dml::{cast_value, conform, Target};
 use crate::error::{Error, Result};
+use crate::prepare::{param_expr, Param};
 use crate::session::{QueryResult, Session};
 
 /// A point SELECT, resolved against the table it reads.
@@ -45,7 +46,17 @@ impl Session {
     /// Answers `query` when it is a primary-key point SELECT; `None` sends
     /// it to DataFusion.
     pub(crate) fn point_select(&self, query: &ast::Query) -> Result<Option<QueryResult>> {
-        let Some(point) = self.recognise(query) else {
+        self.point_select_with(query, &[])
+    }
+
+    /// [`Session::point_select`] of a prepared query, its placeholders
+    /// standing for `params`.
+    pub(crate) fn point_select_with(
+        &self,
+        query: &ast::Query,
+        params: &[Param],
+    ) -> Result<Option<QueryResult>> {
+        let Some(point) = self.recognise(query, params) else {
             return Ok(None);
         };
         let def = &point.def;
@@ -69,7 +80,7 @@ impl Session {
         Ok(Some(QueryResult::rows("SELECT", schema, batches)))
     }
 
-    fn recognise(&self, query: &ast::Query) -> Option<PointSelect> {
+    fn recognise(&self, query: &ast::Query, params: &[Param]) -> Option<PointSelect> {
         let select = plain_select(query)?;
         let [from] = select.from.as_slice() else {
             return None;
@@ -86,7 +97,7 @@ impl Session {
         }
         let qualifier = alias.map(normalize).unwrap_or(table);
         let columns = projection(&select.projection, &def, &qualifier)?;
-        let key = key_of(select.selection.as_ref()?, &def, &qualifier)?;
+        let key = key_of(select.selection.as_ref()?, &def, &qualifier, params)?;
         Some(PointSelect {
             table: full,
             def,
@@ -203,7 +214,7 @@ fn projection(
 
 /// The encoded primary key a WHERE clause fixes, when it is nothing but
 /// one equality per key column.
-fn key_of(selection: &Expr, def: &TableDef, qualifier: &str) -> Option<Vec<u8>> {
+fn key_of(selection: &Expr, def: &TableDef, qualifier: &str, params: &[Param]) -> Option<Vec<u8>> {
     let mut conditions = Vec::new();
     conjuncts(selection, &mut conditions);
     let mut values: Vec<Option<ArrayRef>> = vec![None; def.key_columns.len()];
@@ -224,12 +235,32 @@ fn key_of(selection: &Expr, def: &TableDef, qualifier: &str) -> Option<Vec<u8>> 
         if values[slot].is_some() {
             return None;
         }
+        // A placeholder means what binding would put in its place.
+        let bound;
+        let literal = match placeholder_number(literal) {
+            Some(n) => {
+                bound = param_expr(params.get(n.checked_sub(1)?)?).ok()?;
+                &bound
+            }
+            None => literal.as_ref(),
+        };
         values[slot] = Some(key_value(literal, def.schema.field(column).data_type())?);
     }
     let values: Vec<ArrayRef> = values.into_iter().collect::<Option<_>>()?;
     let mut key = Vec::new();
     basalt_storage::encode_key(&values, 0, &mut key).ok()?;
     Some(key)
+}
+
+/// `n` of a `$n` placeholder.
+fn placeholder_number(expr: &Expr) -> Option<usize> {
+    match expr {
+        Expr::Value(value) => match &value.value {
+            Value::Placeholder(name) => crate::prepare::placeholder_number(name),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// The operands of a chain of ANDs, parentheses looked through.
@@ -372,7 +403,7 @@ fn recognise_update(target: &Target, update: &ast::Update) -> Option<(Vec<u8>, A
         return None;
     }
     let def = &target.def;
-    let key = key_of(update.selection.as_ref()?, def, &target.alias)?;
+    let key = key_of(update.selection.as_ref()?, def, &target.alias, &[])?;
     let mut assignments: Vec<(usize, NewValue)> = Vec::new();
     for assignment in &update.assignments {
         let ast::AssignmentTarget::ColumnName(name) = &assignment.target else {
@@ -715,7 +746,63 @@ mod tests {
         let ast::Statement::Query(query) = *inner else {
             return false;
         };
-        session.recognise(&query).is_some()
+        session.recognise(&query, &[]).is_some()
+    }
+
+    /// A prepared point SELECT answered from its parameters gives what
+    /// binding them into the statement gives, error codes included.
+    #[tokio::test]
+    async fn prepared_lookups_answer_as_bound_ones() {
+        use crate::prepare::{bind, Param};
+        let db = crate::Database::open_temporary().unwrap();
+        let mut session = db.session();
+        session
+            .execute("CREATE TABLE a (aid int PRIMARY KEY, abalance int); INSERT INTO a VALUES (1, 10), (7, 70)")
+            .await
+            .unwrap();
+        let text = |t: &str, sql_type: Option<&str>| Param::Text {
+            text: t.to_string(),
+            sql_type: sql_type.map(str::to_string),
+        };
+        let statement = session
+            .parse("SELECT abalance FROM a WHERE aid = $1")
+            .unwrap()
+            .pop()
+            .unwrap();
+        let cases = [
+            vec![text("7", Some("integer"))],
+            vec![text("7", None)],
+            vec![text("2", Some("integer"))],
+            vec![text("3000000000", Some("bigint"))],
+            vec![text("x", Some("integer"))],
+            vec![Param::Null(Some("integer".into()))],
+            vec![],
+        ];
+        for params in cases {
+            let prepared = match session.execute_prepared(&statement, &params).await {
+                Ok(result) => Ok(result.collect().await.unwrap()),
+                Err(e) => Err(e.sqlstate()),
+            };
+            let bound = match bind(&statement, &params) {
+                Ok(bound) => match session.execute_statement(bound).await {
+                    Ok(result) => Ok(result.collect().await.unwrap()),
+                    Err(e) => Err(e.sqlstate()),
+                },
+                Err(e) => Err(e.sqlstate()),
+            };
+            assert_eq!(prepared, bound, "{params:?}");
+        }
+        let seven = session
+            .execute_prepared(&statement, &[text("7", Some("integer"))])
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(
+            crate::pgtext::format_value(seven[0].column(0).as_ref(), 0).as_deref(),
+            Some("70")
+        );
     }
 
     #[tokio::test]

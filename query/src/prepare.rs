@@ -232,7 +232,7 @@ fn placeholder_count(statement: &Statement) -> Result<usize> {
     }
 }
 
-fn placeholder_number(name: &str) -> Option<usize> {
+pub(crate) fn placeholder_number(name: &str) -> Option<usize> {
     name.strip_prefix('$')?.parse().ok().filter(|n| *n > 0)
 }
 
@@ -308,7 +308,7 @@ pub fn bind(statement: &Statement, params: &[Param]) -> Result<Statement> {
     Ok(bound)
 }
 
-fn param_expr(param: &Param) -> Result<Expr> {
+pub(crate) fn param_expr(param: &Param) -> Result<Expr> {
     // The common case is built directly: parsing SQL text per parameter
     // per Execute was a seventh of pgbench's -N time.
     if let Param::Text { text, sql_type } = param {

@@ -47,6 +47,13 @@ pub struct Prepared {
     columns: Option<SchemaRef>,
 }
 
+/// What a connection asks its session to run.
+enum Work<'a> {
+    Statement(Statement),
+    /// A prepared statement and the parameters of its Bind.
+    Prepared(&'a Statement, &'a [Param]),
+}
+
 /// The handlers of one connection, sharing its session.
 pub struct Connection {
     session: Arc<Mutex<Session>>,
@@ -89,10 +96,18 @@ impl Connection {
         &self,
         session: &mut Session,
         signal: &CancelSignal,
-        statement: Statement,
+        work: Work<'_>,
     ) -> Result<QueryResult, Error> {
+        let execution = async {
+            match work {
+                Work::Statement(statement) => session.execute_statement(statement).await,
+                Work::Prepared(statement, params) => {
+                    session.execute_prepared(statement, params).await
+                }
+            }
+        };
         tokio::select! {
-            result = session.execute_statement(statement) => result.map_err(Error::from),
+            result = execution => result.map_err(Error::from),
             () = signal.cancelled() => {
                 session.abort_statement();
                 Err(cancelled_error())
@@ -258,7 +273,10 @@ impl SimpleQueryHandler for Connection {
                 session.begin_implicit();
             }
             let before = session.transaction_status();
-            let outcome = match self.run(&mut session, &signal, statement).await {
+            let outcome = match self
+                .run(&mut session, &signal, Work::Statement(statement))
+                .await
+            {
                 Ok(result) if count > 1 => result.materialized().await.map_err(Error::from),
                 other => other,
             };
@@ -363,10 +381,10 @@ impl ExtendedQueryHandler for Connection {
         signal.reset();
         let prepared = &portal.statement.statement;
         let params = bound_params(portal)?;
-        let statement = basalt_query::bind(&prepared.statement, &params).map_err(to_pgwire)?;
         let mut session = self.session.lock().await;
         let before = session.transaction_status();
-        let result = self.run(&mut session, &signal, statement).await?;
+        let work = Work::Prepared(&prepared.statement, &params);
+        let result = self.run(&mut session, &signal, work).await?;
         let after = session.transaction_status();
         Ok(self.response(result, before, after, &portal.result_column_format, signal))
     }
