@@ -463,16 +463,10 @@ impl Session {
                 "a COPY FROM STDIN was abandoned before its end",
             ));
         }
-        match self.transaction_control(&statement) {
-            Ok(Some(result)) => return Ok(result),
-            Ok(None) => {}
-            Err(e) => {
-                // As any failed statement does, a refused SAVEPOINT aborts the block.
-                if self.block == Block::Open {
-                    self.block = Block::Failed;
-                }
-                return Err(e);
-            }
+        // As any failed statement does, a refused SAVEPOINT aborts the block.
+        let control = self.transaction_control(&statement);
+        if let Some(result) = self.failing_the_block(control)? {
+            return Ok(result);
         }
         if self.block == Block::Failed {
             return Err(Error::sql(
@@ -485,6 +479,12 @@ impl Session {
         } else {
             self.dispatch(statement).await
         };
+        self.failing_the_block(result)
+    }
+
+    /// `result`, having marked an open transaction block failed if it is
+    /// an error.
+    fn failing_the_block<T>(&mut self, result: Result<T>) -> Result<T> {
         if result.is_err() && self.block == Block::Open {
             self.block = Block::Failed;
         }
@@ -504,15 +504,9 @@ impl Session {
         if self.copy_in.is_none() && self.block != Block::Failed {
             if let Statement::Statement(inner) = statement {
                 if let ast::Statement::Query(query) = inner.as_ref() {
-                    match self.point_select_with(query, params) {
-                        Ok(Some(result)) => return Ok(result),
-                        Ok(None) => {}
-                        Err(e) => {
-                            if self.block == Block::Open {
-                                self.block = Block::Failed;
-                            }
-                            return Err(e);
-                        }
+                    let answered = self.point_select_with(query, params);
+                    if let Some(result) = self.failing_the_block(answered)? {
+                        return Ok(result);
                     }
                 }
             }
