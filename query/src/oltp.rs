@@ -30,7 +30,7 @@ use crate::catalog::storage_name;
 use crate::ddl::normalize;
 use crate::dml::{cast_value, conform, Target};
 use crate::error::{Error, Result};
-use crate::prepare::{param_expr, Param};
+use crate::prepare::{param_expr, placeholder_of, Param};
 use crate::session::{QueryResult, Session};
 
 /// A point SELECT, resolved against the table it reads.
@@ -237,7 +237,7 @@ fn key_of(selection: &Expr, def: &TableDef, qualifier: &str, params: &[Param]) -
         }
         // A placeholder means what binding would put in its place.
         let bound;
-        let literal = match placeholder_number(literal) {
+        let literal = match placeholder_of(literal) {
             Some(n) => {
                 bound = param_expr(params.get(n.checked_sub(1)?)?).ok()?;
                 &bound
@@ -250,17 +250,6 @@ fn key_of(selection: &Expr, def: &TableDef, qualifier: &str, params: &[Param]) -
     let mut key = Vec::new();
     basalt_storage::encode_key(&values, 0, &mut key).ok()?;
     Some(key)
-}
-
-/// `n` of a `$n` placeholder.
-fn placeholder_number(expr: &Expr) -> Option<usize> {
-    match expr {
-        Expr::Value(value) => match &value.value {
-            Value::Placeholder(name) => crate::prepare::placeholder_number(name),
-            _ => None,
-        },
-        _ => None,
-    }
 }
 
 /// The operands of a chain of ANDs, parentheses looked through.

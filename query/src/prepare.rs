@@ -232,8 +232,19 @@ fn placeholder_count(statement: &Statement) -> Result<usize> {
     }
 }
 
-pub(crate) fn placeholder_number(name: &str) -> Option<usize> {
+fn placeholder_number(name: &str) -> Option<usize> {
     name.strip_prefix('$')?.parse().ok().filter(|n| *n > 0)
+}
+
+/// `n` when `expr` is the placeholder `$n`.
+pub(crate) fn placeholder_of(expr: &Expr) -> Option<usize> {
+    match expr {
+        Expr::Value(value) => match &value.value {
+            Value::Placeholder(name) => placeholder_number(name),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 fn visit_placeholders(statement: &Statement, mut found: impl FnMut(&str)) {
@@ -286,12 +297,8 @@ pub fn bind(statement: &Statement, params: &[Param]) -> Result<Statement> {
     let mut bound = statement.clone();
     let replace = |s: &mut ast::Statement| {
         let _ = ast::visit_expressions_mut(s, |expr| {
-            if let Expr::Value(value) = expr {
-                if let Value::Placeholder(name) = &value.value {
-                    if let Some(n) = placeholder_number(name) {
-                        *expr = literals[n - 1].clone();
-                    }
-                }
+            if let Some(n) = placeholder_of(expr) {
+                *expr = literals[n - 1].clone();
             }
             ControlFlow::<()>::Continue(())
         });
