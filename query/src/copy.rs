@@ -1136,7 +1136,7 @@ impl Session {
         // A COPY from the client outlives the query message that started it:
         // it leaves a multi-statement query's implicit transaction
         // (committing what came before it) to be its own.
-        self.end_implicit(true)?;
+        self.end_implicit(true).await?;
         let autocommit = !self.in_transaction();
         if autocommit {
             *self.shared.txn.lock() = Some(self.shared.db.begin());

@@ -280,9 +280,30 @@ enum Block {
     Failed,
 }
 
+/// Commits `txn`. A commit that waits for the disk runs on tokio's
+/// blocking pool: its fdatasync would otherwise hold an async worker, and
+/// with it every connection that worker serves, so commits arriving
+/// meanwhile could not share the next sync. Outside tokio it commits in place.
+async fn commit_off_worker(txn: basalt_storage::Transaction) -> Result<u64> {
+    let runtime = match tokio::runtime::Handle::try_current() {
+        Ok(runtime) if txn.waits_for_disk() => runtime,
+        _ => return Ok(txn.commit()?),
+    };
+    match runtime.spawn_blocking(move || txn.commit()).await {
+        Ok(committed) => Ok(committed?),
+        Err(e) => Err(Error::sql(
+            "XX000",
+            format!("the commit did not finish: {e}"),
+        )),
+    }
+}
+
 /// Autocommit DML that loses a write conflict runs again on a fresh
-/// snapshot, as Postgres' READ COMMITTED would; this bounds the retries.
+/// snapshot, as Postgres' READ COMMITTED would. It gives up only after
+/// both this many retries and [`AUTOCOMMIT_RETRY_TIME`]: on a loaded
+/// machine 32 retries on a hot row could all lose within milliseconds.
 const AUTOCOMMIT_RETRIES: u32 = 32;
+const AUTOCOMMIT_RETRY_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The pause before retry `attempt`: growing, capped, and jittered so that
 /// writers colliding on one row do not collide again in step. Without it a
@@ -331,12 +352,12 @@ impl Session {
                 Ok(result) if several => last = QueryResult::materialized(result).await?,
                 Ok(result) => last = result,
                 Err(e) => {
-                    self.end_implicit(false)?;
+                    self.end_implicit(false).await?;
                     return Err(e);
                 }
             }
         }
-        self.end_implicit(true)?;
+        self.end_implicit(true).await?;
         Ok(last)
     }
 
@@ -354,14 +375,15 @@ impl Session {
 
     /// Ends the implicit transaction, if one is open: committed when
     /// `commit` and no statement failed, else rolled back.
-    pub fn end_implicit(&mut self, commit: bool) -> Result<()> {
+    pub async fn end_implicit(&mut self, commit: bool) -> Result<()> {
         if !std::mem::take(&mut self.implicit) {
             return Ok(());
         }
         let ok = commit && self.block == Block::Open;
         self.block = Block::None;
-        match self.shared.txn.lock().take() {
-            Some(txn) if ok => txn.commit().map(|_| ()).map_err(Error::from),
+        let txn = self.shared.txn.lock().take();
+        match txn {
+            Some(txn) if ok => commit_off_worker(txn).await.map(|_| ()),
             Some(txn) => {
                 txn.rollback();
                 Ok(())
@@ -464,7 +486,7 @@ impl Session {
             ));
         }
         // As any failed statement does, a refused SAVEPOINT aborts the block.
-        let control = self.transaction_control(&statement);
+        let control = self.transaction_control(&statement).await;
         if let Some(result) = self.failing_the_block(control)? {
             return Ok(result);
         }
@@ -518,19 +540,21 @@ impl Session {
     /// One write statement in its own transaction, retried on a write
     /// conflict while it has returned nothing to the client.
     async fn autocommit(&mut self, statement: &Statement) -> Result<QueryResult> {
+        let started = std::time::Instant::now();
         let mut attempt = 0;
         loop {
             *self.shared.txn.lock() = Some(self.shared.db.begin());
             let result = self.dispatch(statement.clone()).await;
             let txn = self.shared.txn.lock().take();
             let outcome = match (result, txn) {
-                (Ok(result), Some(txn)) => txn.commit().map(|_| result).map_err(Error::from),
+                (Ok(result), Some(txn)) => commit_off_worker(txn).await.map(|_| result),
                 (Ok(result), None) => Ok(result),
                 (Err(e), _) => Err(e),
             };
             match outcome {
                 Err(Error::Storage(basalt_storage::Error::WriteConflict))
-                    if attempt < AUTOCOMMIT_RETRIES =>
+                    if attempt < AUTOCOMMIT_RETRIES
+                        || started.elapsed() < AUTOCOMMIT_RETRY_TIME =>
                 {
                     attempt += 1;
                     let pause = retry_backoff(attempt);
@@ -542,7 +566,7 @@ impl Session {
     }
 
     /// BEGIN, COMMIT, ROLLBACK; None for any other statement.
-    fn transaction_control(&mut self, statement: &Statement) -> Result<Option<QueryResult>> {
+    async fn transaction_control(&mut self, statement: &Statement) -> Result<Option<QueryResult>> {
         let Statement::Statement(inner) = statement else {
             return Ok(None);
         };
@@ -563,7 +587,7 @@ impl Session {
                 self.block = Block::None;
                 match txn {
                     Some(txn) if !failed => {
-                        txn.commit()?;
+                        commit_off_worker(txn).await?;
                         "COMMIT"
                     }
                     Some(txn) => {

@@ -305,7 +305,7 @@ impl SimpleQueryHandler for Connection {
                 }
             }
         }
-        if let Err(e) = session.end_implicit(!failed) {
+        if let Err(e) = session.end_implicit(!failed).await {
             responses.push(Response::Error(Box::new(Error::from(e).to_error_info())));
         }
         Ok(responses)

@@ -1,6 +1,7 @@
 //! In-memory table versions, ordered by (key ascending, sequence descending).
 
 use std::cmp::Ordering;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
@@ -201,22 +202,29 @@ impl Memtable {
     }
 }
 
-/// Rows picked from a few batches, gathered into new columns in pick order.
+/// Rows picked from batches, gathered into new columns in pick order.
+/// A memtable of single-row commits picks from as many batches as rows.
 #[derive(Default)]
 pub(crate) struct BatchRows {
     batches: Vec<Arc<RecordBatch>>,
+    /// Each batch's slot, by its address (held alive in `batches`).
+    slots: HashMap<usize, usize>,
     picks: Vec<(usize, usize)>,
 }
 
 impl BatchRows {
     pub fn push(&mut self, batch: &Arc<RecordBatch>, row: usize) {
-        // Picks arrive in runs from the same batch: look from the newest.
-        let slot = match self.batches.iter().rposition(|b| Arc::ptr_eq(b, batch)) {
-            Some(slot) => slot,
-            None => {
-                self.batches.push(batch.clone());
-                self.batches.len() - 1
-            }
+        // Picks arrive in runs from the same batch: try the newest first.
+        let newest = self.batches.len().checked_sub(1);
+        let slot = match newest {
+            Some(slot) if Arc::ptr_eq(&self.batches[slot], batch) => slot,
+            _ => *self
+                .slots
+                .entry(Arc::as_ptr(batch) as usize)
+                .or_insert_with(|| {
+                    self.batches.push(batch.clone());
+                    self.batches.len() - 1
+                }),
         };
         self.picks.push((slot, row));
     }
@@ -237,6 +245,7 @@ impl BatchRows {
 
     pub fn clear(&mut self) {
         self.batches.clear();
+        self.slots.clear();
         self.picks.clear();
     }
 }
@@ -301,6 +310,25 @@ mod tests {
             )
             .unwrap(),
         )
+    }
+
+    #[test]
+    fn picks_from_interleaved_batches_gather_in_pick_order() {
+        let batches: Vec<_> = (0..3)
+            .map(|b| wal_batch(&[(b"k", OP_PUT, b * 10), (b"k", OP_PUT, b * 10 + 1)]))
+            .collect();
+        let mut rows = BatchRows::default();
+        for (batch, row) in [(2, 1), (0, 0), (2, 0), (1, 1), (0, 1), (0, 0)] {
+            rows.push(&batches[batch], row);
+        }
+        let values = rows.gather(2).unwrap();
+        let values = values.as_primitive::<arrow_array::types::Int64Type>();
+        assert_eq!(values.values().to_vec(), vec![21, 0, 20, 11, 1, 0]);
+        assert_eq!(rows.batches.len(), 3, "each batch is held once");
+        rows.clear();
+        rows.push(&batches[1], 0);
+        assert_eq!(rows.gather(2).unwrap().len(), 1);
+        assert_eq!(rows.batches.len(), 1);
     }
 
     #[test]

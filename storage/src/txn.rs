@@ -209,6 +209,12 @@ impl Transaction {
         self.pending.is_empty()
     }
 
+    /// Whether [`Transaction::commit`] will wait for an fdatasync: it has
+    /// writes and the database commits synchronously.
+    pub fn waits_for_disk(&self) -> bool {
+        !self.pending.is_empty() && self.snapshot.inner.options.synchronous_commit
+    }
+
     fn pending_for(&mut self, table: &str) -> Result<&mut Pending> {
         let t = self.snapshot.state.table(table)?.clone();
         Ok(self
