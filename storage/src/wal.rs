@@ -329,7 +329,7 @@ mod tests {
     }
 
     #[test]
-    fn concurrent_committers_are_all_durable_and_share_syncs() {
+    fn concurrent_committers_are_all_synced_in_at_most_one_sync_each() {
         let dir = tempfile::tempdir().unwrap();
         let wal = Arc::new(wal(dir.path()));
         let (threads, commits) = (8, 50);
