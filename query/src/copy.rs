@@ -1197,8 +1197,9 @@ impl Session {
             return Err(self.fail_copy(e));
         }
         if copy.autocommit {
-            if let Some(txn) = self.shared.txn.lock().take() {
-                txn.commit()?;
+            let txn = self.shared.txn.lock().take();
+            if let Some(txn) = txn {
+                crate::session::commit_off_worker(txn).await?;
             }
         }
         Ok(copy.rows)

@@ -219,8 +219,9 @@ impl Session {
             }
         }
         if autocommit {
-            if let Some(txn) = self.shared.txn.lock().take() {
-                txn.commit()?;
+            let txn = self.shared.txn.lock().take();
+            if let Some(txn) = txn {
+                crate::session::commit_off_worker(txn).await?;
             }
         }
         plan.write_rejects(&rejects)?;

@@ -284,7 +284,7 @@ enum Block {
 /// blocking pool: its fdatasync would otherwise hold an async worker, and
 /// with it every connection that worker serves, so commits arriving
 /// meanwhile could not share the next sync. Outside tokio it commits in place.
-async fn commit_off_worker(txn: basalt_storage::Transaction) -> Result<u64> {
+pub(crate) async fn commit_off_worker(txn: basalt_storage::Transaction) -> Result<u64> {
     let runtime = match tokio::runtime::Handle::try_current() {
         Ok(runtime) if txn.waits_for_disk() => runtime,
         _ => return Ok(txn.commit()?),
