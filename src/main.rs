@@ -72,6 +72,10 @@ struct ServeArgs {
     /// this directory (by default they may not touch server files).
     #[arg(long, value_name = "DIR")]
     allow_files: Option<PathBuf>,
+    /// Threads answering clients [default: half the cores, at least one].
+    /// Queries run on a pool of their own with a thread per core.
+    #[arg(long)]
+    network_threads: Option<usize>,
 }
 
 fn parse_on_off(value: &str) -> Result<bool, String> {
@@ -125,6 +129,7 @@ fn config(args: ServeArgs) -> Result<Config, String> {
     config.query_memory_limit = args.query_memory_limit.or(config.query_memory_limit);
     config.cache_size = args.cache_size.or(config.cache_size);
     config.allow_files = args.allow_files.or(config.allow_files);
+    config.network_threads = args.network_threads.or(config.network_threads);
     config.check().map_err(|e| e.to_string())?;
     Ok(config)
 }
@@ -149,7 +154,15 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             .with_query_memory_limit(bytes)
             .map_err(|e| e.to_string())?;
     }
+    let queries = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("basalt-query")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the query runtime: {e}"))?;
+    db = db.with_executor(queries.handle().clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.network_threads())
+        .thread_name("basalt-net")
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
@@ -174,6 +187,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             .map_err(|e| e.to_string())
     })?;
     drop(runtime);
+    queries.shutdown_background();
     db.close()
         .map_err(|e| format!("error closing {}: {e}", data.display()))?;
     say(format_args!("basalt: shut down cleanly"));

@@ -37,6 +37,8 @@ pub struct Database {
     runtime: Arc<RuntimeEnv>,
     /// Which server-side files `COPY ... FROM/TO 'path'` may touch.
     file_access: crate::load::FileAccess,
+    /// Where DataFusion plans run; the caller's runtime when `None`.
+    executor: Option<tokio::runtime::Handle>,
     /// Keeps a scratch directory alive for [`Database::open_temporary`].
     _scratch: Option<Arc<tempfile::TempDir>>,
 }
@@ -68,6 +70,7 @@ impl Database {
             sequences: Arc::new(Sequences::default()),
             runtime: Arc::new(RuntimeEnv::default()),
             file_access: crate::load::FileAccess::Any,
+            executor: None,
             _scratch: None,
         }
     }
@@ -89,6 +92,18 @@ impl Database {
     /// write in this database's sessions (any, by default).
     pub fn with_file_access(mut self, access: crate::load::FileAccess) -> Database {
         self.file_access = access;
+        self
+    }
+
+    /// Runs every session's DataFusion plans (planning and execution) on
+    /// `executor` rather than on the runtime that polls their results. A
+    /// server gives them a runtime of their own so that a query spreading
+    /// over every core does not hold up the workers answering the network,
+    /// and those workers can stay few (waking many costs more than it
+    /// gives on a short request). Point lookups and writes stay on the
+    /// caller's runtime.
+    pub fn with_executor(mut self, executor: tokio::runtime::Handle) -> Database {
+        self.executor = Some(executor);
         self
     }
 
@@ -179,6 +194,7 @@ impl Database {
             settings: Settings::default(),
             copy_in: None,
             file_access: self.file_access.clone(),
+            executor: self.executor.clone(),
         }
     }
 }
@@ -298,6 +314,48 @@ pub(crate) async fn commit_off_worker(txn: basalt_storage::Transaction) -> Resul
     }
 }
 
+/// Plans and runs `frame` on `executor`, handing its batches over a short
+/// channel. Dropping the returned stream stops the query there, even while
+/// it computes its first batch.
+async fn run_on(
+    executor: &tokio::runtime::Handle,
+    frame: datafusion::dataframe::DataFrame,
+) -> Result<SendableRecordBatchStream> {
+    use futures::StreamExt;
+    let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let (batches_tx, mut batches_rx) = tokio::sync::mpsc::channel(2);
+    executor.spawn(async move {
+        let mut stream = match frame.execute_stream().await {
+            Ok(stream) => stream,
+            Err(e) => {
+                let _ = started_tx.send(Err(e));
+                return;
+            }
+        };
+        if started_tx.send(Ok(())).is_err() {
+            return;
+        }
+        loop {
+            let next = tokio::select! {
+                _ = batches_tx.closed() => return,
+                next = stream.next() => next,
+            };
+            let Some(batch) = next else { return };
+            if batches_tx.send(batch).await.is_err() {
+                return;
+            }
+        }
+    });
+    match started_rx.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(Error::from_datafusion(e)),
+        Err(_) => return Err(Error::sql("XX000", "the query's executor stopped")),
+    }
+    let batches = futures::stream::poll_fn(move |cx| batches_rx.poll_recv(cx));
+    Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
+}
+
 /// Autocommit DML that loses a write conflict runs again on a fresh
 /// snapshot, as Postgres' READ COMMITTED would. It gives up only after
 /// both this many retries and [`AUTOCOMMIT_RETRY_TIME`]: on a loaded
@@ -334,6 +392,7 @@ pub struct Session {
     /// The COPY FROM STDIN waiting for data, if any.
     pub(crate) copy_in: Option<crate::copy::CopyIn>,
     pub(crate) file_access: crate::load::FileAccess,
+    executor: Option<tokio::runtime::Handle>,
 }
 
 impl Session {
@@ -745,7 +804,10 @@ impl Session {
             .execute_logical_plan(plan)
             .await
             .map_err(Error::from_datafusion)?;
-        frame.execute_stream().await.map_err(Error::from_datafusion)
+        match &self.executor {
+            Some(executor) => run_on(executor, frame).await,
+            None => frame.execute_stream().await.map_err(Error::from_datafusion),
+        }
     }
 
     /// Plans and runs SQL text the session built itself, collecting rows.

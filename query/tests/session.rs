@@ -119,3 +119,66 @@ async fn transaction_status_follows_the_block() {
     s.execute("ROLLBACK").await.unwrap();
     assert_eq!(s.transaction_status(), b'I');
 }
+
+/// A database given an executor runs its queries' plans there: their
+/// rows and errors come back as without one, and dropping a result stops
+/// its query on the executor, even one still computing its first batch.
+#[test]
+fn queries_run_on_the_executor_and_stop_when_dropped() {
+    let executor = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let handle = executor.handle().clone();
+    let caller = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    caller.block_on(async {
+        let db = Database::open_temporary()
+            .unwrap()
+            .with_executor(handle.clone());
+        let mut s = db.session();
+        s.execute("CREATE TABLE t (id int PRIMARY KEY, g int)")
+            .await
+            .unwrap();
+        s.execute("INSERT INTO t SELECT x, x % 3 FROM generate_series(1, 3000) AS s(x)")
+            .await
+            .unwrap();
+        let batches = s
+            .query("SELECT g, count(*) AS n FROM t a JOIN t b USING (id, g) GROUP BY g ORDER BY g")
+            .await
+            .unwrap();
+        let mut groups = Vec::new();
+        for batch in &batches {
+            use arrow_array::cast::AsArray;
+            use arrow_array::types::{Int32Type, Int64Type};
+            let g = batch.column(0).as_primitive::<Int32Type>();
+            let n = batch.column(1).as_primitive::<Int64Type>();
+            groups.extend((0..batch.num_rows()).map(|i| (g.value(i), n.value(i))));
+        }
+        assert_eq!(groups, [(0, 1000), (1, 1000), (2, 1000)]);
+
+        let planning = s.execute("SELECT nope FROM t").await.err().unwrap();
+        assert_eq!(planning.sqlstate(), "42703");
+        let running = s.query("SELECT 1 / (id - 7) FROM t").await.err().unwrap();
+        assert_eq!(running.sqlstate(), "22012");
+
+        let endless = s
+            .execute("SELECT count(*) FROM generate_series(1, 1000000000000)")
+            .await
+            .unwrap();
+        assert!(handle.metrics().num_alive_tasks() > 0);
+        drop(endless);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while handle.metrics().num_alive_tasks() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the dropped query still runs"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    });
+    executor.shutdown_background();
+}

@@ -8,6 +8,7 @@
 //! query_memory_limit = "4GiB"   # all running queries together
 //! cache_size = "1GiB"           # decoded column chunks
 //! allow_files = "/srv/imports"  # COPY FROM/TO 'path' confined to here
+//! network_threads = 2           # default: half the cores, at least one
 //! tls_cert = "server.crt"       # PEM; with tls_key, clients may use TLS
 //! tls_key = "server.key"
 //! [users]                       # any user here turns on SCRAM-SHA-256 for all
@@ -44,6 +45,9 @@ pub struct Config {
     pub shutdown_timeout_secs: u64,
     /// The directory clients' `COPY ... FROM/TO 'path'` may use; none if unset.
     pub allow_files: Option<PathBuf>,
+    /// Threads answering clients (queries run on a pool of their own, one
+    /// thread per core). Unset: half the cores, at least one.
+    pub network_threads: Option<usize>,
 }
 
 impl Default for Config {
@@ -60,6 +64,7 @@ impl Default for Config {
             cache_size: None,
             shutdown_timeout_secs: 30,
             allow_files: None,
+            network_threads: None,
         }
     }
 }
@@ -82,6 +87,9 @@ impl Config {
         if self.max_connections == 0 {
             return Err(Error::Config("max_connections must be at least 1".into()));
         }
+        if self.network_threads == Some(0) {
+            return Err(Error::Config("network_threads must be at least 1".into()));
+        }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(Error::Config(
                 "tls_cert and tls_key must be given together".into(),
@@ -97,6 +105,15 @@ impl Config {
             .as_deref()
             .map(parse_bytes)
             .transpose()
+    }
+
+    /// How many threads answer clients: the setting, or half the cores.
+    /// Each wakes for every request; on a short request the cross-thread
+    /// wake-ups of many cost more than their parallelism gives.
+    pub fn network_threads(&self) -> usize {
+        self.network_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+        })
     }
 
     pub fn cache_bytes(&self) -> Result<Option<u64>> {
@@ -144,6 +161,7 @@ mod tests {
             synchronous_commit = false
             query_memory_limit = "2GiB"
             cache_size = "64MiB"
+            network_threads = 3
             [users]
             alice = "pw"
             "#,
@@ -155,6 +173,8 @@ mod tests {
         assert_eq!(config.query_memory_bytes().unwrap(), Some(2 << 30));
         assert_eq!(config.cache_bytes().unwrap(), Some(64 << 20));
         assert_eq!(config.users["alice"], "pw");
+        assert_eq!(config.network_threads(), 3);
+        assert!(Config::default().network_threads() >= 1);
     }
 
     #[test]
@@ -162,6 +182,7 @@ mod tests {
         assert!(Config::from_toml("listen = 5").is_err());
         assert!(Config::from_toml("colour = \"blue\"").is_err());
         assert!(Config::from_toml("max_connections = 0").is_err());
+        assert!(Config::from_toml("network_threads = 0").is_err());
         assert!(Config::from_toml("tls_cert = \"a.pem\"").is_err());
         assert!(Config::from_toml("cache_size = \"12 parsecs\"").is_err());
     }
