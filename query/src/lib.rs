@@ -89,6 +89,7 @@ pub use load::{
     expand_sources, FileAccess, FileFormat, LoadOptions, LoadProgress, LoadReport, OnError,
     ProgressFn,
 };
+pub use oltp::PreparedStatement;
 pub use prepare::{bind, Description, Param};
 pub use session::{Database, QueryResult, Session};
 pub use table::{StorageScanExec, StorageTable};

@@ -19,12 +19,14 @@ use arrow_array::{
     new_null_array, ArrayRef, Int16Array, Int32Array, Int64Array, Int8Array, LargeStringArray,
     RecordBatch, StringArray, UInt16Array, UInt32Array, UInt64Array, UInt8Array,
 };
-use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use basalt_storage::TableDef;
 use datafusion::arrow::compute::{cast, concat};
+use datafusion::sql::parser::Statement;
 use datafusion::sql::sqlparser::ast::{
     self, BinaryOperator, Expr, GroupByExpr, SelectItem, SetExpr, TableFactor, UnaryOperator, Value,
 };
+use parking_lot::Mutex;
 
 use crate::catalog::storage_name;
 use crate::ddl::normalize;
@@ -33,54 +35,127 @@ use crate::error::{Error, Result};
 use crate::prepare::{param_expr, placeholder_of, Param};
 use crate::session::{QueryResult, Session};
 
-/// A point SELECT, resolved against the table it reads.
+/// A point SELECT, resolved against the table it reads. It depends on the
+/// statement and the table's definition only, so a prepared statement
+/// keeps it ([`PreparedStatement`]) for as long as the table's id and
+/// schema version stay the same.
 struct PointSelect {
     table: String,
-    def: TableDef,
-    /// Indexes into the table's schema, with the name each is output as.
-    columns: Vec<(usize, String)>,
-    key: Vec<u8>,
+    /// The table's (id, schema version) it was resolved against.
+    version: (u32, u32),
+    /// Indexes into the table's schema, in output order.
+    columns: Vec<usize>,
+    /// The output columns, under the names the query gives them.
+    schema: SchemaRef,
+    /// Where each key column's value comes from, in key order.
+    key: Vec<KeySource>,
+}
+
+/// A point SELECT's key column value: a literal, or a parameter read as a
+/// literal of the column's type would be.
+enum KeySource {
+    Value(ArrayRef),
+    Param { index: usize, data_type: DataType },
+}
+
+/// A statement prepared once and executed many times (the extended
+/// protocol's Parse, then Bind/Execute), with what the session learnt about
+/// it on earlier executions: recognising a point SELECT was a sixteenth of
+/// a prepared lookup's time.
+pub struct PreparedStatement {
+    statement: Statement,
+    point: Mutex<Option<Arc<PointSelect>>>,
+}
+
+impl PreparedStatement {
+    pub fn new(statement: Statement) -> PreparedStatement {
+        PreparedStatement {
+            statement,
+            point: Mutex::new(None),
+        }
+    }
+
+    pub fn statement(&self) -> &Statement {
+        &self.statement
+    }
+
+    fn query(&self) -> Option<&ast::Query> {
+        match &self.statement {
+            Statement::Statement(inner) => match inner.as_ref() {
+                ast::Statement::Query(query) => Some(query),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Debug for PreparedStatement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PreparedStatement({})", self.statement)
+    }
 }
 
 impl Session {
     /// Answers `query` when it is a primary-key point SELECT; `None` sends
     /// it to DataFusion.
     pub(crate) fn point_select(&self, query: &ast::Query) -> Result<Option<QueryResult>> {
-        self.point_select_with(query, &[])
+        match self.recognise(query) {
+            Some(point) => self.run_point_select(&point, &[]),
+            None => Ok(None),
+        }
     }
 
-    /// [`Session::point_select`] of a prepared query, its placeholders
-    /// standing for `params`.
-    pub(crate) fn point_select_with(
+    /// [`Session::point_select`] of a prepared statement, its placeholders
+    /// standing for `params`; the recognised shape is kept with it.
+    pub(crate) fn point_select_prepared(
         &self,
-        query: &ast::Query,
+        prepared: &PreparedStatement,
         params: &[Param],
     ) -> Result<Option<QueryResult>> {
-        let Some(point) = self.recognise(query, params) else {
+        let cached = prepared.point.lock().clone();
+        let point = match cached {
+            Some(point) if self.shared.db.table_version(&point.table) == Some(point.version) => {
+                point
+            }
+            _ => {
+                let Some(point) = prepared.query().and_then(|q| self.recognise(q)) else {
+                    return Ok(None);
+                };
+                let point = Arc::new(point);
+                *prepared.point.lock() = Some(point.clone());
+                point
+            }
+        };
+        self.run_point_select(&point, params)
+    }
+
+    /// Reads the row; `None` when the parameters do not make a key exactly.
+    fn run_point_select(
+        &self,
+        point: &PointSelect,
+        params: &[Param],
+    ) -> Result<Option<QueryResult>> {
+        let Some(key) = encode_point_key(&point.key, params) else {
             return Ok(None);
         };
-        let def = &point.def;
-        let row = self
-            .shared
-            .with_reader(|r| r.get(&point.table, &point.key))?;
-        let fields: Vec<Field> = point
-            .columns
-            .iter()
-            .map(|(i, name)| def.schema.field(*i).clone().with_name(name))
-            .collect();
-        let schema = Arc::new(Schema::new(fields));
+        let row = self.shared.with_reader(|r| r.get(&point.table, &key))?;
         let batches = match row {
             Some(row) => {
-                let columns = point.columns.iter().map(|(i, _)| row.column(*i).clone());
-                let batch = RecordBatch::try_new(schema.clone(), columns.collect());
+                let columns = point.columns.iter().map(|&i| row.column(i).clone());
+                let batch = RecordBatch::try_new(point.schema.clone(), columns.collect());
                 vec![batch.map_err(|e| Error::from_datafusion(e.into()))?]
             }
             None => Vec::new(),
         };
-        Ok(Some(QueryResult::rows("SELECT", schema, batches)))
+        Ok(Some(QueryResult::rows(
+            "SELECT",
+            point.schema.clone(),
+            batches,
+        )))
     }
 
-    fn recognise(&self, query: &ast::Query, params: &[Param]) -> Option<PointSelect> {
+    fn recognise(&self, query: &ast::Query) -> Option<PointSelect> {
         let select = plain_select(query)?;
         let [from] = select.from.as_slice() else {
             return None;
@@ -97,11 +172,16 @@ impl Session {
         }
         let qualifier = alias.map(normalize).unwrap_or(table);
         let columns = projection(&select.projection, &def, &qualifier)?;
-        let key = key_of(select.selection.as_ref()?, &def, &qualifier, params)?;
+        let key = key_sources(select.selection.as_ref()?, &def, &qualifier)?;
+        let fields: Vec<Field> = columns
+            .iter()
+            .map(|(i, name)| def.schema.field(*i).clone().with_name(name))
+            .collect();
         Some(PointSelect {
             table: full,
-            def,
-            columns,
+            version: (def.id, def.schema_version),
+            columns: columns.into_iter().map(|(i, _)| i).collect(),
+            schema: Arc::new(Schema::new(fields)),
             key,
         })
     }
@@ -214,10 +294,17 @@ fn projection(
 
 /// The encoded primary key a WHERE clause fixes, when it is nothing but
 /// one equality per key column.
-fn key_of(selection: &Expr, def: &TableDef, qualifier: &str, params: &[Param]) -> Option<Vec<u8>> {
+fn key_of(selection: &Expr, def: &TableDef, qualifier: &str) -> Option<Vec<u8>> {
+    encode_point_key(&key_sources(selection, def, qualifier)?, &[])
+}
+
+/// Where each key column's value comes from, when `selection` is nothing
+/// but one equality per key column against a literal or a placeholder.
+fn key_sources(selection: &Expr, def: &TableDef, qualifier: &str) -> Option<Vec<KeySource>> {
     let mut conditions = Vec::new();
     conjuncts(selection, &mut conditions);
-    let mut values: Vec<Option<ArrayRef>> = vec![None; def.key_columns.len()];
+    let mut sources: Vec<Option<KeySource>> = Vec::new();
+    sources.resize_with(def.key_columns.len(), || None);
     for condition in conditions {
         let Expr::BinaryOp {
             left,
@@ -232,21 +319,34 @@ fn key_of(selection: &Expr, def: &TableDef, qualifier: &str, params: &[Param]) -
             None => (column_of(right, def, qualifier)?, left),
         };
         let slot = def.key_columns.iter().position(|&k| k as usize == column)?;
-        if values[slot].is_some() {
+        if sources[slot].is_some() {
             return None;
         }
-        // A placeholder means what binding would put in its place.
-        let bound;
-        let literal = match placeholder_of(literal) {
-            Some(n) => {
-                bound = param_expr(params.get(n.checked_sub(1)?)?).ok()?;
-                &bound
-            }
-            None => literal.as_ref(),
-        };
-        values[slot] = Some(key_value(literal, def.schema.field(column).data_type())?);
+        let data_type = def.schema.field(column).data_type().clone();
+        sources[slot] = Some(match placeholder_of(literal) {
+            Some(n) => KeySource::Param {
+                index: n.checked_sub(1)?,
+                data_type,
+            },
+            None => KeySource::Value(key_value(literal, &data_type)?),
+        });
     }
-    let values: Vec<ArrayRef> = values.into_iter().collect::<Option<_>>()?;
+    sources.into_iter().collect()
+}
+
+/// The encoded key, a placeholder meaning what binding would put in its
+/// place; `None` when a value is missing or is not exactly of its column's
+/// type.
+fn encode_point_key(sources: &[KeySource], params: &[Param]) -> Option<Vec<u8>> {
+    let mut values = Vec::with_capacity(sources.len());
+    for source in sources {
+        values.push(match source {
+            KeySource::Value(value) => value.clone(),
+            KeySource::Param { index, data_type } => {
+                key_value(&param_expr(params.get(*index)?).ok()?, data_type)?
+            }
+        });
+    }
     let mut key = Vec::new();
     basalt_storage::encode_key(&values, 0, &mut key).ok()?;
     Some(key)
@@ -392,7 +492,7 @@ fn recognise_update(target: &Target, update: &ast::Update) -> Option<(Vec<u8>, A
         return None;
     }
     let def = &target.def;
-    let key = key_of(update.selection.as_ref()?, def, &target.alias, &[])?;
+    let key = key_of(update.selection.as_ref()?, def, &target.alias)?;
     let mut assignments: Vec<(usize, NewValue)> = Vec::new();
     for assignment in &update.assignments {
         let ast::AssignmentTarget::ColumnName(name) = &assignment.target else {
@@ -735,7 +835,7 @@ mod tests {
         let ast::Statement::Query(query) = *inner else {
             return false;
         };
-        session.recognise(&query, &[]).is_some()
+        session.recognise(&query).is_some()
     }
 
     /// A prepared point SELECT answered from its parameters gives what
@@ -758,6 +858,7 @@ mod tests {
             .unwrap()
             .pop()
             .unwrap();
+        let prepared = PreparedStatement::new(statement.clone());
         let cases = [
             vec![text("7", Some("integer"))],
             vec![text("7", None)],
@@ -768,7 +869,7 @@ mod tests {
             vec![],
         ];
         for params in cases {
-            let prepared = match session.execute_prepared(&statement, &params).await {
+            let answered = match session.execute_prepared(&prepared, &params).await {
                 Ok(result) => Ok(result.collect().await.unwrap()),
                 Err(e) => Err(e.sqlstate()),
             };
@@ -779,10 +880,10 @@ mod tests {
                 },
                 Err(e) => Err(e.sqlstate()),
             };
-            assert_eq!(prepared, bound, "{params:?}");
+            assert_eq!(answered, bound, "{params:?}");
         }
         let seven = session
-            .execute_prepared(&statement, &[text("7", Some("integer"))])
+            .execute_prepared(&prepared, &[text("7", Some("integer"))])
             .await
             .unwrap()
             .collect()
@@ -791,6 +892,25 @@ mod tests {
         assert_eq!(
             crate::pgtext::format_value(seven[0].column(0).as_ref(), 0).as_deref(),
             Some("70")
+        );
+
+        // The statement keeps its recognised shape only while the table is
+        // the one it was recognised against: a new table of the same name
+        // has another key type and the balance in another column.
+        session
+            .execute("DROP TABLE a; CREATE TABLE a (aid bigint PRIMARY KEY, note text, abalance int); INSERT INTO a VALUES (7, 'x', 700)")
+            .await
+            .unwrap();
+        let seven = session
+            .execute_prepared(&prepared, &[text("7", Some("bigint"))])
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(
+            crate::pgtext::format_value(seven[0].column(0).as_ref(), 0).as_deref(),
+            Some("700")
         );
     }
 

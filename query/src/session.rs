@@ -579,20 +579,16 @@ impl Session {
     /// syntax tree, which was a sixth of a prepared point lookup's time.
     pub async fn execute_prepared(
         &mut self,
-        statement: &Statement,
+        prepared: &crate::oltp::PreparedStatement,
         params: &[crate::prepare::Param],
     ) -> Result<QueryResult> {
         if self.copy_in.is_none() && self.block != Block::Failed {
-            if let Statement::Statement(inner) = statement {
-                if let ast::Statement::Query(query) = inner.as_ref() {
-                    let answered = self.point_select_with(query, params);
-                    if let Some(result) = self.failing_the_block(answered)? {
-                        return Ok(result);
-                    }
-                }
+            let answered = self.point_select_prepared(prepared, params);
+            if let Some(result) = self.failing_the_block(answered)? {
+                return Ok(result);
             }
         }
-        let bound = crate::prepare::bind(statement, params)?;
+        let bound = crate::prepare::bind(prepared.statement(), params)?;
         self.execute_statement(bound).await
     }
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use async_trait::async_trait;
 use basalt_query::arrow::datatypes::SchemaRef;
 use basalt_query::arrow::record_batch::RecordBatch;
-use basalt_query::{Description, Param, QueryResult, Session, Statement};
+use basalt_query::{Description, Param, PreparedStatement, QueryResult, Session, Statement};
 use futures::{stream, Sink, SinkExt, Stream, StreamExt};
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
@@ -42,7 +42,9 @@ type RowStream = std::pin::Pin<Box<dyn Stream<Item = PgWireResult<DataRow>> + Se
 /// Bind/Execute.
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    statement: Statement,
+    /// Shared by clones: what one execution learns about the statement
+    /// serves the next.
+    statement: Arc<PreparedStatement>,
     parameters: Vec<Type>,
     columns: Option<SchemaRef>,
 }
@@ -51,7 +53,7 @@ pub struct Prepared {
 enum Work<'a> {
     Statement(Statement),
     /// A prepared statement and the parameters of its Bind.
-    Prepared(&'a Statement, &'a [Param]),
+    Prepared(&'a PreparedStatement, &'a [Param]),
 }
 
 /// The handlers of one connection, sharing its session.
@@ -579,7 +581,7 @@ impl QueryParser for Parser {
             })
             .collect();
         Ok(Some(Prepared {
-            statement,
+            statement: Arc::new(PreparedStatement::new(statement)),
             parameters,
             columns,
         }))

@@ -625,6 +625,15 @@ impl Db {
         Ok(self.inner.current().table(name)?.def.clone())
     }
 
+    /// A table's id and schema version, without copying its definition:
+    /// enough to tell whether something derived from the definition still
+    /// holds.
+    pub fn table_version(&self, name: &str) -> Option<(u32, u32)> {
+        let state = self.inner.current();
+        let def = &state.table(name).ok()?.def;
+        Some((def.id, def.schema_version))
+    }
+
     pub fn tables(&self) -> Vec<TableDef> {
         self.inner
             .current()
