@@ -72,8 +72,8 @@ struct ServeArgs {
     /// this directory (by default they may not touch server files).
     #[arg(long, value_name = "DIR")]
     allow_files: Option<PathBuf>,
-    /// Threads answering clients [default: half the cores, at least one].
-    /// Queries run on a pool of their own with a thread per core.
+    /// Threads answering clients, each keeping its connections [default:
+    /// one per core]. Queries run on a pool of their own, a thread per core.
     #[arg(long)]
     network_threads: Option<usize>,
 }
@@ -160,9 +160,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the query runtime: {e}"))?;
     db = db.with_executor(queries.handle().clone());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.network_threads())
-        .thread_name("basalt-net")
+    // Accepts and signals only: connections are served on the server's
+    // network threads, queries on `queries`.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;

@@ -8,7 +8,7 @@
 //! query_memory_limit = "4GiB"   # all running queries together
 //! cache_size = "1GiB"           # decoded column chunks
 //! allow_files = "/srv/imports"  # COPY FROM/TO 'path' confined to here
-//! network_threads = 2           # default: half the cores, at least one
+//! network_threads = 2           # default: one per core
 //! tls_cert = "server.crt"       # PEM; with tls_key, clients may use TLS
 //! tls_key = "server.key"
 //! [users]                       # any user here turns on SCRAM-SHA-256 for all
@@ -45,8 +45,8 @@ pub struct Config {
     pub shutdown_timeout_secs: u64,
     /// The directory clients' `COPY ... FROM/TO 'path'` may use; none if unset.
     pub allow_files: Option<PathBuf>,
-    /// Threads answering clients (queries run on a pool of their own, one
-    /// thread per core). Unset: half the cores, at least one.
+    /// Threads answering clients, each keeping the connections it is dealt
+    /// (queries run on a pool of their own). Unset: one per core.
     pub network_threads: Option<usize>,
 }
 
@@ -107,13 +107,10 @@ impl Config {
             .transpose()
     }
 
-    /// How many threads answer clients: the setting, or half the cores.
-    /// Each wakes for every request; on a short request the cross-thread
-    /// wake-ups of many cost more than their parallelism gives.
+    /// How many threads answer clients: the setting, or one per core.
     pub fn network_threads(&self) -> usize {
-        self.network_threads.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
-        })
+        self.network_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 
     pub fn cache_bytes(&self) -> Result<Option<u64>> {

@@ -11,6 +11,7 @@ mod error;
 mod handler;
 mod held;
 mod server;
+mod shards;
 mod tls;
 mod types;
 

@@ -20,6 +20,7 @@ use crate::cancel::CancelRegistry;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::handler::Connection;
+use crate::shards::Shards;
 
 /// A bound server, ready to [`Server::run`].
 pub struct Server {
@@ -30,6 +31,8 @@ pub struct Server {
     tls: Option<TlsAcceptor>,
     max_connections: usize,
     shutdown_timeout: Duration,
+    /// The network threads connections are dealt out to.
+    shards: Shards,
 }
 
 impl Server {
@@ -55,6 +58,7 @@ impl Server {
             tls,
             max_connections: config.max_connections,
             shutdown_timeout: Duration::from_secs(config.shutdown_timeout_secs),
+            shards: Shards::start(config.network_threads())?,
         })
     }
 
@@ -91,10 +95,18 @@ impl Server {
                     let guard = OpenGuard::new(open.clone());
                     let tls = self.tls.clone();
                     let stopping = stopping.clone();
-                    connections.spawn(async move {
+                    let serve = move |socket: TcpStream| async move {
                         let _guard = guard;
                         serve_connection(socket, tls, connection, stopping).await;
-                    });
+                    };
+                    // A socket belongs to the runtime that registered it: it
+                    // moves as a plain socket and is registered again there.
+                    let Ok(socket) = socket.into_std() else { continue };
+                    connections.spawn_on(async move {
+                        if let Ok(socket) = TcpStream::from_std(socket) {
+                            serve(socket).await;
+                        }
+                    }, self.shards.next());
                 }
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
             }
@@ -107,6 +119,9 @@ impl Server {
         if drained.is_err() {
             connections.shutdown().await;
         }
+        let shards = self.shards;
+        // Joining the threads blocks; they have nothing left to run.
+        let _ = tokio::task::spawn_blocking(move || shards.stop()).await;
         Ok(self.db)
     }
 }
