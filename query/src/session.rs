@@ -296,15 +296,20 @@ enum Block {
     Failed,
 }
 
-/// Commits `txn`. A commit that waits for the disk runs on tokio's
-/// blocking pool: its fdatasync would otherwise hold an async worker, and
-/// with it every connection that worker serves, so commits arriving
-/// meanwhile could not share the next sync. Outside tokio it commits in place.
+/// Commits `txn` without holding the async thread while its fdatasync
+/// runs, so that the other connections that thread serves go on and
+/// commits arriving meanwhile share the next sync. The commit is logged
+/// in place and its durability awaited from the WAL's sync thread; one that
+/// must first wait for background work to make room runs on tokio's
+/// blocking pool instead. Outside tokio it commits in place.
 pub(crate) async fn commit_off_worker(txn: basalt_storage::Transaction) -> Result<u64> {
     let runtime = match tokio::runtime::Handle::try_current() {
         Ok(runtime) if txn.waits_for_disk() => runtime,
         _ => return Ok(txn.commit()?),
     };
+    if !txn.would_stall() {
+        return Ok(txn.commit_unsynced()?.durable().await?);
+    }
     match runtime.spawn_blocking(move || txn.commit()).await {
         Ok(committed) => Ok(committed?),
         Err(e) => Err(Error::sql(

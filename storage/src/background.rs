@@ -258,20 +258,44 @@ impl Inner {
         Ok(true)
     }
 
+    /// Whether a table has more pending flushes or level-0 segments than
+    /// the limits allow.
+    pub(crate) fn is_behind(&self, table_ids: &[u32]) -> bool {
+        let state = self.current();
+        table_ids
+            .iter()
+            .filter_map(|id| state.tables.get(id))
+            .any(|t| {
+                t.frozen.len() >= self.options.max_immutable_memtables
+                    || t.l0.len() >= self.options.l0_stall_limit
+            })
+    }
+
+    /// Starts the thread that syncs the WAL for async committers, once.
+    pub(crate) fn start_syncer(self: &Arc<Self>) {
+        let mut syncer = self.syncer.lock();
+        if syncer.is_some() {
+            return;
+        }
+        let inner = self.clone();
+        match std::thread::Builder::new()
+            .name("basalt-wal-sync".into())
+            .spawn(move || {
+                inner.wal.run_syncer(|seq| {
+                    inner.visible_seq.fetch_max(seq, Ordering::SeqCst);
+                })
+            }) {
+            Ok(handle) => *syncer = Some(handle),
+            Err(e) => self.poison(&crate::error::Error::io(&self.dir, e)),
+        }
+    }
+
     /// Waits while a table has more pending flushes or level-0 segments than
     /// the limits allow; writers slow down rather than fail.
     pub(crate) fn wait_for_room(&self, table_ids: &[u32]) -> Result<()> {
         loop {
             self.check_poisoned()?;
-            let state = self.current();
-            let behind = table_ids
-                .iter()
-                .filter_map(|id| state.tables.get(id))
-                .any(|t| {
-                    t.frozen.len() >= self.options.max_immutable_memtables
-                        || t.l0.len() >= self.options.l0_stall_limit
-                });
-            if !behind {
+            if !self.is_behind(table_ids) {
                 return Ok(());
             }
             self.write_stalls.fetch_add(1, Ordering::Relaxed);

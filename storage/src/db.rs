@@ -151,6 +151,8 @@ pub(crate) struct Inner {
     /// Held while flushing or compacting, so one thread does it at a time.
     pub work_lock: Mutex<()>,
     pub poisoned: Mutex<Option<String>>,
+    /// The WAL sync thread for async committers, started on first use.
+    pub syncer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Times a committer waited for flushes or compactions to catch up.
     pub write_stalls: AtomicU64,
 }
@@ -375,6 +377,7 @@ impl Db {
             progress_cv: Condvar::new(),
             work_lock: Mutex::new(()),
             poisoned: Mutex::new(None),
+            syncer: Mutex::new(None),
             write_stalls: AtomicU64::new(0),
             options,
         });
@@ -723,6 +726,12 @@ impl Db {
     }
 
     fn stop_background(&mut self) {
+        self.inner.wal.stop_syncer();
+        if let Some(handle) = self.inner.syncer.lock().take() {
+            if handle.join().is_err() {
+                tracing::error!("WAL sync thread panicked");
+            }
+        }
         self.inner.work.lock().shutdown = true;
         self.inner.work_cv.notify_all();
         if let Some(handle) = self.background.take() {

@@ -31,7 +31,7 @@ pub use error::{Error, Result};
 pub use ingest::{BulkLoad, LoadSummary};
 pub use options::Options;
 pub use scan::{Predicate, PredicateOp, ScanOptions, ScanPlan};
-pub use txn::{Snapshot, Transaction};
+pub use txn::{Commit, Durable, Snapshot, Transaction};
 pub use vector::{
     encode_spec, index_specs, IndexSpec, RowFilter, VectorHits, VectorQuery, VectorSearchStats,
     HNSW_KEY,

@@ -328,8 +328,23 @@ impl Transaction {
     /// Makes the writes durable (per `synchronous_commit`) and visible; returns
     /// the commit's sequence number.
     pub fn commit(self) -> Result<u64> {
+        self.commit_unsynced()?.wait()
+    }
+
+    /// Whether committing now would first wait for background flushes or
+    /// compactions to make room (see [`Transaction::commit_unsynced`]).
+    pub fn would_stall(&self) -> bool {
+        let ids: Vec<u32> = self.pending.keys().copied().collect();
+        self.snapshot.inner.is_behind(&ids)
+    }
+
+    /// Logs and applies the writes, leaving the wait for the disk (and so
+    /// their visibility) to [`Commit::wait`] or [`Commit::durable`]. It still
+    /// blocks while background work must make room
+    /// ([`Transaction::would_stall`]), and briefly when the WAL rotates.
+    pub fn commit_unsynced(self) -> Result<Commit> {
         if self.pending.is_empty() {
-            return Ok(self.snapshot.seq);
+            return Ok(Commit(CommitState::Done(self.snapshot.seq)));
         }
         let inner = self.snapshot.inner.clone();
         let ids: Vec<u32> = self.pending.keys().copied().collect();
@@ -388,18 +403,112 @@ impl Transaction {
             freeze_if_needed(&inner, &state, &ids)?;
             (seq, position)
         };
-        if inner.options.synchronous_commit {
-            inner
-                .wal
-                .sync_to(position)
-                .inspect_err(|e| inner.poison(e))?;
+        if !inner.options.synchronous_commit {
+            inner.visible_seq.fetch_max(seq, Ordering::SeqCst);
+            return Ok(Commit(CommitState::Done(seq)));
         }
-        inner.visible_seq.fetch_max(seq, Ordering::SeqCst);
-        Ok(seq)
+        Ok(Commit(CommitState::Logged {
+            inner,
+            seq,
+            position,
+        }))
     }
 
     /// Discards the writes.
     pub fn rollback(self) {}
+}
+
+/// A commit whose writes are logged and applied but not yet visible,
+/// waiting (under `synchronous_commit`) for its WAL record to be on disk.
+/// Dropping it still leaves the commit to become durable with a later
+/// sync, as after a crash it may or may not be.
+pub struct Commit(CommitState);
+
+enum CommitState {
+    /// Visible already: nothing was written, or commits do not wait.
+    Done(u64),
+    Logged {
+        inner: Arc<Inner>,
+        seq: u64,
+        position: u64,
+    },
+}
+
+impl Commit {
+    /// Blocks until durable, then makes the writes visible; the sequence.
+    pub fn wait(self) -> Result<u64> {
+        match self.0 {
+            CommitState::Done(seq) => Ok(seq),
+            CommitState::Logged {
+                inner,
+                seq,
+                position,
+            } => {
+                inner
+                    .wal
+                    .sync_to(position)
+                    .inspect_err(|e| inner.poison(e))?;
+                inner.visible_seq.fetch_max(seq, Ordering::SeqCst);
+                Ok(seq)
+            }
+        }
+    }
+
+    /// [`Commit::wait`] for async callers: the thread is not blocked, and
+    /// a syncer thread makes one fsync for everyone waiting.
+    pub fn durable(self) -> Durable {
+        Durable(Some(self.0))
+    }
+}
+
+/// The future of [`Commit::durable`].
+pub struct Durable(Option<CommitState>);
+
+impl std::future::Future for Durable {
+    type Output = Result<u64>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<u64>> {
+        use std::task::Poll;
+        let synced = match &self.0 {
+            None => {
+                return Poll::Ready(Err(Error::InvalidArgument(
+                    "commit polled after it finished".into(),
+                )))
+            }
+            Some(CommitState::Done(_)) => Ok(()),
+            Some(CommitState::Logged {
+                inner,
+                position,
+                seq,
+            }) => {
+                inner.start_syncer();
+                match inner.wal.poll_synced(*position, *seq, cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(synced) => synced,
+                }
+            }
+        };
+        let Some(commit) = self.0.take() else {
+            return Poll::Ready(Err(Error::InvalidArgument(
+                "commit polled after it finished".into(),
+            )));
+        };
+        Poll::Ready(match (synced, commit) {
+            (Ok(()), CommitState::Done(seq)) => Ok(seq),
+            (Ok(()), CommitState::Logged { inner, seq, .. }) => {
+                inner.visible_seq.fetch_max(seq, Ordering::SeqCst);
+                Ok(seq)
+            }
+            (Err(e), CommitState::Logged { inner, .. }) => {
+                inner.poison(&e);
+                Err(e)
+            }
+            (Err(e), CommitState::Done(_)) => Err(e),
+        })
+    }
 }
 
 /// Freezes memtables past the size threshold, and every memtable holding

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use basalt_formats::frame::{encode_frame, read_log, LogEnd, FRAME_HEADER_LEN};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -70,6 +71,15 @@ struct SyncState {
     failed: Option<String>,
 }
 
+/// Positions asynchronous committers wait for, with the wakers to call
+/// once they are synced.
+#[derive(Default)]
+struct Waiters {
+    /// Position, the commit's sequence, and its waker.
+    waiting: Vec<(u64, u64, Waker)>,
+    stop: bool,
+}
+
 /// Closed WAL files: number, path and the highest sequence they hold.
 pub(crate) type ClosedWal = (u64, PathBuf, u64);
 
@@ -79,6 +89,10 @@ pub(crate) struct Wal {
     sync: Mutex<SyncState>,
     /// Signalled when a sync ends.
     sync_ended: Condvar,
+    /// Commits awaiting their sync asynchronously ([`Wal::poll_synced`]).
+    waiters: Mutex<Waiters>,
+    /// Signalled when a waiter arrives or the syncer should stop.
+    waiters_changed: Condvar,
     closed: Mutex<Vec<ClosedWal>>,
     syncs: std::sync::atomic::AtomicU64,
     spare: Mutex<Option<Spare>>,
@@ -110,6 +124,8 @@ impl Wal {
             }),
             sync: Mutex::new(SyncState::default()),
             sync_ended: Condvar::new(),
+            waiters: Mutex::new(Waiters::default()),
+            waiters_changed: Condvar::new(),
             closed: Mutex::new(closed),
             syncs: std::sync::atomic::AtomicU64::new(0),
             spare: Mutex::new(None),
@@ -157,6 +173,78 @@ impl Wal {
         drop(state);
         self.sync_ended.notify_all();
         outcome.map(drop)
+    }
+
+    /// Ready once everything up to `position` is durable; until then the
+    /// waker is called when a sync covers it. The syncs are made by
+    /// [`Wal::run_syncer`], a thread of the caller's, so that an async
+    /// committer never blocks its thread on the disk and many commits share
+    /// one fsync.
+    pub fn poll_synced(&self, position: u64, seq: u64, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        {
+            let state = self.sync.lock();
+            if state.synced >= position {
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(failure) = &state.failed {
+                return Poll::Ready(Err(Error::Poisoned(failure.clone())));
+            }
+        }
+        // A sync finishing between the check and this push is harmless: the
+        // syncer's next round finds the position covered and wakes us.
+        self.waiters
+            .lock()
+            .waiting
+            .push((position, seq, cx.waker().clone()));
+        self.waiters_changed.notify_one();
+        Poll::Pending
+    }
+
+    /// Syncs for [`Wal::poll_synced`]'s waiters until [`Wal::stop_syncer`],
+    /// each round covering every position waiting when it began. After each
+    /// sync it calls `synced_through` with the highest sequence it made
+    /// durable, before waking anyone: commits become visible without their
+    /// committer having to run again (a writer spinning on a conflict with
+    /// one may be what keeps it from running).
+    pub fn run_syncer(&self, synced_through: impl Fn(u64)) {
+        loop {
+            let target = {
+                let mut waiters = self.waiters.lock();
+                while waiters.waiting.is_empty() && !waiters.stop {
+                    self.waiters_changed.wait(&mut waiters);
+                }
+                match waiters.waiting.iter().map(|(position, ..)| *position).max() {
+                    Some(target) => target,
+                    None => return,
+                }
+            };
+            // A failure stays in the sync state, where the woken see it.
+            let failed = self.sync_to(target).is_err();
+            let synced = self.sync.lock().synced;
+            let ready: Vec<(u64, u64, Waker)> = {
+                let mut waiters = self.waiters.lock();
+                let (ready, waiting) = std::mem::take(&mut waiters.waiting)
+                    .into_iter()
+                    .partition(|(position, ..)| failed || *position <= synced);
+                waiters.waiting = waiting;
+                ready
+            };
+            if let Some(seq) = ready
+                .iter()
+                .map(|(_, seq, _)| *seq)
+                .max()
+                .filter(|_| !failed)
+            {
+                synced_through(seq);
+            }
+            ready.into_iter().for_each(|(.., waker)| waker.wake());
+        }
+    }
+
+    /// Ends [`Wal::run_syncer`] once nobody waits.
+    pub fn stop_syncer(&self) {
+        self.waiters.lock().stop = true;
+        self.waiters_changed.notify_all();
     }
 
     /// Syncs the active file; returns the position it made durable.
@@ -348,6 +436,53 @@ mod tests {
         });
         let syncs = wal.sync_count();
         assert!((1..=(threads * commits) as u64).contains(&syncs));
+        let records = read_wal_file(&wal_path(dir.path(), 1), false).unwrap();
+        assert_eq!(records.len(), threads * commits);
+    }
+
+    /// Parks the thread until `wal` reports `position` synced.
+    fn wait_synced(wal: &Wal, position: u64, seq: u64) -> Result<()> {
+        struct Unpark(std::thread::Thread);
+        impl std::task::Wake for Unpark {
+            fn wake(self: Arc<Self>) {
+                self.0.unpark();
+            }
+        }
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        loop {
+            match wal.poll_synced(position, seq, &mut cx) {
+                Poll::Ready(outcome) => return outcome,
+                Poll::Pending => std::thread::park(),
+            }
+        }
+    }
+
+    #[test]
+    fn async_waiters_are_woken_once_synced_and_the_syncer_stops_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Arc::new(wal(dir.path()));
+        let (threads, commits) = (8, 50);
+        std::thread::scope(|scope| {
+            let syncer = scope.spawn(|| wal.run_syncer(|_| {}));
+            let committers: Vec<_> = (0..threads)
+                .map(|t| {
+                    let wal = wal.clone();
+                    scope.spawn(move || {
+                        for c in 0..commits {
+                            let seq = (t * commits + c + 1) as u64;
+                            let position = wal.append(&seq.to_le_bytes(), seq).unwrap();
+                            wait_synced(&wal, position, seq).unwrap();
+                            assert!(wal.sync.lock().synced >= position);
+                        }
+                    })
+                })
+                .collect();
+            committers.into_iter().for_each(|c| c.join().unwrap());
+            wal.stop_syncer();
+            syncer.join().unwrap();
+        });
+        assert!((1..=(threads * commits) as u64).contains(&wal.sync_count()));
         let records = read_wal_file(&wal_path(dir.path(), 1), false).unwrap();
         assert_eq!(records.len(), threads * commits);
     }
