@@ -882,15 +882,14 @@ mod tests {
             };
             assert_eq!(answered, bound, "{params:?}");
         }
+        let first_value =
+            |rows: Vec<RecordBatch>| crate::pgtext::format_value(rows[0].column(0).as_ref(), 0);
         let seven = session
             .execute_prepared(&prepared, &[text("7", Some("integer"))])
             .await
-            .unwrap()
-            .collect()
-            .await
             .unwrap();
         assert_eq!(
-            crate::pgtext::format_value(seven[0].column(0).as_ref(), 0).as_deref(),
+            first_value(seven.collect().await.unwrap()).as_deref(),
             Some("70")
         );
 
@@ -904,12 +903,9 @@ mod tests {
         let seven = session
             .execute_prepared(&prepared, &[text("7", Some("bigint"))])
             .await
-            .unwrap()
-            .collect()
-            .await
             .unwrap();
         assert_eq!(
-            crate::pgtext::format_value(seven[0].column(0).as_ref(), 0).as_deref(),
+            first_value(seven.collect().await.unwrap()).as_deref(),
             Some("700")
         );
     }
