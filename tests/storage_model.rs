@@ -368,6 +368,28 @@ fn model_with_inline_work() {
 }
 
 #[test]
+fn an_abandoned_async_commit_still_becomes_durable_and_visible() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path(), true);
+    let mut txn = db.begin();
+    txn.put("t", &batch(&[(1, (Some("kept".into()), None))]))
+        .unwrap();
+    // Its waiter is dropped unpolled, as a cancelled COMMIT's is.
+    drop(txn.commit_unsynced().unwrap().durable());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while db.snapshot().get("t", &key(1)).unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the commit never became visible"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    drop(db);
+    let reopened = open(dir.path(), true);
+    assert!(reopened.snapshot().get("t", &key(1)).unwrap().is_some());
+}
+
+#[test]
 fn a_transaction_older_than_a_bulk_load_conflicts_with_its_keys() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path(), true);

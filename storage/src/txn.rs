@@ -464,6 +464,26 @@ impl Commit {
 /// The future of [`Commit::durable`].
 pub struct Durable(Option<CommitState>);
 
+/// An abandoned wait (its statement cancelled, its connection gone) leaves
+/// the commit in the log; it is still synced and made visible as if it
+/// had been awaited, rather than waiting for someone else's commit.
+impl Drop for Durable {
+    fn drop(&mut self) {
+        if let Some(CommitState::Logged {
+            inner,
+            seq,
+            position,
+        }) = self.0.take()
+        {
+            inner.start_syncer();
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            if let std::task::Poll::Ready(Ok(())) = inner.wal.poll_synced(position, seq, &mut cx) {
+                inner.visible_seq.fetch_max(seq, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
 impl std::future::Future for Durable {
     type Output = Result<u64>;
 
