@@ -492,42 +492,37 @@ impl std::future::Future for Durable {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<u64>> {
         use std::task::Poll;
-        let synced = match &self.0 {
-            None => {
-                return Poll::Ready(Err(Error::InvalidArgument(
-                    "commit polled after it finished".into(),
-                )))
-            }
-            Some(CommitState::Done(_)) => Ok(()),
+        match self.0.take() {
+            None => Poll::Ready(Err(Error::InvalidArgument(
+                "commit polled after it finished".into(),
+            ))),
+            Some(CommitState::Done(seq)) => Poll::Ready(Ok(seq)),
             Some(CommitState::Logged {
                 inner,
-                position,
                 seq,
+                position,
             }) => {
                 inner.start_syncer();
-                match inner.wal.poll_synced(*position, *seq, cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(synced) => synced,
+                match inner.wal.poll_synced(position, seq, cx) {
+                    Poll::Pending => {
+                        self.0 = Some(CommitState::Logged {
+                            inner,
+                            seq,
+                            position,
+                        });
+                        Poll::Pending
+                    }
+                    Poll::Ready(Ok(())) => {
+                        inner.visible_seq.fetch_max(seq, Ordering::SeqCst);
+                        Poll::Ready(Ok(seq))
+                    }
+                    Poll::Ready(Err(e)) => {
+                        inner.poison(&e);
+                        Poll::Ready(Err(e))
+                    }
                 }
             }
-        };
-        let Some(commit) = self.0.take() else {
-            return Poll::Ready(Err(Error::InvalidArgument(
-                "commit polled after it finished".into(),
-            )));
-        };
-        Poll::Ready(match (synced, commit) {
-            (Ok(()), CommitState::Done(seq)) => Ok(seq),
-            (Ok(()), CommitState::Logged { inner, seq, .. }) => {
-                inner.visible_seq.fetch_max(seq, Ordering::SeqCst);
-                Ok(seq)
-            }
-            (Err(e), CommitState::Logged { inner, .. }) => {
-                inner.poison(&e);
-                Err(e)
-            }
-            (Err(e), CommitState::Done(_)) => Err(e),
-        })
+        }
     }
 }
 
