@@ -98,10 +98,9 @@ impl Database {
     /// Runs every session's DataFusion plans (planning and execution) on
     /// `executor` rather than on the runtime that polls their results. A
     /// server gives them a runtime of their own so that a query spreading
-    /// over every core does not hold up the workers answering the network,
-    /// and those workers can stay few (waking many costs more than it
-    /// gives on a short request). Point lookups and writes stay on the
-    /// caller's runtime.
+    /// over every core does not hold up the threads answering the network,
+    /// and those threads can be single-threaded runtimes that keep their
+    /// connections. Point lookups and writes stay on the caller's runtime.
     pub fn with_executor(mut self, executor: tokio::runtime::Handle) -> Database {
         self.executor = Some(executor);
         self
