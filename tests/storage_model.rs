@@ -835,3 +835,45 @@ fn renamed_tables_keep_their_rows_under_the_new_name() {
     );
     assert_eq!(rows, vec![(1, (Some("a".into()), None))]);
 }
+
+#[test]
+fn a_row_read_from_a_segment_and_written_back_holds_only_itself_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(
+        dir.path(),
+        Options {
+            background_work: false,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    db.create_table("t", schema(), &["k"]).unwrap();
+    let rows: Vec<_> = (0..5000)
+        .map(|i| (i, (Some("x".repeat(100)), Some(i))))
+        .collect();
+    let mut txn = db.begin();
+    txn.put("t", &batch(&rows)).unwrap();
+    txn.commit().unwrap();
+    db.flush().unwrap();
+    assert_eq!(db.table_stats("t").unwrap().memtable_bytes, 0);
+
+    // As a point UPDATE does: read the row, change a column, put it back.
+    let mut txn = db.begin();
+    let old = txn.get("t", &key(42)).unwrap().unwrap();
+    let mut columns = old.columns().to_vec();
+    columns[2] = Arc::new(Int64Array::from(vec![-1]));
+    txn.put("t", &RecordBatch::try_new(schema(), columns).unwrap())
+        .unwrap();
+    txn.commit().unwrap();
+
+    let held = db.table_stats("t").unwrap().memtable_bytes;
+    assert!(
+        held < 4096,
+        "one updated row holds {held} bytes of memtable"
+    );
+    let row = db.snapshot().get("t", &key(42)).unwrap().unwrap();
+    assert_eq!(
+        rows_of(&[row]),
+        vec![(42, (Some("x".repeat(100)), Some(-1)))]
+    );
+}

@@ -64,12 +64,17 @@ enum KeySource {
 /// a prepared lookup's time.
 pub struct PreparedStatement {
     statement: Statement,
+    /// The highest `$n`, or `None` for a malformed placeholder (an error
+    /// each Bind reports); counting them walked the whole syntax tree on
+    /// every Execute.
+    placeholders: Option<usize>,
     point: Mutex<Option<Arc<PointSelect>>>,
 }
 
 impl PreparedStatement {
     pub fn new(statement: Statement) -> PreparedStatement {
         PreparedStatement {
+            placeholders: crate::prepare::placeholder_count(&statement).ok(),
             statement,
             point: Mutex::new(None),
         }
@@ -77,6 +82,14 @@ impl PreparedStatement {
 
     pub fn statement(&self) -> &Statement {
         &self.statement
+    }
+
+    /// The statement with its parameters in place.
+    pub(crate) fn bind(&self, params: &[Param]) -> Result<Statement> {
+        match self.placeholders {
+            Some(needed) => crate::prepare::bind_counted(&self.statement, needed, params),
+            None => crate::prepare::bind(&self.statement, params),
+        }
     }
 
     fn query(&self) -> Option<&ast::Query> {

@@ -216,7 +216,7 @@ fn cast_placeholders(statement: &Statement) -> Vec<(String, String)> {
 }
 
 /// The highest `$n` in the statement.
-fn placeholder_count(statement: &Statement) -> Result<usize> {
+pub(crate) fn placeholder_count(statement: &Statement) -> Result<usize> {
     let mut highest = 0usize;
     let mut bad = None;
     visit_placeholders(statement, |name| match placeholder_number(name) {
@@ -277,7 +277,15 @@ fn sql_statement(statement: &Statement) -> Option<&ast::Statement> {
 
 /// `statement` with every `$n` replaced by `params[n - 1]`.
 pub fn bind(statement: &Statement, params: &[Param]) -> Result<Statement> {
-    let needed = placeholder_count(statement)?;
+    bind_counted(statement, placeholder_count(statement)?, params)
+}
+
+/// As [`bind`], for a statement whose highest `$n` is known to be `needed`.
+pub(crate) fn bind_counted(
+    statement: &Statement,
+    needed: usize,
+    params: &[Param],
+) -> Result<Statement> {
     if needed > params.len() {
         return Err(Error::sql(
             "08P01",

@@ -592,7 +592,7 @@ impl Session {
                 return Ok(result);
             }
         }
-        let bound = crate::prepare::bind(prepared.statement(), params)?;
+        let bound = prepared.bind(params)?;
         self.execute_statement(bound).await
     }
 

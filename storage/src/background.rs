@@ -13,18 +13,30 @@ use basalt_formats::manifest::Edit;
 use crate::compaction::{merge, MergeLimits};
 use crate::db::{index_edits, segment_def, Inner, TableState};
 use crate::error::Result;
+use crate::memtable::Memtable;
 use crate::segment::{write_segment, SegmentBuilder, SegmentFile};
+
+/// How often the background thread looks for retired memtables it can free.
+const RETIRED_MEMTABLE_CHECK: Duration = Duration::from_millis(100);
 
 impl Inner {
     pub(crate) fn background_loop(self: Arc<Self>) {
         loop {
+            let all_released = self.drop_released_memtables();
             {
                 let mut work = self.work.lock();
-                while !work.requested && !work.shutdown {
-                    self.work_cv.wait(&mut work);
+                if !work.requested && !work.shutdown {
+                    if all_released {
+                        self.work_cv.wait(&mut work);
+                    } else {
+                        self.work_cv.wait_for(&mut work, RETIRED_MEMTABLE_CHECK);
+                    }
                 }
                 if work.shutdown {
                     return;
+                }
+                if !work.requested {
+                    continue;
                 }
                 work.requested = false;
             }
@@ -40,6 +52,21 @@ impl Inner {
             }
             self.progress_cv.notify_all();
         }
+    }
+
+    /// Drops the retired memtables nobody else holds; true when none is
+    /// left waiting.
+    fn drop_released_memtables(&self) -> bool {
+        let released: Vec<Arc<Memtable>> = {
+            let mut retired = self.retired.lock();
+            let (released, held) = std::mem::take(&mut *retired)
+                .into_iter()
+                .partition(|m| Arc::strong_count(m) == 1);
+            *retired = held;
+            released
+        };
+        drop(released);
+        self.retired.lock().is_empty()
     }
 
     /// Keeps a prepared WAL file ready for the next rotation.
@@ -115,6 +142,7 @@ impl Inner {
             t.l0.insert(0, segment.clone());
             t.flushed_seq = flushed_seq;
         });
+        self.retired.lock().push(memtable);
         tracing::debug!(table = %table.def.name, segment = segment.id, "flushed memtable");
         Ok(true)
     }
@@ -335,4 +363,44 @@ fn compaction_inputs(table: &TableState) -> Vec<Arc<SegmentFile>> {
         .iter()
         .filter(|s| s.summary().min_key.as_slice() <= hi && s.summary().max_key.as_slice() >= lo);
     table.l0.iter().chain(overlapping).cloned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use arrow_array::{Int64Array, RecordBatch};
+    use arrow_schema::{DataType, Field, Schema};
+
+    use crate::{Db, Options};
+
+    #[test]
+    fn a_flushed_memtable_is_freed_once_the_last_snapshot_reading_it_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), Options::default()).unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)]));
+        db.create_table("t", schema.clone(), &["k"]).unwrap();
+        let mut txn = db.begin();
+        let keys = Int64Array::from_iter_values(0..100);
+        txn.put(
+            "t",
+            &RecordBatch::try_new(schema, vec![Arc::new(keys)]).unwrap(),
+        )
+        .unwrap();
+        txn.commit().unwrap();
+
+        let reader = db.snapshot();
+        db.flush().unwrap();
+        let retired = || db.inner.retired.lock().len();
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(retired(), 1, "a snapshot still reads the flushed memtable");
+
+        drop(reader);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while retired() > 0 {
+            assert!(Instant::now() < deadline, "the memtable was never freed");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }

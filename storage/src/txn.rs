@@ -120,7 +120,12 @@ impl Pending {
     }
 
     fn push(&mut self, batch: RecordBatch) {
-        self.batches.push(Arc::new(batch));
+        // An UPDATE that keeps its keys deletes none: logging its empty
+        // batch cost a concatenation per commit.
+        if batch.num_rows() == 0 {
+            return;
+        }
+        self.batches.push(Arc::new(owning_only_its_rows(batch)));
         *self.index.get_mut() = None;
     }
 
@@ -178,6 +183,39 @@ impl Pending {
                 many.iter().map(|b| b.as_ref()),
             )?),
         }
+    }
+}
+
+/// `batch`, with any column that is a slice of much larger buffers (a row
+/// read back from a segment chunk, kept by an UPDATE) copied out: the
+/// memtable would otherwise keep the whole chunk alive, and count it
+/// against its size.
+fn owning_only_its_rows(batch: RecordBatch) -> RecordBatch {
+    const SLACK: usize = 16 * 1024;
+    let rows = batch.num_rows();
+    if batch.get_array_memory_size() <= SLACK + rows * 256 {
+        return batch;
+    }
+    let pinning = |column: &ArrayRef| {
+        let held = column.get_buffer_memory_size();
+        let used = column.to_data().get_slice_memory_size().unwrap_or(held);
+        held > SLACK + 2 * used
+    };
+    if !batch.columns().iter().any(pinning) {
+        return batch;
+    }
+    let all_rows = arrow_array::UInt32Array::from_iter_values(0..rows as u32);
+    let columns: Option<Vec<ArrayRef>> = batch
+        .columns()
+        .iter()
+        .map(|c| match pinning(c) {
+            true => arrow_select::take::take(c, &all_rows, None).ok(),
+            false => Some(c.clone()),
+        })
+        .collect();
+    match columns.map(|c| RecordBatch::try_new(batch.schema(), c)) {
+        Some(Ok(compact)) => compact,
+        _ => batch,
     }
 }
 
@@ -352,6 +390,7 @@ impl Transaction {
         let tables = self
             .pending
             .values()
+            .filter(|p| !p.batches.is_empty())
             .map(|p| {
                 Ok(TableWrite {
                     table_id: p.table.def.id,
@@ -360,6 +399,9 @@ impl Transaction {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        if tables.is_empty() {
+            return Ok(Commit(CommitState::Done(self.snapshot.seq)));
+        }
         // Encoded outside the commit lock; the sequence is patched in under it.
         let mut payload = encode_wal_record(&WalRecord {
             seq: 0,
