@@ -471,7 +471,7 @@ impl Session {
 
     /// A DML statement's result: RETURNING's rows, or the command tag with
     /// the rows it touched.
-    async fn finish(
+    pub(crate) async fn finish(
         &mut self,
         target: &Target,
         returning: Option<Vec<SelectItem>>,
@@ -550,7 +550,7 @@ fn check_conflict_target(target: &Target, conflict: Option<&ast::ConflictTarget>
 }
 
 /// The table a single-table UPDATE or DELETE names, with its alias.
-fn table_of(table: &TableWithJoins) -> Result<(ast::ObjectName, Option<ast::Ident>)> {
+pub(crate) fn table_of(table: &TableWithJoins) -> Result<(ast::ObjectName, Option<ast::Ident>)> {
     if !table.joins.is_empty() {
         return Err(Error::not_supported(
             "JOIN in the target of UPDATE or DELETE",

@@ -11,6 +11,7 @@
 //! answer. Where they differ it is this path that follows Postgres:
 //! integer overflow is 22003 here.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
@@ -69,6 +70,7 @@ pub struct PreparedStatement {
     /// every Execute.
     placeholders: Option<usize>,
     point: Mutex<Option<Arc<PointSelect>>>,
+    update: Mutex<Option<Arc<PointUpdate>>>,
 }
 
 impl PreparedStatement {
@@ -77,6 +79,7 @@ impl PreparedStatement {
             placeholders: crate::prepare::placeholder_count(&statement).ok(),
             statement,
             point: Mutex::new(None),
+            update: Mutex::new(None),
         }
     }
 
@@ -89,6 +92,16 @@ impl PreparedStatement {
         match self.placeholders {
             Some(needed) => crate::prepare::bind_counted(&self.statement, needed, params),
             None => crate::prepare::bind(&self.statement, params),
+        }
+    }
+
+    fn update(&self) -> Option<&ast::Update> {
+        match &self.statement {
+            Statement::Statement(inner) => match inner.as_ref() {
+                ast::Statement::Update(update) => Some(update),
+                _ => None,
+            },
+            _ => None,
         }
     }
 
@@ -457,7 +470,8 @@ fn integer_array(value: i64, data_type: &DataType) -> Option<ArrayRef> {
 }
 
 /// What a point UPDATE's `SET col = value` computes from the old row.
-enum NewValue {
+#[derive(Clone)]
+pub(crate) enum NewValue {
     /// Another column of the row.
     Column(usize),
     /// A constant, in the assigned column's type.
@@ -467,7 +481,67 @@ enum NewValue {
 }
 
 /// A point UPDATE's SET list: schema index and what it becomes.
-type Assignments = Vec<(usize, NewValue)>;
+pub(crate) type Assignments = Vec<(usize, NewValue)>;
+
+/// A prepared point UPDATE, recognised once: binding and recognising it on
+/// every Execute was most of its time outside the storage engine.
+pub(crate) struct PointUpdate {
+    pub(crate) target: Target,
+    key: Vec<KeySource>,
+    assignments: Vec<(usize, Assigned)>,
+}
+
+/// A prepared SET value: known without the parameters, or read from one
+/// as the bound statement's literal would be.
+enum Assigned {
+    Known(NewValue),
+    /// `SET col = $n`.
+    Param {
+        index: usize,
+    },
+    /// `SET col = other + $n` (or `$n + other`, or `other - $n`).
+    SumParam {
+        column: usize,
+        index: usize,
+        negated: bool,
+    },
+}
+
+impl PointUpdate {
+    /// The key and SET values the parameters make; `None` when a value is
+    /// not one the point path takes, and the bound statement must run.
+    pub(crate) fn with_params(&self, params: &[Param]) -> Option<(Vec<u8>, Assignments)> {
+        let key = encode_point_key(&self.key, params)?;
+        let param = |index: usize| param_expr(params.get(index)?).ok();
+        let mut assignments = Vec::with_capacity(self.assignments.len());
+        for (column, assigned) in &self.assignments {
+            let value = match assigned {
+                Assigned::Known(value) => value.clone(),
+                Assigned::Param { index } => {
+                    let data_type = self.target.def.schema.field(*column).data_type();
+                    NewValue::Constant(constant(&param(*index)?, data_type, None)?)
+                }
+                Assigned::SumParam {
+                    column: source,
+                    index,
+                    negated,
+                } => {
+                    let addend = integer_literal(&param(*index)?)?;
+                    NewValue::Sum {
+                        column: *source,
+                        addend: if *negated {
+                            addend.checked_neg()?
+                        } else {
+                            addend
+                        },
+                    }
+                }
+            };
+            assignments.push((*column, value));
+        }
+        Some((key, assignments))
+    }
+}
 
 impl Session {
     /// Runs an UPDATE whose WHERE fixes the primary key and whose SET values
@@ -481,8 +555,19 @@ impl Session {
         let Some((key, assignments)) = recognise_update(target, update) else {
             return Ok(None);
         };
+        self.apply_point_update(target, key, assignments).map(Some)
+    }
+
+    /// Writes the row `key` names with `assignments` made; returns the
+    /// rows written (none when the key is absent).
+    pub(crate) fn apply_point_update(
+        &mut self,
+        target: &Target,
+        key: Vec<u8>,
+        assignments: Assignments,
+    ) -> Result<Vec<RecordBatch>> {
         let Some(old) = self.shared.with_reader(|r| r.get(&target.full, &key))? else {
-            return Ok(Some(Vec::new()));
+            return Ok(Vec::new());
         };
         let schema = &target.def.schema;
         let mut columns = old.columns().to_vec();
@@ -496,17 +581,74 @@ impl Session {
         }
         let new_row = conform(schema, &target.full, columns)?;
         self.replace_rows(target, vec![key], &new_row)?;
-        Ok(Some(vec![new_row]))
+        Ok(vec![new_row])
+    }
+
+    /// The recognised shape of a prepared point UPDATE, kept with the
+    /// statement while its table's id and schema version stay the same.
+    pub(crate) fn prepared_point_update(
+        &self,
+        prepared: &PreparedStatement,
+    ) -> Option<Arc<PointUpdate>> {
+        prepared.placeholders?;
+        let cached = prepared.update.lock().clone();
+        if let Some(update) = cached {
+            let def = &update.target.def;
+            let current = self.shared.db.table_version(&update.target.full);
+            if current == Some((def.id, def.schema_version)) {
+                return Some(update);
+            }
+        }
+        let update = prepared.update()?;
+        let (name, alias) = crate::dml::table_of(&update.table).ok()?;
+        let target = self.target(&name, alias.as_ref()).ok()?;
+        let shape = Arc::new(recognise_prepared_update(target, update)?);
+        *prepared.update.lock() = Some(shape.clone());
+        Some(shape)
     }
 }
 
 fn recognise_update(target: &Target, update: &ast::Update) -> Option<(Vec<u8>, Assignments)> {
+    let key = key_of(update.selection.as_ref()?, &target.def, &target.alias)?;
+    let assignments = set_list(target, update, |expr, data_type| {
+        new_value(expr, &target.def, &target.alias, data_type)
+    })?;
+    Some((key, assignments))
+}
+
+/// [`recognise_update`] of a statement with placeholders, keeping where
+/// each parameter goes.
+pub(crate) fn recognise_prepared_update(
+    target: Target,
+    update: &ast::Update,
+) -> Option<PointUpdate> {
+    if update.limit.is_some() || !update.order_by.is_empty() {
+        return None;
+    }
+    let key = key_sources(update.selection.as_ref()?, &target.def, &target.alias)?;
+    let assignments = set_list(&target, update, |expr, data_type| {
+        assigned(expr, &target.def, &target.alias, data_type)
+    })?;
+    Some(PointUpdate {
+        target,
+        key,
+        assignments,
+    })
+}
+
+/// The SET list as schema indexes and what `value_of` makes of each value,
+/// when the statement is a plain single-table UPDATE setting each column
+/// once.
+fn set_list<T>(
+    target: &Target,
+    update: &ast::Update,
+    value_of: impl Fn(&Expr, &DataType) -> Option<T>,
+) -> Option<Vec<(usize, T)>> {
     if update.from.is_some() || update.output.is_some() || update.or.is_some() {
         return None;
     }
     let def = &target.def;
-    let key = key_of(update.selection.as_ref()?, def, &target.alias)?;
-    let mut assignments: Vec<(usize, NewValue)> = Vec::new();
+    let mut assignments: Vec<(usize, T)> = Vec::new();
     for assignment in &update.assignments {
         let ast::AssignmentTarget::ColumnName(name) = &assignment.target else {
             return None;
@@ -519,10 +661,65 @@ fn recognise_update(target: &Target, update: &ast::Update) -> Option<(Vec<u8>, A
         if assignments.iter().any(|(i, _)| *i == index) || data_type == &DataType::Binary {
             return None;
         }
-        let value = new_value(&assignment.value, def, &target.alias, data_type)?;
-        assignments.push((index, value));
+        assignments.push((index, value_of(&assignment.value, data_type)?));
     }
-    Some((key, assignments))
+    Some(assignments)
+}
+
+/// A prepared SET value the point path can compute once its parameters
+/// are known.
+fn assigned(
+    expr: &Expr,
+    def: &TableDef,
+    qualifier: &str,
+    data_type: &DataType,
+) -> Option<Assigned> {
+    if !has_placeholder(expr) {
+        return new_value(expr, def, qualifier, data_type).map(Assigned::Known);
+    }
+    if let Some(n) = placeholder_of(expr) {
+        return Some(Assigned::Param { index: n - 1 });
+    }
+    let Expr::BinaryOp { left, op, right } = expr else {
+        return None;
+    };
+    let integer_column = |e: &Expr| {
+        column_of(e, def, qualifier).filter(|&c| is_integer(def.schema.field(c).data_type()))
+    };
+    let param = |e: &Expr| placeholder_of(e).map(|n| n - 1);
+    if !is_integer(data_type) {
+        return None;
+    }
+    let (column, index, negated) = match op {
+        BinaryOperator::Plus => match (integer_column(left), integer_column(right)) {
+            (Some(column), None) => (column, param(right)?, false),
+            (None, Some(column)) => (column, param(left)?, false),
+            _ => return None,
+        },
+        BinaryOperator::Minus => (integer_column(left)?, param(right)?, true),
+        _ => return None,
+    };
+    Some(Assigned::SumParam {
+        column,
+        index,
+        negated,
+    })
+}
+
+fn has_placeholder(expr: &Expr) -> bool {
+    ast::visit_expressions(expr, |e| match e {
+        Expr::Value(v) if matches!(v.value, Value::Placeholder(_)) => ControlFlow::Break(()),
+        _ => ControlFlow::Continue(()),
+    })
+    .is_break()
+}
+
+/// An integer literal's value (a number, or a string cast to an integer).
+fn integer_literal(expr: &Expr) -> Option<i64> {
+    match literal(expr)? {
+        (text, Class::Integer) => text.trim().parse::<i64>().ok(),
+        _ => None,
+    }
 }
 
 fn new_value(
@@ -541,10 +738,7 @@ fn new_value(
     let Expr::BinaryOp { left, op, right } = expr else {
         return None;
     };
-    let integer = |e: &Expr| match literal(e)? {
-        (text, Class::Integer) => text.trim().parse::<i64>().ok(),
-        _ => None,
-    };
+    let integer = integer_literal;
     let integer_column = |e: &Expr| {
         column_of(e, def, qualifier).filter(|&c| is_integer(def.schema.field(c).data_type()))
     };
@@ -920,6 +1114,160 @@ mod tests {
         assert_eq!(
             first_value(seven.collect().await.unwrap()).as_deref(),
             Some("700")
+        );
+    }
+
+    async fn block(session: &mut Session, in_block: bool, word: &str) {
+        if in_block {
+            session.execute(word).await.unwrap();
+        }
+    }
+
+    fn tag_of(result: QueryResult) -> String {
+        match result {
+            QueryResult::Command { tag, .. } => tag,
+            other => format!("{other:?}"),
+        }
+    }
+
+    /// Every row of `table`, in key order, as Postgres text.
+    async fn table_text(session: &mut Session, table: &str) -> Vec<Vec<Option<String>>> {
+        let sql = format!("SELECT * FROM {table} ORDER BY 1");
+        let batches = session.execute(&sql).await.unwrap();
+        let mut rows = Vec::new();
+        for batch in batches.collect().await.unwrap() {
+            for row in 0..batch.num_rows() {
+                let text = |c: &ArrayRef| crate::pgtext::format_value(c.as_ref(), row);
+                rows.push(batch.columns().iter().map(text).collect());
+            }
+        }
+        rows
+    }
+
+    /// A prepared point UPDATE run from its parameters writes what binding
+    /// them into the statement writes, with the same tags and error codes,
+    /// in and out of a transaction block.
+    #[tokio::test]
+    async fn prepared_updates_write_as_bound_ones() {
+        use crate::prepare::{bind, Param};
+        let db = crate::Database::open_temporary().unwrap();
+        let mut session = db.session();
+        for table in ["a", "b"] {
+            let sql = format!(
+                "CREATE TABLE {table} (aid int PRIMARY KEY, abalance int, note text); \
+                 INSERT INTO {table} VALUES (1, 10, 'one'), (7, 2147483000, NULL)"
+            );
+            session.execute(&sql).await.unwrap();
+        }
+        let text = |t: &str, sql_type: Option<&str>| Param::Text {
+            text: t.to_string(),
+            sql_type: sql_type.map(str::to_string),
+        };
+        let int = |t: &str| text(t, Some("integer"));
+        let shapes = [
+            "UPDATE {t} SET abalance = abalance + $1, note = $2 WHERE aid = $3",
+            "UPDATE {t} SET abalance = $1 + abalance, note = $2 WHERE aid = $3",
+            "UPDATE {t} AS x SET abalance = x.abalance - $1, note = $2 WHERE x.aid = $3",
+        ];
+        let cases = [
+            vec![int("5"), text("five", None), int("1")],
+            vec![int("-5"), text("minus", Some("text")), int("1")],
+            vec![int("5"), text("absent", None), int("2")],
+            vec![int("1000"), text("overflows", None), int("7")],
+            vec![
+                text("3000000000", Some("bigint")),
+                text("wide", None),
+                int("1"),
+            ],
+            vec![
+                Param::Null(Some("integer".into())),
+                text("null", None),
+                int("1"),
+            ],
+            vec![int("x"), text("bad", None), int("1")],
+            vec![int("1"), Param::Null(None), int("1")],
+            vec![int("1"), text("short", None)],
+        ];
+        for shape in shapes {
+            let parse = |session: &Session, table: &str| {
+                let sql = shape.replace("{t}", table);
+                session.parse(&sql).unwrap().pop().unwrap()
+            };
+            let prepared = PreparedStatement::new(parse(&session, "a"));
+            let statement = parse(&session, "b");
+            for in_block in [false, true] {
+                for params in &cases {
+                    // Each in a block of its own, when in one: a failure
+                    // fails the block.
+                    block(&mut session, in_block, "BEGIN").await;
+                    let answered = match session.execute_prepared(&prepared, params).await {
+                        Ok(result) => Ok(tag_of(result)),
+                        Err(e) => Err(e.sqlstate()),
+                    };
+                    block(&mut session, in_block, "COMMIT").await;
+                    block(&mut session, in_block, "BEGIN").await;
+                    let bound = match bind(&statement, params) {
+                        Ok(bound) => match session.execute_statement(bound).await {
+                            Ok(result) => Ok(tag_of(result)),
+                            Err(e) => Err(e.sqlstate()),
+                        },
+                        Err(e) => Err(e.sqlstate()),
+                    };
+                    block(&mut session, in_block, "COMMIT").await;
+                    let case = format!("{shape} {params:?} in block: {in_block}");
+                    assert_eq!(answered, bound, "{case}");
+                    let (a, b) = (
+                        table_text(&mut session, "a").await,
+                        table_text(&mut session, "b").await,
+                    );
+                    assert_eq!(a, b, "{case}");
+                }
+            }
+            assert!(
+                prepared.update.lock().is_some(),
+                "{shape} was not recognised"
+            );
+        }
+
+        // A failed fast-path UPDATE fails its block as any statement does.
+        let prepared = PreparedStatement::new(
+            session
+                .parse("UPDATE a SET abalance = abalance + $1 WHERE aid = $2")
+                .unwrap()
+                .pop()
+                .unwrap(),
+        );
+        session
+            .execute("INSERT INTO a VALUES (9, 2147483000, NULL); BEGIN")
+            .await
+            .unwrap();
+        let overflow = session
+            .execute_prepared(&prepared, &[int("1000"), int("9")])
+            .await;
+        assert_eq!(overflow.unwrap_err().sqlstate(), "22003");
+        let refused = session
+            .execute_prepared(&prepared, &[int("1"), int("1")])
+            .await;
+        assert_eq!(refused.unwrap_err().sqlstate(), "25P02");
+        session.execute("ROLLBACK").await.unwrap();
+
+        // A new table of the same name, with the balance elsewhere and
+        // another key type, is recognised afresh.
+        session
+            .execute("DROP TABLE a; CREATE TABLE a (note text, abalance bigint, aid bigint PRIMARY KEY); INSERT INTO a VALUES ('x', 5, 1)")
+            .await
+            .unwrap();
+        let tag = tag_of(
+            session
+                .execute_prepared(&prepared, &[int("3"), text("1", Some("bigint"))])
+                .await
+                .unwrap(),
+        );
+        assert_eq!(tag, "UPDATE 1");
+        let rows = table_text(&mut session, "a").await;
+        assert_eq!(
+            rows,
+            vec![vec![Some("x".into()), Some("8".into()), Some("1".into())]]
         );
     }
 

@@ -560,7 +560,7 @@ impl Session {
             ));
         }
         let result = if self.block == Block::None && writes(&statement) {
-            self.autocommit(&statement).await
+            self.autocommit(&Write::Statement(&statement)).await
         } else {
             self.dispatch(statement).await
         };
@@ -591,19 +591,48 @@ impl Session {
             if let Some(result) = self.failing_the_block(answered)? {
                 return Ok(result);
             }
+            if let Some(update) = self.prepared_point_update(prepared) {
+                if let Some((key, assignments)) = update.with_params(params) {
+                    let write = Write::PointUpdate {
+                        update: &update,
+                        key,
+                        assignments,
+                    };
+                    let result = match self.block {
+                        Block::None => self.autocommit(&write).await,
+                        _ => self.run_write(&write).await,
+                    };
+                    return self.failing_the_block(result);
+                }
+            }
         }
         let bound = prepared.bind(params)?;
         self.execute_statement(bound).await
     }
 
+    async fn run_write(&mut self, write: &Write<'_>) -> Result<QueryResult> {
+        match write {
+            Write::Statement(statement) => self.dispatch((*statement).clone()).await,
+            Write::PointUpdate {
+                update,
+                key,
+                assignments,
+            } => {
+                let target = &update.target;
+                let written = self.apply_point_update(target, key.clone(), assignments.clone())?;
+                self.finish(target, None, written, "UPDATE").await
+            }
+        }
+    }
+
     /// One write statement in its own transaction, retried on a write
     /// conflict while it has returned nothing to the client.
-    async fn autocommit(&mut self, statement: &Statement) -> Result<QueryResult> {
+    async fn autocommit(&mut self, write: &Write<'_>) -> Result<QueryResult> {
         let started = std::time::Instant::now();
         let mut attempt = 0;
         loop {
             *self.shared.txn.lock() = Some(self.shared.db.begin());
-            let result = self.dispatch(statement.clone()).await;
+            let result = self.run_write(write).await;
             let txn = self.shared.txn.lock().take();
             let outcome = match (result, txn) {
                 (Ok(result), Some(txn)) => commit_off_worker(txn).await.map(|_| result),
@@ -928,6 +957,17 @@ fn is_copy(parser: &Parser) -> bool {
 
 /// Statements that write rows and so run in a transaction of their own
 /// under autocommit.
+/// A write run in the session's transaction, or in its own one.
+enum Write<'a> {
+    Statement(&'a Statement),
+    /// A prepared point UPDATE with its parameters applied.
+    PointUpdate {
+        update: &'a crate::oltp::PointUpdate,
+        key: Vec<u8>,
+        assignments: crate::oltp::Assignments,
+    },
+}
+
 fn writes(statement: &Statement) -> bool {
     matches!(
         statement,
