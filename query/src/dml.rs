@@ -141,7 +141,7 @@ impl Session {
 
     /// Writes inserted rows, resolving key conflicts as the statement says.
     /// Returns the rows as written (inserted and updated).
-    async fn write_inserted(
+    pub(crate) async fn write_inserted(
         &mut self,
         target: &Target,
         batches: Vec<RecordBatch>,
@@ -740,7 +740,7 @@ fn unique_violation(target: &Target, batch: &RecordBatch, row: usize) -> Error {
 /// the column's default (or NULL), and a bytea literal `'\\x0a1b'` becomes a
 /// hex literal, since Postgres reads it as hex where DataFusion would keep
 /// the text's bytes.
-fn rewrite_values(insert: &mut ast::Insert, schema: &SchemaRef) -> Result<()> {
+pub(crate) fn rewrite_values(insert: &mut ast::Insert, schema: &SchemaRef) -> Result<()> {
     let targets: Vec<usize> = if insert.columns.is_empty() {
         (0..schema.fields().len()).collect()
     } else {

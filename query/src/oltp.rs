@@ -71,6 +71,7 @@ pub struct PreparedStatement {
     placeholders: Option<usize>,
     point: Mutex<Option<Arc<PointSelect>>>,
     update: Mutex<Option<Arc<PointUpdate>>>,
+    insert: Mutex<Option<Arc<PreparedInsert>>>,
 }
 
 impl PreparedStatement {
@@ -80,6 +81,7 @@ impl PreparedStatement {
             statement,
             point: Mutex::new(None),
             update: Mutex::new(None),
+            insert: Mutex::new(None),
         }
     }
 
@@ -92,6 +94,16 @@ impl PreparedStatement {
         match self.placeholders {
             Some(needed) => crate::prepare::bind_counted(&self.statement, needed, params),
             None => crate::prepare::bind(&self.statement, params),
+        }
+    }
+
+    fn insert(&self) -> Option<&ast::Insert> {
+        match &self.statement {
+            Statement::Statement(inner) => match inner.as_ref() {
+                ast::Statement::Insert(insert) => Some(insert),
+                _ => None,
+            },
+            _ => None,
         }
     }
 
@@ -834,55 +846,90 @@ impl Session {
         insert: &ast::Insert,
         target: &Target,
     ) -> Result<Option<RecordBatch>> {
-        let schema = &target.def.schema;
-        let Some(targets) = insert_targets(insert, &target.def) else {
+        let Some(shape) = values_shape(insert, target)? else {
             return Ok(None);
         };
-        let Some(rows) = insert.source.as_deref().and_then(values_rows) else {
-            return Ok(None);
-        };
-        let width = rows[0].len();
-        if width > targets.len() {
-            return Err(Error::sql(
-                "42601",
-                "INSERT has more expressions than target columns",
-            ));
-        }
-        if width < targets.len() {
-            if !insert.columns.is_empty() {
-                return Err(Error::sql(
-                    "42601",
-                    "INSERT has more target columns than expressions",
-                ));
-            }
-            return Ok(None);
-        }
         let now = self.utc_clock().then(chrono::Utc::now);
-        let mut columns: Vec<Option<ArrayRef>> = vec![None; schema.fields().len()];
-        for (position, &index) in targets.iter().enumerate() {
-            let data_type = schema.field(index).data_type();
-            let mut values = Vec::with_capacity(rows.len());
-            for row in &rows {
-                let Some(value) = row.get(position).and_then(|e| constant(e, data_type, now))
-                else {
-                    return Ok(None);
-                };
-                values.push(value);
-            }
-            let values: Vec<&dyn arrow_array::Array> = values.iter().map(|v| v.as_ref()).collect();
-            columns[index] = Some(concat(&values).map_err(|e| Error::from_datafusion(e.into()))?);
-        }
-        let mut filled = Vec::with_capacity(columns.len());
-        for (field, column) in schema.fields().iter().zip(columns) {
-            match column {
-                Some(column) => filled.push(column),
-                None if field.metadata().contains_key(crate::catalog::DEFAULT_KEY) => {
-                    return Ok(None)
-                }
-                None => filled.push(new_null_array(field.data_type(), rows.len())),
+        fill_rows(target, &shape, |expr, data_type| {
+            constant(expr, data_type, now)
+        })
+    }
+
+    /// The shape of a prepared `INSERT ... VALUES` the point path takes,
+    /// kept with the statement while its table stays the same.
+    pub(crate) fn prepared_insert(
+        &self,
+        prepared: &PreparedStatement,
+    ) -> Option<Arc<PreparedInsert>> {
+        prepared.placeholders?;
+        let cached = prepared.insert.lock().clone();
+        if let Some(insert) = cached {
+            let def = &insert.target.def;
+            let current = self.shared.db.table_version(&insert.target.full);
+            if current == Some((def.id, def.schema_version)) {
+                return Some(insert);
             }
         }
-        conform(schema, &target.full, filled).map(Some)
+        let shape = Arc::new(self.recognise_prepared_insert(prepared.insert()?)?);
+        *prepared.insert.lock() = Some(shape.clone());
+        Some(shape)
+    }
+
+    fn recognise_prepared_insert(&self, insert: &ast::Insert) -> Option<PreparedInsert> {
+        if insert.on.is_some() || insert.returning.is_some() || insert.table_alias.is_some() {
+            return None;
+        }
+        let ast::TableObject::TableName(name) = &insert.table else {
+            return None;
+        };
+        // A parameter inside an expression is DataFusion's to evaluate.
+        let rows = insert.source.as_deref().and_then(values_rows)?;
+        let cells = rows.iter().flat_map(|row| row.iter());
+        if cells
+            .into_iter()
+            .any(|cell| has_placeholder(cell) && placeholder_of(cell).is_none())
+        {
+            return None;
+        }
+        let target = self.target(name, None).ok()?;
+        let mut insert = insert.clone();
+        crate::dml::rewrite_values(&mut insert, &target.def.schema).ok()?;
+        let shape = values_shape(&insert, &target).ok()??;
+        let binary_parameter = shape.targets.iter().enumerate().any(|(position, &index)| {
+            target.def.schema.field(index).data_type() == &DataType::Binary
+                && shape.rows.iter().any(|row| has_placeholder(&row[position]))
+        });
+        if binary_parameter {
+            return None;
+        }
+        Some(PreparedInsert {
+            target,
+            targets: shape.targets,
+            rows: shape.rows.into_iter().map(|row| row.to_vec()).collect(),
+        })
+    }
+
+    /// The row a prepared INSERT's parameters make; `None` when a value is
+    /// not a constant the point path reads, and the bound statement must
+    /// run.
+    pub(crate) fn prepared_insert_rows(
+        &self,
+        insert: &PreparedInsert,
+        params: &[Param],
+    ) -> Result<Option<RecordBatch>> {
+        let now = self.utc_clock().then(chrono::Utc::now);
+        let shape = ValuesShape {
+            targets: insert.targets.clone(),
+            rows: insert.rows.iter().map(Vec::as_slice).collect(),
+        };
+        fill_rows(
+            &insert.target,
+            &shape,
+            |expr, data_type| match placeholder_of(expr) {
+                Some(n) => constant(&param_expr(params.get(n - 1)?).ok()?, data_type, now),
+                None => constant(expr, data_type, now),
+            },
+        )
     }
 
     /// Whether CURRENT_TIMESTAMP's wall-clock reading is UTC's, as a
@@ -892,6 +939,85 @@ impl Session {
             .get("timezone")
             .is_some_and(crate::settings::names_utc)
     }
+}
+
+/// A prepared `INSERT ... VALUES` the point path takes.
+pub(crate) struct PreparedInsert {
+    pub(crate) target: Target,
+    targets: Vec<usize>,
+    rows: Vec<Vec<Expr>>,
+}
+
+/// The columns an `INSERT ... VALUES` fills and its rows of expressions.
+struct ValuesShape<'a> {
+    targets: Vec<usize>,
+    rows: Vec<&'a [Expr]>,
+}
+
+/// The targets and rows of an INSERT the point path can take; `None` when
+/// it must be planned, an error when Postgres refuses its shape.
+fn values_shape<'a>(insert: &'a ast::Insert, target: &Target) -> Result<Option<ValuesShape<'a>>> {
+    let schema = &target.def.schema;
+    let Some(targets) = insert_targets(insert, &target.def) else {
+        return Ok(None);
+    };
+    let Some(rows) = insert.source.as_deref().and_then(values_rows) else {
+        return Ok(None);
+    };
+    let width = rows[0].len();
+    if width > targets.len() {
+        return Err(Error::sql(
+            "42601",
+            "INSERT has more expressions than target columns",
+        ));
+    }
+    if width < targets.len() {
+        if !insert.columns.is_empty() {
+            return Err(Error::sql(
+                "42601",
+                "INSERT has more target columns than expressions",
+            ));
+        }
+        return Ok(None);
+    }
+    let omitted_default = schema.fields().iter().enumerate().any(|(index, field)| {
+        !targets.contains(&index) && field.metadata().contains_key(crate::catalog::DEFAULT_KEY)
+    });
+    if omitted_default {
+        return Ok(None);
+    }
+    Ok(Some(ValuesShape { targets, rows }))
+}
+
+/// The rows, each value made by `value_of` in its column's type and the
+/// columns not named NULL; `None` when a value is not one it can make.
+fn fill_rows(
+    target: &Target,
+    shape: &ValuesShape,
+    value_of: impl Fn(&Expr, &DataType) -> Option<ArrayRef>,
+) -> Result<Option<RecordBatch>> {
+    let schema = &target.def.schema;
+    let count = shape.rows.len();
+    let mut columns: Vec<Option<ArrayRef>> = vec![None; schema.fields().len()];
+    for (position, &index) in shape.targets.iter().enumerate() {
+        let data_type = schema.field(index).data_type();
+        let mut values = Vec::with_capacity(count);
+        for row in &shape.rows {
+            let Some(value) = row.get(position).and_then(|e| value_of(e, data_type)) else {
+                return Ok(None);
+            };
+            values.push(value);
+        }
+        let values: Vec<&dyn arrow_array::Array> = values.iter().map(|v| v.as_ref()).collect();
+        columns[index] = Some(concat(&values).map_err(|e| Error::from_datafusion(e.into()))?);
+    }
+    let filled = schema
+        .fields()
+        .iter()
+        .zip(columns)
+        .map(|(field, column)| column.unwrap_or_else(|| new_null_array(field.data_type(), count)))
+        .collect();
+    conform(schema, &target.full, filled).map(Some)
 }
 
 /// The schema indexes an INSERT names, when each names a column once and
@@ -1132,7 +1258,15 @@ mod tests {
 
     /// Every row of `table`, in key order, as Postgres text.
     async fn table_text(session: &mut Session, table: &str) -> Vec<Vec<Option<String>>> {
-        let sql = format!("SELECT * FROM {table} ORDER BY 1");
+        select_text(session, table, "*").await
+    }
+
+    async fn select_text(
+        session: &mut Session,
+        table: &str,
+        columns: &str,
+    ) -> Vec<Vec<Option<String>>> {
+        let sql = format!("SELECT {columns} FROM {table} ORDER BY 1");
         let batches = session.execute(&sql).await.unwrap();
         let mut rows = Vec::new();
         for batch in batches.collect().await.unwrap() {
@@ -1269,6 +1403,113 @@ mod tests {
             rows,
             vec![vec![Some("x".into()), Some("8".into()), Some("1".into())]]
         );
+    }
+
+    /// A prepared INSERT ... VALUES read from its parameters writes what
+    /// binding them into the statement writes, errors included.
+    #[tokio::test]
+    async fn prepared_inserts_write_as_bound_ones() {
+        use crate::prepare::{bind, Param};
+        let db = crate::Database::open_temporary().unwrap();
+        let mut session = db.session();
+        for table in ["a", "b"] {
+            let sql = format!(
+                "CREATE TABLE {table} (id int PRIMARY KEY, n bigint NOT NULL, note text, at timestamp)"
+            );
+            session.execute(&sql).await.unwrap();
+        }
+        let text = |t: &str, sql_type: Option<&str>| Param::Text {
+            text: t.to_string(),
+            sql_type: sql_type.map(str::to_string),
+        };
+        let int = |t: &str| text(t, Some("integer"));
+        let big = |t: &str| text(t, Some("bigint"));
+        let shapes = [
+            ("INSERT INTO {t} (id, n, note) VALUES ($1, $2, $3)", true),
+            ("INSERT INTO {t} VALUES ($1, $2, $3, NULL)", true),
+            ("INSERT INTO {t} (n, id) VALUES ($2, $1)", true),
+            (
+                "INSERT INTO {t} (id, n, note, at) VALUES ($1, $2, $3, CURRENT_TIMESTAMP)",
+                true,
+            ),
+            (
+                "INSERT INTO {t} VALUES ($1, $2, 'x', NULL), ($1 + 100, $2, $3, NULL)",
+                false,
+            ),
+        ];
+        let cases = [
+            vec![int("1"), big("10"), text("one", None)],
+            vec![int("1"), big("11"), text("again", None)],
+            vec![
+                int("2"),
+                Param::Null(Some("bigint".into())),
+                text("null", None),
+            ],
+            vec![int("x"), big("1"), text("bad", None)],
+            vec![int("3"), big("3000000000"), Param::Null(None)],
+            vec![int("4"), text("5", None), text("untyped", Some("text"))],
+            vec![int("5"), big("1")],
+        ];
+        for (shape, recognised) in shapes {
+            let parse = |session: &Session, table: &str| {
+                let sql = shape.replace("{t}", table);
+                session.parse(&sql).unwrap().pop().unwrap()
+            };
+            let prepared = PreparedStatement::new(parse(&session, "a"));
+            let statement = parse(&session, "b");
+            for in_block in [false, true] {
+                for params in &cases {
+                    block(&mut session, in_block, "BEGIN").await;
+                    let answered = match session.execute_prepared(&prepared, params).await {
+                        Ok(result) => Ok(tag_of(result)),
+                        Err(e) => Err(e.sqlstate()),
+                    };
+                    block(&mut session, in_block, "COMMIT").await;
+                    block(&mut session, in_block, "BEGIN").await;
+                    let bound = match bind(&statement, params) {
+                        Ok(bound) => match session.execute_statement(bound).await {
+                            Ok(result) => Ok(tag_of(result)),
+                            Err(e) => Err(e.sqlstate()),
+                        },
+                        Err(e) => Err(e.sqlstate()),
+                    };
+                    block(&mut session, in_block, "COMMIT").await;
+                    let case = format!("{shape} {params:?} in block: {in_block}");
+                    assert_eq!(answered, bound, "{case}");
+                    let columns = "id, n, note, at IS NULL";
+                    let (a, b) = (
+                        select_text(&mut session, "a", columns).await,
+                        select_text(&mut session, "b", columns).await,
+                    );
+                    assert_eq!(a, b, "{case}");
+                }
+                session
+                    .execute("DELETE FROM a; DELETE FROM b")
+                    .await
+                    .unwrap();
+            }
+            assert_eq!(prepared.insert.lock().is_some(), recognised, "{shape}");
+        }
+
+        // A new table of the same name, its columns in another order and
+        // of other types, is recognised afresh.
+        let prepared = PreparedStatement::new(
+            session
+                .parse("INSERT INTO a (id, n, note) VALUES ($1, $2, $3)")
+                .unwrap()
+                .pop()
+                .unwrap(),
+        );
+        let params = [int("1"), big("2"), text("three", None)];
+        session.execute_prepared(&prepared, &params).await.unwrap();
+        session
+            .execute("DROP TABLE a; CREATE TABLE a (note text, n int, id bigint PRIMARY KEY)")
+            .await
+            .unwrap();
+        session.execute_prepared(&prepared, &params).await.unwrap();
+        let rows = table_text(&mut session, "a").await;
+        let row = |values: [&str; 3]| values.map(|v| Some(v.to_string())).to_vec();
+        assert_eq!(rows, vec![row(["three", "2", "1"])]);
     }
 
     #[tokio::test]

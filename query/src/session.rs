@@ -598,16 +598,31 @@ impl Session {
                         key,
                         assignments,
                     };
-                    let result = match self.block {
-                        Block::None => self.autocommit(&write).await,
-                        _ => self.run_write(&write).await,
+                    return self.write_now(&write).await;
+                }
+            }
+            if let Some(insert) = self.prepared_insert(prepared) {
+                let rows = self.prepared_insert_rows(&insert, params);
+                if let Some(rows) = self.failing_the_block(rows)? {
+                    let write = Write::Insert {
+                        insert: &insert,
+                        rows,
                     };
-                    return self.failing_the_block(result);
+                    return self.write_now(&write).await;
                 }
             }
         }
         let bound = prepared.bind(params)?;
         self.execute_statement(bound).await
+    }
+
+    /// Runs a write in the open block, or else in a transaction of its own.
+    async fn write_now(&mut self, write: &Write<'_>) -> Result<QueryResult> {
+        let result = match self.block {
+            Block::None => self.autocommit(write).await,
+            _ => self.run_write(write).await,
+        };
+        self.failing_the_block(result)
     }
 
     async fn run_write(&mut self, write: &Write<'_>) -> Result<QueryResult> {
@@ -621,6 +636,13 @@ impl Session {
                 let target = &update.target;
                 let written = self.apply_point_update(target, key.clone(), assignments.clone())?;
                 self.finish(target, None, written, "UPDATE").await
+            }
+            Write::Insert { insert, rows } => {
+                let target = &insert.target;
+                let written = self
+                    .write_inserted(target, vec![rows.clone()], None)
+                    .await?;
+                self.finish(target, None, written, "INSERT").await
             }
         }
     }
@@ -965,6 +987,11 @@ enum Write<'a> {
         update: &'a crate::oltp::PointUpdate,
         key: Vec<u8>,
         assignments: crate::oltp::Assignments,
+    },
+    /// A prepared INSERT ... VALUES with its parameters read.
+    Insert {
+        insert: &'a crate::oltp::PreparedInsert,
+        rows: RecordBatch,
     },
 }
 
