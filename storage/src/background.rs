@@ -310,7 +310,7 @@ impl Inner {
             .name("basalt-wal-sync".into())
             .spawn(move || {
                 inner.wal.run_syncer(|seq| {
-                    inner.visible_seq.fetch_max(seq, Ordering::SeqCst);
+                    inner.publish(seq);
                 })
             }) {
             Ok(handle) => *syncer = Some(handle),

@@ -953,6 +953,12 @@ pub(crate) fn snapshot_edits(state: &DbState, last_seq: u64, next_file: u64) -> 
 }
 
 impl Inner {
+    /// Makes commits up to `seq` visible to new snapshots (never moving
+    /// backwards: syncs and committers publish out of order).
+    pub fn publish(&self, seq: u64) {
+        self.visible_seq.fetch_max(seq, Ordering::SeqCst);
+    }
+
     pub fn current(&self) -> Arc<DbState> {
         self.state.read().clone()
     }

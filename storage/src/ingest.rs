@@ -349,7 +349,7 @@ fn install(inner: &Inner, loaded: &TableState, written: &mut Vec<WrittenRun>) ->
     changed.loaded_seq = visible;
     next.tables.insert(table_id, Arc::new(changed));
     *guard = Arc::new(next);
-    inner.visible_seq.fetch_max(visible, Ordering::SeqCst);
+    inner.publish(visible);
     drop(guard);
     inner.request_work();
     Ok(visible)

@@ -446,7 +446,7 @@ impl Transaction {
             (seq, position)
         };
         if !inner.options.synchronous_commit {
-            inner.visible_seq.fetch_max(seq, Ordering::SeqCst);
+            inner.publish(seq);
             return Ok(Commit(CommitState::Done(seq)));
         }
         Ok(Commit(CommitState::Logged {
@@ -490,7 +490,7 @@ impl Commit {
                     .wal
                     .sync_to(position)
                     .inspect_err(|e| inner.poison(e))?;
-                inner.visible_seq.fetch_max(seq, Ordering::SeqCst);
+                inner.publish(seq);
                 Ok(seq)
             }
         }
@@ -520,7 +520,7 @@ impl Drop for Durable {
             inner.start_syncer();
             let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
             if let std::task::Poll::Ready(Ok(())) = inner.wal.poll_synced(position, seq, &mut cx) {
-                inner.visible_seq.fetch_max(seq, Ordering::SeqCst);
+                inner.publish(seq);
             }
         }
     }
@@ -555,7 +555,7 @@ impl std::future::Future for Durable {
                         Poll::Pending
                     }
                     Poll::Ready(Ok(())) => {
-                        inner.visible_seq.fetch_max(seq, Ordering::SeqCst);
+                        inner.publish(seq);
                         Poll::Ready(Ok(seq))
                     }
                     Poll::Ready(Err(e)) => {
