@@ -15,7 +15,7 @@ use arrow_array::{ArrayRef, RecordBatch, RecordBatchOptions};
 use arrow_buffer::MutableBuffer;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
-use crate::array::{decode_array, encode_array};
+use crate::array::{decode_array, encode_array_into, ArrayScratch};
 use crate::codec::{Decoder, Encoder};
 use crate::error::{Error, Result};
 use crate::segment::{KEY_COLUMN, OP_COLUMN};
@@ -51,6 +51,7 @@ pub struct WalRecord {
 
 pub fn encode_wal_record(record: &WalRecord) -> Result<Vec<u8>> {
     let mut e = Encoder::new();
+    let mut scratch = ArrayScratch::default();
     e.u64(record.seq);
     e.u32(record.tables.len() as u32);
     for t in &record.tables {
@@ -59,7 +60,7 @@ pub fn encode_wal_record(record: &WalRecord) -> Result<Vec<u8>> {
         e.u32(t.batch.num_rows() as u32);
         e.u32(t.batch.num_columns() as u32);
         for column in t.batch.columns() {
-            e.bytes(&encode_array(&column.to_data())?);
+            encode_array_into(&column.to_data(), &mut scratch, &mut e)?;
         }
     }
     Ok(e.into_inner())

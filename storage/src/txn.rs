@@ -403,10 +403,8 @@ impl Transaction {
             return Ok(Commit(CommitState::Done(self.snapshot.seq)));
         }
         // Encoded outside the commit lock; the sequence is patched in under it.
-        let mut payload = encode_wal_record(&WalRecord {
-            seq: 0,
-            tables: tables.clone(),
-        })?;
+        let record = WalRecord { seq: 0, tables };
+        let mut payload = encode_wal_record(&record)?;
         // Recovery refuses longer frames as damage, so such a commit could
         // never be replayed: refuse it now instead.
         if payload.len() > MAX_FRAME_LEN {
@@ -437,7 +435,7 @@ impl Transaction {
                 .append(&payload, seq)
                 .inspect_err(|e| inner.poison(e))?;
             *last_seq = seq;
-            for write in tables {
+            for write in record.tables {
                 if let Some(t) = state.tables.get(&write.table_id) {
                     t.active.insert_batch(Arc::new(write.batch), seq);
                 }
