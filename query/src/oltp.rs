@@ -97,32 +97,30 @@ impl PreparedStatement {
         }
     }
 
-    fn insert(&self) -> Option<&ast::Insert> {
+    fn sql(&self) -> Option<&ast::Statement> {
         match &self.statement {
-            Statement::Statement(inner) => match inner.as_ref() {
-                ast::Statement::Insert(insert) => Some(insert),
-                _ => None,
-            },
+            Statement::Statement(inner) => Some(inner),
+            _ => None,
+        }
+    }
+
+    fn insert(&self) -> Option<&ast::Insert> {
+        match self.sql()? {
+            ast::Statement::Insert(insert) => Some(insert),
             _ => None,
         }
     }
 
     fn update(&self) -> Option<&ast::Update> {
-        match &self.statement {
-            Statement::Statement(inner) => match inner.as_ref() {
-                ast::Statement::Update(update) => Some(update),
-                _ => None,
-            },
+        match self.sql()? {
+            ast::Statement::Update(update) => Some(update),
             _ => None,
         }
     }
 
     fn query(&self) -> Option<&ast::Query> {
-        match &self.statement {
-            Statement::Statement(inner) => match inner.as_ref() {
-                ast::Statement::Query(query) => Some(query),
-                _ => None,
-            },
+        match self.sql()? {
+            ast::Statement::Query(query) => Some(query),
             _ => None,
         }
     }
@@ -596,6 +594,13 @@ impl Session {
         Ok(vec![new_row])
     }
 
+    /// Whether `target` is still the table of its name, as a shape
+    /// recognised against it assumes.
+    fn is_current(&self, target: &Target) -> bool {
+        let def = &target.def;
+        self.shared.db.table_version(&target.full) == Some((def.id, def.schema_version))
+    }
+
     /// The recognised shape of a prepared point UPDATE, kept with the
     /// statement while its table's id and schema version stay the same.
     pub(crate) fn prepared_point_update(
@@ -604,12 +609,8 @@ impl Session {
     ) -> Option<Arc<PointUpdate>> {
         prepared.placeholders?;
         let cached = prepared.update.lock().clone();
-        if let Some(update) = cached {
-            let def = &update.target.def;
-            let current = self.shared.db.table_version(&update.target.full);
-            if current == Some((def.id, def.schema_version)) {
-                return Some(update);
-            }
+        if let Some(update) = cached.filter(|c| self.is_current(&c.target)) {
+            return Some(update);
         }
         let update = prepared.update()?;
         let (name, alias) = crate::dml::table_of(&update.table).ok()?;
@@ -863,12 +864,8 @@ impl Session {
     ) -> Option<Arc<PreparedInsert>> {
         prepared.placeholders?;
         let cached = prepared.insert.lock().clone();
-        if let Some(insert) = cached {
-            let def = &insert.target.def;
-            let current = self.shared.db.table_version(&insert.target.full);
-            if current == Some((def.id, def.schema_version)) {
-                return Some(insert);
-            }
+        if let Some(insert) = cached.filter(|c| self.is_current(&c.target)) {
+            return Some(insert);
         }
         let shape = Arc::new(self.recognise_prepared_insert(prepared.insert()?)?);
         *prepared.insert.lock() = Some(shape.clone());
@@ -1243,6 +1240,69 @@ mod tests {
         );
     }
 
+    /// Runs `shape` prepared on table `a` and bound on its twin `b` with
+    /// each of `cases`, out of and in transaction blocks, and asserts the
+    /// same tags or SQLSTATEs and the same `columns` of both tables after
+    /// each; `reset` runs after each pass. Returns the prepared statement.
+    async fn matches_bound(
+        session: &mut Session,
+        shape: &str,
+        cases: &[Vec<Param>],
+        columns: &str,
+        reset: Option<&str>,
+    ) -> PreparedStatement {
+        let parse = |session: &Session, table: &str| {
+            let sql = shape.replace("{t}", table);
+            session.parse(&sql).unwrap().pop().unwrap()
+        };
+        let prepared = PreparedStatement::new(parse(session, "a"));
+        let statement = parse(session, "b");
+        for in_block in [false, true] {
+            for params in cases {
+                let (answered, bound) =
+                    prepared_and_bound(session, &prepared, &statement, params, in_block).await;
+                let case = format!("{shape} {params:?} in block: {in_block}");
+                assert_eq!(answered, bound, "{case}");
+                let a = select_text(session, "a", columns).await;
+                let b = select_text(session, "b", columns).await;
+                assert_eq!(a, b, "{case}");
+            }
+            if let Some(reset) = reset {
+                session.execute(reset).await.unwrap();
+            }
+        }
+        prepared
+    }
+
+    /// `prepared` run with `params`, and `statement` with them bound, each
+    /// in a block of its own when `in_block` (a failure fails its block):
+    /// their command tags or SQLSTATEs.
+    async fn prepared_and_bound(
+        session: &mut Session,
+        prepared: &PreparedStatement,
+        statement: &Statement,
+        params: &[Param],
+        in_block: bool,
+    ) -> (
+        std::result::Result<String, String>,
+        std::result::Result<String, String>,
+    ) {
+        let outcome = |result: Result<QueryResult>| match result {
+            Ok(result) => Ok(tag_of(result)),
+            Err(e) => Err(e.sqlstate().to_string()),
+        };
+        block(session, in_block, "BEGIN").await;
+        let answered = outcome(session.execute_prepared(prepared, params).await);
+        block(session, in_block, "COMMIT").await;
+        block(session, in_block, "BEGIN").await;
+        let bound = match crate::prepare::bind(statement, params) {
+            Ok(bound) => outcome(session.execute_statement(bound).await),
+            Err(e) => Err(e.sqlstate().to_string()),
+        };
+        block(session, in_block, "COMMIT").await;
+        (answered, bound)
+    }
+
     async fn block(session: &mut Session, in_block: bool, word: &str) {
         if in_block {
             session.execute(word).await.unwrap();
@@ -1283,7 +1343,7 @@ mod tests {
     /// in and out of a transaction block.
     #[tokio::test]
     async fn prepared_updates_write_as_bound_ones() {
-        use crate::prepare::{bind, Param};
+        use crate::prepare::Param;
         let db = crate::Database::open_temporary().unwrap();
         let mut session = db.session();
         for table in ["a", "b"] {
@@ -1323,40 +1383,7 @@ mod tests {
             vec![int("1"), text("short", None)],
         ];
         for shape in shapes {
-            let parse = |session: &Session, table: &str| {
-                let sql = shape.replace("{t}", table);
-                session.parse(&sql).unwrap().pop().unwrap()
-            };
-            let prepared = PreparedStatement::new(parse(&session, "a"));
-            let statement = parse(&session, "b");
-            for in_block in [false, true] {
-                for params in &cases {
-                    // Each in a block of its own, when in one: a failure
-                    // fails the block.
-                    block(&mut session, in_block, "BEGIN").await;
-                    let answered = match session.execute_prepared(&prepared, params).await {
-                        Ok(result) => Ok(tag_of(result)),
-                        Err(e) => Err(e.sqlstate()),
-                    };
-                    block(&mut session, in_block, "COMMIT").await;
-                    block(&mut session, in_block, "BEGIN").await;
-                    let bound = match bind(&statement, params) {
-                        Ok(bound) => match session.execute_statement(bound).await {
-                            Ok(result) => Ok(tag_of(result)),
-                            Err(e) => Err(e.sqlstate()),
-                        },
-                        Err(e) => Err(e.sqlstate()),
-                    };
-                    block(&mut session, in_block, "COMMIT").await;
-                    let case = format!("{shape} {params:?} in block: {in_block}");
-                    assert_eq!(answered, bound, "{case}");
-                    let (a, b) = (
-                        table_text(&mut session, "a").await,
-                        table_text(&mut session, "b").await,
-                    );
-                    assert_eq!(a, b, "{case}");
-                }
-            }
+            let prepared = matches_bound(&mut session, shape, &cases, "*", None).await;
             assert!(
                 prepared.update.lock().is_some(),
                 "{shape} was not recognised"
@@ -1409,7 +1436,7 @@ mod tests {
     /// binding them into the statement writes, errors included.
     #[tokio::test]
     async fn prepared_inserts_write_as_bound_ones() {
-        use crate::prepare::{bind, Param};
+        use crate::prepare::Param;
         let db = crate::Database::open_temporary().unwrap();
         let mut session = db.session();
         for table in ["a", "b"] {
@@ -1451,43 +1478,9 @@ mod tests {
             vec![int("5"), big("1")],
         ];
         for (shape, recognised) in shapes {
-            let parse = |session: &Session, table: &str| {
-                let sql = shape.replace("{t}", table);
-                session.parse(&sql).unwrap().pop().unwrap()
-            };
-            let prepared = PreparedStatement::new(parse(&session, "a"));
-            let statement = parse(&session, "b");
-            for in_block in [false, true] {
-                for params in &cases {
-                    block(&mut session, in_block, "BEGIN").await;
-                    let answered = match session.execute_prepared(&prepared, params).await {
-                        Ok(result) => Ok(tag_of(result)),
-                        Err(e) => Err(e.sqlstate()),
-                    };
-                    block(&mut session, in_block, "COMMIT").await;
-                    block(&mut session, in_block, "BEGIN").await;
-                    let bound = match bind(&statement, params) {
-                        Ok(bound) => match session.execute_statement(bound).await {
-                            Ok(result) => Ok(tag_of(result)),
-                            Err(e) => Err(e.sqlstate()),
-                        },
-                        Err(e) => Err(e.sqlstate()),
-                    };
-                    block(&mut session, in_block, "COMMIT").await;
-                    let case = format!("{shape} {params:?} in block: {in_block}");
-                    assert_eq!(answered, bound, "{case}");
-                    let columns = "id, n, note, at IS NULL";
-                    let (a, b) = (
-                        select_text(&mut session, "a", columns).await,
-                        select_text(&mut session, "b", columns).await,
-                    );
-                    assert_eq!(a, b, "{case}");
-                }
-                session
-                    .execute("DELETE FROM a; DELETE FROM b")
-                    .await
-                    .unwrap();
-            }
+            let columns = "id, n, note, at IS NULL";
+            let reset = Some("DELETE FROM a; DELETE FROM b");
+            let prepared = matches_bound(&mut session, shape, &cases, columns, reset).await;
             assert_eq!(prepared.insert.lock().is_some(), recognised, "{shape}");
         }
 
