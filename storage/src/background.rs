@@ -142,7 +142,10 @@ impl Inner {
             t.l0.insert(0, segment.clone());
             t.flushed_seq = flushed_seq;
         });
-        self.retired.lock().push(memtable);
+        // Without a background thread there is nobody to free it later.
+        if self.options.background_work {
+            self.retired.lock().push(memtable);
+        }
         tracing::debug!(table = %table.def.name, segment = segment.id, "flushed memtable");
         Ok(true)
     }
@@ -375,10 +378,8 @@ mod tests {
 
     use crate::{Db, Options};
 
-    #[test]
-    fn a_flushed_memtable_is_freed_once_the_last_snapshot_reading_it_ends() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path(), Options::default()).unwrap();
+    fn db_with_rows(dir: &std::path::Path, options: Options) -> Db {
+        let db = Db::open(dir, options).unwrap();
         let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)]));
         db.create_table("t", schema.clone(), &["k"]).unwrap();
         let mut txn = db.begin();
@@ -389,7 +390,13 @@ mod tests {
         )
         .unwrap();
         txn.commit().unwrap();
+        db
+    }
 
+    #[test]
+    fn a_flushed_memtable_is_freed_once_the_last_snapshot_reading_it_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db_with_rows(dir.path(), Options::default());
         let reader = db.snapshot();
         db.flush().unwrap();
         let retired = || db.inner.retired.lock().len();
@@ -402,5 +409,19 @@ mod tests {
             assert!(Instant::now() < deadline, "the memtable was never freed");
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    #[test]
+    fn without_a_background_thread_a_flushed_memtable_is_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let inline = Options {
+            background_work: false,
+            ..Options::default()
+        };
+        let db = db_with_rows(dir.path(), inline);
+        let reader = db.snapshot();
+        db.flush().unwrap();
+        assert_eq!(db.inner.retired.lock().len(), 0);
+        drop(reader);
     }
 }
