@@ -977,8 +977,6 @@ fn is_copy(parser: &Parser) -> bool {
     matches!(&parser.peek_token_ref().token, Token::Word(w) if w.keyword == Keyword::COPY)
 }
 
-/// Statements that write rows and so run in a transaction of their own
-/// under autocommit.
 /// A write run in the session's transaction, or in its own one.
 enum Write<'a> {
     Statement(&'a Statement),
@@ -995,6 +993,8 @@ enum Write<'a> {
     },
 }
 
+/// Statements that write rows and so run in a transaction of their own
+/// under autocommit.
 fn writes(statement: &Statement) -> bool {
     matches!(
         statement,
