@@ -13,6 +13,32 @@ async fn probe_scan_drops_rows_the_join_cannot_match() {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open(dir.path().join("db")).unwrap();
     let mut session = db.session();
+    load(&mut session).await;
+    let plan = answer_and_plan(&mut session).await;
+    assert!(plan.contains("mode=CollectLeft"), "{plan}");
+}
+
+/// A join built per partition pushes a filter that routes each probe row
+/// to its partition's build side (`CASE hash % n WHEN ...`), which the scan
+/// evaluates itself.
+#[tokio::test]
+async fn probe_scan_drops_rows_a_partitioned_join_cannot_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path().join("db")).unwrap();
+    let mut session = db.session();
+    load(&mut session).await;
+    for sql in [
+        "SET datafusion.execution.target_partitions = 3",
+        "SET datafusion.optimizer.hash_join_single_partition_threshold = 0",
+        "SET datafusion.optimizer.hash_join_single_partition_threshold_rows = 0",
+    ] {
+        rows(&mut session, sql).await;
+    }
+    let plan = answer_and_plan(&mut session).await;
+    assert!(plan.contains("mode=Partitioned"), "{plan}");
+}
+
+async fn load(session: &mut basalt::Session) {
     for sql in [
         "CREATE TABLE big (id bigint PRIMARY KEY, k bigint, v bigint)",
         "CREATE TABLE small (k bigint PRIMARY KEY, tag text)",
@@ -20,8 +46,13 @@ async fn probe_scan_drops_rows_the_join_cannot_match() {
         "INSERT INTO small SELECT value, CASE WHEN value % 100 = 7 THEN 'x' ELSE 'y' END \
          FROM generate_series(0, 999)",
     ] {
-        rows(&mut session, sql).await;
+        rows(session, sql).await;
     }
+}
+
+/// Checks the join's answer and that the scan of `big` dropped rows;
+/// returns the EXPLAIN ANALYZE text.
+async fn answer_and_plan(session: &mut basalt::Session) -> String {
     let query = "SELECT count(*), sum(b.v) FROM small s JOIN big b ON b.k = s.k WHERE s.tag = 'x'";
     // Keys 7, 107, ..., 907 each match the 200 rows with id = key (mod 1000).
     let expected_count = 10 * 200;
@@ -29,7 +60,7 @@ async fn probe_scan_drops_rows_the_join_cannot_match() {
         .filter(|id| id % 100 == 7)
         .map(|id| id * 2)
         .sum();
-    let answer = rows(&mut session, query).await;
+    let answer = rows(session, query).await;
     assert_eq!(
         answer,
         vec![vec![
@@ -38,7 +69,7 @@ async fn probe_scan_drops_rows_the_join_cannot_match() {
         ]]
     );
 
-    let plan: Vec<String> = rows(&mut session, &format!("EXPLAIN ANALYZE {query}"))
+    let plan: Vec<String> = rows(session, &format!("EXPLAIN ANALYZE {query}"))
         .await
         .into_iter()
         .filter_map(|r| r[1].clone())
@@ -54,4 +85,5 @@ async fn probe_scan_drops_rows_the_join_cannot_match() {
         .and_then(|rest| rest.split([',', ']']).next())
         .unwrap_or_else(|| panic!("no dynamic-filter metric in {big_scan}"));
     assert_ne!(removed.trim(), "0", "{big_scan}");
+    plan
 }

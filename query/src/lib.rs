@@ -65,6 +65,7 @@ mod copy;
 mod ddl;
 mod dml;
 mod error;
+mod join_filter;
 mod json;
 mod load;
 mod oltp;

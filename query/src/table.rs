@@ -33,6 +33,7 @@ use datafusion::physical_plan::{
 };
 
 use crate::catalog::{SessionShared, ROW_KEY};
+use crate::join_filter::JoinFilter;
 
 /// A table of the storage engine. A keyed table shows each row's storage
 /// key as one more column, [`ROW_KEY`], for UPDATE and DELETE to address it.
@@ -441,11 +442,10 @@ impl Selectivity {
 }
 
 /// Keeps the rows of `batch` every filter accepts.
-fn apply_filters(filters: &[Arc<dyn PhysicalExpr>], mut batch: RecordBatch) -> Result<RecordBatch> {
+fn apply_filters(filters: &mut [JoinFilter], mut batch: RecordBatch) -> Result<RecordBatch> {
     for filter in filters {
-        let mask = filter.evaluate(&batch)?.into_array(batch.num_rows())?;
-        let mask = datafusion::common::cast::as_boolean_array(&mask)?;
-        batch = datafusion::arrow::compute::filter_record_batch(&batch, mask)
+        let mask = filter.mask(&batch)?;
+        batch = datafusion::arrow::compute::filter_record_batch(&batch, &mask)
             .map_err(|e| DataFusionError::ArrowError(Box::new(e), None))?;
     }
     Ok(batch)
@@ -558,7 +558,12 @@ impl ExecutionPlan for StorageScanExec {
         let mut remaining = self.options.limit.unwrap_or(usize::MAX);
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let units_read = MetricBuilder::new(&self.metrics).counter("units_read", partition);
-        let dynamic_filters = self.dynamic_filters.clone();
+        let mut dynamic_filters: Vec<JoinFilter> = self
+            .dynamic_filters
+            .iter()
+            .cloned()
+            .map(JoinFilter::new)
+            .collect();
         let mut selectivity = Selectivity::default();
         let dynamically_filtered =
             MetricBuilder::new(&self.metrics).counter("rows_removed_by_dynamic_filters", partition);
@@ -590,7 +595,7 @@ impl ExecutionPlan for StorageScanExec {
                             return Ok(batch);
                         }
                         let rows = batch.num_rows();
-                        let kept = apply_filters(&dynamic_filters, batch)?;
+                        let kept = apply_filters(&mut dynamic_filters, batch)?;
                         selectivity.record(rows, kept.num_rows());
                         dynamically_filtered.add(rows - kept.num_rows());
                         Ok(kept)
