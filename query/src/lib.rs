@@ -63,6 +63,7 @@ mod ann;
 mod catalog;
 mod copy;
 mod ddl;
+mod decimal_arith;
 mod dml;
 mod error;
 mod join_filter;

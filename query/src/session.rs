@@ -11,6 +11,7 @@ use arrow_schema::SchemaRef;
 use basalt_storage::{Db, Options};
 use datafusion::common::{DataFusionError, TableReference};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -24,6 +25,7 @@ use futures::TryStreamExt;
 use parking_lot::{Mutex, RwLock};
 
 use crate::catalog::{SessionShared, StorageCatalog, CATALOG, SCHEMA};
+use crate::decimal_arith::NarrowDecimalArithmetic;
 use crate::error::{Error, Result};
 use crate::sequences::Sequences;
 use crate::settings::Settings;
@@ -136,7 +138,13 @@ impl Database {
                 "datafusion.optimizer.hash_join_single_partition_threshold_rows",
                 1 << 20,
             );
-        let ctx = SessionContext::new_with_config_rt(config, self.runtime.clone());
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(self.runtime.clone())
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(NarrowDecimalArithmetic))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         for function in crate::pgfunctions::functions("basalt") {
             ctx.register_udf(function);
         }
