@@ -526,17 +526,26 @@ fn predicate_mask(
     ctx: &ScanContext,
     column: &dyn Fn(usize) -> Result<ArrayRef>,
 ) -> Result<Option<BooleanArray>> {
+    let mut tests = ctx
+        .predicates
+        .iter()
+        .map(|p| {
+            let position = ctx
+                .needed
+                .iter()
+                .position(|&c| c == p.column)
+                .ok_or_else(|| Error::InvalidArgument("predicate column not decoded".into()))?;
+            Ok((&p.op, column(position)?))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // Fixed-width comparisons first: they are cheap, and the rows they
+    // drop are then never compared as text.
+    tests.sort_by_key(|(_, values)| !values.data_type().is_primitive());
     let mut mask: Option<BooleanArray> = None;
-    for p in &ctx.predicates {
-        let position = ctx
-            .needed
-            .iter()
-            .position(|&c| c == p.column)
-            .ok_or_else(|| Error::InvalidArgument("predicate column not decoded".into()))?;
-        let values = column(position)?;
+    for (op, values) in &tests {
         mask = Some(match mask {
-            None => evaluate(&values, &p.op)?,
-            Some(selected) => refine(&selected, &values, &p.op)?,
+            None => evaluate(values, op)?,
+            Some(selected) => refine(&selected, values, op)?,
         });
     }
     Ok(mask)
@@ -557,6 +566,7 @@ fn refine(selected: &BooleanArray, values: &ArrayRef, op: &PredicateOp) -> Resul
             DataType::Decimal128(..) => {
                 refine_ordered(selected, values.as_primitive::<Decimal128Type>(), op)?
             }
+            DataType::Utf8 => refine_text(selected, values.as_string::<i32>(), op),
             _ => None,
         };
         if let Some(refined) = refined {
@@ -601,6 +611,33 @@ where
         _ => passing(selected, values, |v| v >= constant),
     };
     Ok(Some(passes))
+}
+
+/// [`refine`] for text equal to a constant or one of a list.
+fn refine_text(
+    selected: &BooleanArray,
+    values: &arrow_array::StringArray,
+    op: &PredicateOp,
+) -> Option<BooleanArray> {
+    fn bytes(v: &Scalar) -> Option<&[u8]> {
+        match v {
+            Scalar::Bytes(b) => Some(b),
+            _ => None,
+        }
+    }
+    let wanted: Vec<&[u8]> = match op {
+        PredicateOp::Eq(v) => vec![bytes(v)?],
+        PredicateOp::In(vs) => vs.iter().map(bytes).collect::<Option<_>>()?,
+        _ => return None,
+    };
+    let mut passes = BooleanBufferBuilder::new(values.len());
+    passes.append_n(values.len(), false);
+    for row in selected.values().set_indices() {
+        if values.is_valid(row) && wanted.contains(&values.value(row).as_bytes()) {
+            passes.set_bit(row, true);
+        }
+    }
+    Some(BooleanArray::new(passes.finish(), None))
 }
 
 /// The selected non-NULL rows whose value passes `test`.
@@ -807,7 +844,9 @@ pub(crate) fn output_schema(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow_array::{Date32Array, Decimal128Array, Int16Array, Int32Array, Int64Array};
+    use arrow_array::{
+        Date32Array, Decimal128Array, Int16Array, Int32Array, Int64Array, StringArray,
+    };
 
     fn numbers(rows: usize) -> Vec<Option<i64>> {
         let mut state = 0x9e37_79b9_7f4a_7c15_u64;
@@ -835,6 +874,9 @@ mod tests {
                     .with_precision_and_scale(15, 2)
                     .unwrap(),
             ),
+            Arc::new(StringArray::from_iter(
+                n.iter().map(|v| v.map(|v| format!("{}", v % 20))),
+            )),
         ]
     }
 
@@ -847,15 +889,26 @@ mod tests {
         for column in columns(rows) {
             let constant = match column.data_type() {
                 DataType::Decimal128(..) => Scalar::Decimal(1_700),
+                DataType::Utf8 => Scalar::Bytes(b"17".to_vec()),
                 _ => Scalar::Int(17),
             };
-            for op in [
+            let text = *column.data_type() == DataType::Utf8;
+            let ops = [
                 PredicateOp::Eq(constant.clone()),
-                PredicateOp::Lt(constant.clone()),
-                PredicateOp::LtEq(constant.clone()),
-                PredicateOp::Gt(constant.clone()),
-                PredicateOp::GtEq(constant.clone()),
-            ] {
+                PredicateOp::In(vec![constant.clone(), Scalar::Bytes(b"-3".to_vec())]),
+            ];
+            let text_ops = if text { &ops[..] } else { &ops[..0] };
+            for op in text_ops.iter().cloned().chain(
+                [
+                    PredicateOp::Eq(constant.clone()),
+                    PredicateOp::Lt(constant.clone()),
+                    PredicateOp::LtEq(constant.clone()),
+                    PredicateOp::Gt(constant.clone()),
+                    PredicateOp::GtEq(constant.clone()),
+                ]
+                .into_iter()
+                .filter(|_| !text),
+            ) {
                 let full =
                     arrow_arith::boolean::and(&selected, &evaluate(&column, &op).unwrap()).unwrap();
                 let refined = refine(&selected, &column, &op).unwrap();
