@@ -395,15 +395,9 @@ mod tests {
     use datafusion::physical_expr::expressions::{col, lit};
 
     /// Columns a: decimal(15,2), b: decimal(12,4), c: decimal(38,2) with
-    /// values beyond an i64, d: decimal(15,2) all NULL but one.
+    /// values beyond an i64, d: decimal(15,2) mostly NULL.
     fn batch(rows: usize) -> RecordBatch {
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::test_rng::xorshift();
         let mut column = |precision: u8, scale: i8, value: &mut dyn FnMut(u64) -> Option<i128>| {
             let values: Decimal128Array = (0..rows).map(|_| value(next())).collect();
             values.with_precision_and_scale(precision, scale).unwrap()

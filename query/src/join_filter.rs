@@ -219,13 +219,7 @@ mod tests {
 
     /// key (with NULLs), a text column no filter reads, and route (with NULLs).
     fn batch() -> RecordBatch {
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::test_rng::xorshift();
         let keys: Int64Array = (0..ROWS)
             .map(|_| match next() % 10 {
                 0 => None,
@@ -234,7 +228,7 @@ mod tests {
             .collect();
         let text: StringArray = (0..ROWS).map(|i| Some(format!("row {i}"))).collect();
         let routes: UInt64Array = (0..ROWS)
-            .map(|_| (next() % 20 != 0).then(&mut next))
+            .map(|_| (!next().is_multiple_of(20)).then(&mut next))
             .collect();
         let schema = Schema::new(vec![
             Field::new("text", DataType::Utf8, false),

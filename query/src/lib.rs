@@ -81,6 +81,8 @@ mod session;
 mod settings;
 pub mod sqlstate;
 mod table;
+#[cfg(test)]
+mod test_rng;
 pub mod vector;
 
 pub use catalog::{CATALOG, PG_TYPE_KEY, SCHEMA};
