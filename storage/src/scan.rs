@@ -603,12 +603,13 @@ where
         return Ok(Some(BooleanArray::from(vec![false; values.len()])));
     }
     let constant = constant.value(0);
+    let raw = values.values();
     let passes = match op {
-        PredicateOp::Eq(_) => passing(selected, values, |v| v == constant),
-        PredicateOp::Lt(_) => passing(selected, values, |v| v < constant),
-        PredicateOp::LtEq(_) => passing(selected, values, |v| v <= constant),
-        PredicateOp::Gt(_) => passing(selected, values, |v| v > constant),
-        _ => passing(selected, values, |v| v >= constant),
+        PredicateOp::Eq(_) => passing(selected, values, |row| raw[row] == constant),
+        PredicateOp::Lt(_) => passing(selected, values, |row| raw[row] < constant),
+        PredicateOp::LtEq(_) => passing(selected, values, |row| raw[row] <= constant),
+        PredicateOp::Gt(_) => passing(selected, values, |row| raw[row] > constant),
+        _ => passing(selected, values, |row| raw[row] >= constant),
     };
     Ok(Some(passes))
 }
@@ -630,27 +631,21 @@ fn refine_text(
         PredicateOp::In(vs) => vs.iter().map(bytes).collect::<Option<_>>()?,
         _ => return None,
     };
-    let mut passes = BooleanBufferBuilder::new(values.len());
-    passes.append_n(values.len(), false);
-    for row in selected.values().set_indices() {
-        if values.is_valid(row) && wanted.contains(&values.value(row).as_bytes()) {
-            passes.set_bit(row, true);
-        }
-    }
-    Some(BooleanArray::new(passes.finish(), None))
+    Some(passing(selected, values, |row| {
+        wanted.contains(&values.value(row).as_bytes())
+    }))
 }
 
-/// The selected non-NULL rows whose value passes `test`.
-fn passing<T: ArrowPrimitiveType>(
+/// The selected non-NULL rows of `values` for which `test(row)` holds.
+fn passing(
     selected: &BooleanArray,
-    values: &PrimitiveArray<T>,
-    test: impl Fn(T::Native) -> bool,
+    values: &dyn Array,
+    test: impl Fn(usize) -> bool,
 ) -> BooleanArray {
     let mut passes = BooleanBufferBuilder::new(values.len());
     passes.append_n(values.len(), false);
-    let raw = values.values();
     for row in selected.values().set_indices() {
-        if values.is_valid(row) && test(raw[row]) {
+        if values.is_valid(row) && test(row) {
             passes.set_bit(row, true);
         }
     }
