@@ -77,7 +77,7 @@ impl Compiled {
     }
 
     fn mask(&self, batch: &RecordBatch) -> Result<BooleanArray> {
-        let narrow = batch.project(&self.read).map_err(arrow_error)?;
+        let narrow = batch.project(&self.read)?;
         match &self.form {
             Form::Plain(filter) => boolean(filter.as_ref(), &narrow),
             Form::Routed(routed) => routed.mask(&narrow),
@@ -183,7 +183,7 @@ impl RoutedCase {
                 continue;
             }
             let indices = UInt32Array::from(rows);
-            let routed = take_record_batch(batch, &indices).map_err(arrow_error)?;
+            let routed = take_record_batch(batch, &indices)?;
             let answers = boolean(test.as_ref(), &routed)?;
             for (answer, row) in answers.iter().zip(indices.values().iter()) {
                 passes.set_bit(*row as usize, answer.unwrap_or(false));
@@ -200,10 +200,6 @@ fn literal(expr: &Arc<dyn PhysicalExpr>) -> Option<&ScalarValue> {
 fn boolean(expr: &dyn PhysicalExpr, batch: &RecordBatch) -> Result<BooleanArray> {
     let values = expr.evaluate(batch)?.into_array(batch.num_rows())?;
     Ok(as_boolean_array(&values)?.clone())
-}
-
-fn arrow_error(error: arrow_schema::ArrowError) -> DataFusionError {
-    DataFusionError::ArrowError(Box::new(error), None)
 }
 
 #[cfg(test)]

@@ -446,7 +446,7 @@ fn apply_filters(filters: &mut [JoinFilter], mut batch: RecordBatch) -> Result<R
     for filter in filters {
         let mask = filter.mask(&batch)?;
         batch = datafusion::arrow::compute::filter_record_batch(&batch, &mask)
-            .map_err(|e| DataFusionError::ArrowError(Box::new(e), None))?;
+            .map_err(DataFusionError::from)?;
     }
     Ok(batch)
 }
@@ -589,7 +589,7 @@ impl ExecutionPlan for StorageScanExec {
                     let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
                     let batch =
                         RecordBatch::try_new_with_options(schema.clone(), columns, &options)
-                            .map_err(|e| DataFusionError::ArrowError(Box::new(e), None));
+                            .map_err(DataFusionError::from);
                     Some(batch.and_then(|batch| {
                         if !selectivity.worth_applying() {
                             return Ok(batch);
