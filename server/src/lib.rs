@@ -10,6 +10,7 @@ pub mod config;
 mod error;
 mod handler;
 mod held;
+mod serve;
 mod server;
 mod shards;
 mod tls;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use basalt_query::{Database, FileAccess};
 use pgwire::api::PgWireServerHandlers;
-use pgwire::tokio::{process_socket, TlsAcceptor};
+use pgwire::tokio::TlsAcceptor;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -20,6 +20,7 @@ use crate::cancel::CancelRegistry;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::handler::Connection;
+use crate::serve::{serve, ConnectionTask};
 use crate::shards::Shards;
 
 /// A bound server, ready to [`Server::run`].
@@ -62,6 +63,19 @@ impl Server {
         })
     }
 
+    /// Moves connections by `rule` (from a thread, the thread to move to)
+    /// at every chance, for tests of moving.
+    #[cfg(test)]
+    pub(crate) fn moving_by(mut self, rule: fn(usize) -> Option<usize>) -> Server {
+        self.shards = self.shards.with_rule(rule);
+        self
+    }
+
+    #[cfg(test)]
+    pub(crate) fn placement(&self) -> crate::shards::Placement {
+        self.shards.placement().clone()
+    }
+
     pub fn local_addr(&self) -> Result<SocketAddr> {
         self.listener
             .local_addr()
@@ -87,26 +101,25 @@ impl Server {
                         continue;
                     }
                     tracing::debug!(%peer, "connection");
-                    let connection = Arc::new(Handlers {
+                    let handlers = Arc::new(Handlers {
                         connection: Arc::new(Connection::new(self.db.session(), self.registry.clone())),
                         startup: self.startup.clone(),
                         registry: self.registry.clone(),
                     });
                     let guard = OpenGuard::new(open.clone());
-                    let tls = self.tls.clone();
-                    let stopping = stopping.clone();
-                    let serve = move |socket: TcpStream| async move {
-                        let _guard = guard;
-                        serve_connection(socket, tls, connection, stopping).await;
+                    let task = ConnectionTask {
+                        handlers,
+                        tls: self.tls.clone(),
+                        stopping: stopping.clone(),
+                        placement: self.shards.placement().clone(),
                     };
                     // A socket belongs to the runtime that registered it: it
                     // moves as a plain socket and is registered again there.
                     let Ok(socket) = socket.into_std() else { continue };
-                    connections.spawn_on(async move {
-                        if let Ok(socket) = TcpStream::from_std(socket) {
-                            serve(socket).await;
-                        }
-                    }, self.shards.next());
+                    connections.spawn(async move {
+                        let _guard = guard;
+                        serve(socket, task).await;
+                    });
                 }
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
             }
@@ -123,28 +136,6 @@ impl Server {
         // Joining the threads blocks; they have nothing left to run.
         let _ = tokio::task::spawn_blocking(move || shards.stop()).await;
         Ok(self.db)
-    }
-}
-
-/// One connection until the client leaves, or until shutdown finds it
-/// between statements.
-async fn serve_connection(
-    socket: TcpStream,
-    tls: Option<TlsAcceptor>,
-    handlers: Arc<Handlers>,
-    mut stopping: watch::Receiver<bool>,
-) {
-    let connection = handlers.connection.clone();
-    tokio::select! {
-        result = process_socket(socket, tls, handlers) => {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "connection ended");
-            }
-        }
-        () = async {
-            let _ = stopping.wait_for(|stop| *stop).await;
-            connection.idle().await;
-        } => {}
     }
 }
 
@@ -186,10 +177,10 @@ impl Drop for OpenGuard {
 }
 
 /// pgwire's view of one connection's handlers.
-struct Handlers {
-    connection: Arc<Connection>,
-    startup: Arc<Startup>,
-    registry: Arc<CancelRegistry>,
+pub(crate) struct Handlers {
+    pub connection: Arc<Connection>,
+    pub startup: Arc<Startup>,
+    pub registry: Arc<CancelRegistry>,
 }
 
 impl PgWireServerHandlers for Handlers {
