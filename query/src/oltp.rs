@@ -15,7 +15,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::Int64Type;
+use arrow_array::types::{Int16Type, Int32Type, Int64Type};
 use arrow_array::{
     new_null_array, ArrayRef, Int16Array, Int32Array, Int64Array, Int8Array, LargeStringArray,
     RecordBatch, StringArray, UInt16Array, UInt32Array, UInt64Array, UInt8Array,
@@ -789,8 +789,46 @@ pub(crate) fn is_integer(data_type: &DataType) -> bool {
 /// column's and the constant's: int4 unless the constant needs int8), then
 /// stored in `field`'s type; overflow is 22003, as in Postgres.
 fn sum(column: &ArrayRef, addend: i64, field: &Field) -> Result<ArrayRef> {
-    let values = cast(column, &DataType::Int64).map_err(|e| Error::from_datafusion(e.into()))?;
-    let values = values.as_primitive::<Int64Type>();
+    let Some(values) = integers(column) else {
+        let values =
+            cast(column, &DataType::Int64).map_err(|e| Error::from_datafusion(e.into()))?;
+        return sum_of(
+            values.as_primitive::<Int64Type>().iter(),
+            column,
+            addend,
+            field,
+        );
+    };
+    sum_of(values, column, addend, field)
+}
+
+/// An integer column's values widened to i64, without Arrow's cast (whose
+/// dispatch was most of a pgbench UPDATE's `abalance + $1`).
+fn integers(column: &ArrayRef) -> Option<Box<dyn Iterator<Item = Option<i64>> + '_>> {
+    Some(match column.data_type() {
+        DataType::Int16 => Box::new(
+            column
+                .as_primitive::<Int16Type>()
+                .iter()
+                .map(|v| v.map(i64::from)),
+        ),
+        DataType::Int32 => Box::new(
+            column
+                .as_primitive::<Int32Type>()
+                .iter()
+                .map(|v| v.map(i64::from)),
+        ),
+        DataType::Int64 => Box::new(column.as_primitive::<Int64Type>().iter()),
+        _ => return None,
+    })
+}
+
+fn sum_of(
+    values: impl Iterator<Item = Option<i64>>,
+    column: &ArrayRef,
+    addend: i64,
+    field: &Field,
+) -> Result<ArrayRef> {
     let constant_type = match i32::try_from(addend) {
         Ok(_) => DataType::Int32,
         Err(_) => DataType::Int64,
@@ -799,8 +837,8 @@ fn sum(column: &ArrayRef, addend: i64, field: &Field) -> Result<ArrayRef> {
         (DataType::Int64, _) | (_, DataType::Int64) => DataType::Int64,
         _ => DataType::Int32,
     };
-    let mut sums = Vec::with_capacity(values.len());
-    for value in values.iter() {
+    let mut sums = Vec::with_capacity(column.len());
+    for value in values {
         let sum = match value {
             Some(value) => {
                 let sum = value
@@ -816,8 +854,20 @@ fn sum(column: &ArrayRef, addend: i64, field: &Field) -> Result<ArrayRef> {
         };
         sums.push(sum);
     }
-    let sums: ArrayRef = Arc::new(Int64Array::from(sums));
-    cast(&sums, field.data_type()).map_err(|e| Error::from_datafusion(e.into()))
+    // Each sum fits the field's type (checked above), so narrowing is exact.
+    Ok(match field.data_type() {
+        DataType::Int16 => Arc::new(Int16Array::from_iter(
+            sums.iter().map(|s| s.map(|s| s as i16)),
+        )),
+        DataType::Int32 => Arc::new(Int32Array::from_iter(
+            sums.iter().map(|s| s.map(|s| s as i32)),
+        )),
+        DataType::Int64 => Arc::new(Int64Array::from(sums)),
+        other => {
+            let sums: ArrayRef = Arc::new(Int64Array::from(sums));
+            cast(&sums, other).map_err(|e| Error::from_datafusion(e.into()))?
+        }
+    })
 }
 
 fn fits(value: i64, data_type: &DataType) -> bool {

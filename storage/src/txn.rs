@@ -192,11 +192,17 @@ impl Pending {
 /// against its size.
 fn owning_only_its_rows(batch: RecordBatch) -> RecordBatch {
     const SLACK: usize = 16 * 1024;
+    /// Batches this small are copied whole: cheaper than measuring which
+    /// columns pin more than their rows.
+    const SMALL: usize = 8;
     let rows = batch.num_rows();
     if batch.get_array_memory_size() <= SLACK + rows * 256 {
         return batch;
     }
     let pinning = |column: &ArrayRef| {
+        if rows <= SMALL {
+            return true;
+        }
         let held = column.get_buffer_memory_size();
         let used = column.to_data().get_slice_memory_size().unwrap_or(held);
         held > SLACK + 2 * used
@@ -305,6 +311,11 @@ impl Transaction {
     /// Deletes rows by encoded key (as returned by a scan `with_key`).
     pub fn delete_keys(&mut self, table: &str, keys: Vec<Vec<u8>>) -> Result<()> {
         let pending = self.pending_for(table)?;
+        // An UPDATE that keeps its keys deletes none: building its empty
+        // batch of null columns was a tenth of a point UPDATE.
+        if keys.is_empty() {
+            return Ok(());
+        }
         let t = pending.table.clone();
         let n = keys.len();
         let mut columns: Vec<ArrayRef> = vec![
