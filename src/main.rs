@@ -72,8 +72,10 @@ struct ServeArgs {
     /// this directory (by default they may not touch server files).
     #[arg(long, value_name = "DIR")]
     allow_files: Option<PathBuf>,
-    /// Threads answering clients, each keeping its connections [default:
-    /// one per core]. Queries run on a pool of their own, a thread per core.
+    /// Threads answering clients [default: one per core]. With one per core
+    /// each is pinned to its core, and a connection moves to the thread on
+    /// the core its client sends from. Queries run on a pool of their own,
+    /// a thread per core.
     #[arg(long)]
     network_threads: Option<usize>,
 }

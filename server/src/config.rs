@@ -45,8 +45,9 @@ pub struct Config {
     pub shutdown_timeout_secs: u64,
     /// The directory clients' `COPY ... FROM/TO 'path'` may use; none if unset.
     pub allow_files: Option<PathBuf>,
-    /// Threads answering clients, each keeping the connections it is dealt
-    /// (queries run on a pool of their own). Unset: one per core.
+    /// Threads answering clients (queries run on a pool of their own).
+    /// Unset: one per core, each pinned to its core, with connections
+    /// following their clients' cores between transactions.
     pub network_threads: Option<usize>,
 }
 
