@@ -851,3 +851,27 @@ async fn extended_protocol_answers_go_out_with_the_sync() {
     assert_eq!(read_until_ready(&mut socket).await, b"2DCZ");
     server.stop().await;
 }
+
+/// Shutdown finds each connection between messages and ends it as
+/// PostgreSQL's fast shutdown does: FATAL 57P01, then the socket closes.
+#[tokio::test]
+async fn shutdown_ends_each_connection_with_57p01() {
+    let server = TestServer::start().await;
+    let (client, connection) =
+        tokio_postgres::connect(&server.url("basalt"), tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+    let connection = tokio::spawn(connection);
+    client
+        .batch_execute("CREATE TABLE kept (id int PRIMARY KEY); BEGIN; INSERT INTO kept VALUES (1)")
+        .await
+        .expect("open a transaction");
+    server.stop().await;
+    let ended = tokio::time::timeout(Duration::from_secs(10), connection)
+        .await
+        .expect("the connection ended")
+        .expect("connection task");
+    let error = ended.expect_err("the server ended the connection with an error");
+    assert_eq!(code(&error), "57P01");
+    assert!(client.is_closed());
+}

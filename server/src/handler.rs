@@ -77,11 +77,6 @@ impl Connection {
         }
     }
 
-    /// Resolves once no statement is running (for shutdown).
-    pub async fn idle(&self) {
-        drop(self.session.lock().await);
-    }
-
     /// This connection's cancel signal, registered under the key the
     /// client was given at startup.
     fn signal<C: ClientInfo>(&self, client: &C) -> Arc<CancelSignal> {

@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures::StreamExt;
+use futures::{SinkExt, StreamExt};
 use pgwire::api::{ClientInfo, ErrorHandler, PgWireConnectionState, PgWireServerHandlers};
-use pgwire::messages::PgWireFrontendMessage;
+use pgwire::error::ErrorInfo;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::tokio::server::{
     negotiate_tls, process_error, process_message, MaybeTls, PgWireMessageServerCodec,
 };
@@ -76,7 +77,7 @@ pub(crate) async fn serve(socket: std::net::TcpStream, task: ConnectionTask) {
         let mut stretch = AbortOnDrop(
             task.placement
                 .handle(shard)
-                .spawn(async move { here.run_stretch(start, shard).await }),
+                .spawn(async move { here.converse(start, shard).await }),
         );
         match (&mut stretch.0).await {
             Ok(Stretch::Moving(parked, to)) => {
@@ -101,18 +102,6 @@ impl<T> Drop for AbortOnDrop<T> {
 }
 
 impl ConnectionTask {
-    async fn run_stretch(&self, start: Start, shard: usize) -> Stretch {
-        let connection = self.handlers.connection.clone();
-        let mut stopping = self.stopping.clone();
-        tokio::select! {
-            stretch = self.converse(start, shard) => stretch,
-            () = async {
-                let _ = stopping.wait_for(|stop| *stop).await;
-                connection.idle().await;
-            } => Stretch::Ended,
-        }
-    }
-
     async fn converse(&self, start: Start, shard: usize) -> Stretch {
         let opened = match start {
             Start::Fresh(socket) => self.open(socket).await,
@@ -169,21 +158,18 @@ impl ConnectionTask {
         let cancel = handlers.registry.clone();
         let errors = handlers.error_handler();
         let mut affinity = Affinity::default();
+        let mut stopping = self.stopping.clone();
         loop {
             if let Some(to) = affinity.move_to(socket, shard, &self.placement) {
                 return Ok(Some(to));
             }
-            let next = if matches!(
-                socket.state(),
-                PgWireConnectionState::AwaitingStartup
-                    | PgWireConnectionState::AuthenticationInProgress
-            ) {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(startup_deadline) => None,
-                    message = socket.next() => message,
+            let next = tokio::select! {
+                _ = tokio::time::sleep_until(startup_deadline), if in_startup(socket) => None,
+                message = socket.next() => message,
+                () = stopped(&mut stopping) => {
+                    terminate(socket).await;
+                    return Ok(None);
                 }
-            } else {
-                socket.next().await
             };
             let message = match next {
                 Some(Ok(message)) => message,
@@ -226,6 +212,35 @@ impl ConnectionTask {
             }
         }
     }
+}
+
+/// Resolves once the server shuts down (or is gone).
+async fn stopped(stopping: &mut watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|stop| *stop).await;
+}
+
+fn in_startup(socket: &Socket) -> bool {
+    matches!(
+        socket.state(),
+        PgWireConnectionState::AwaitingStartup | PgWireConnectionState::AuthenticationInProgress
+    )
+}
+
+/// Shutdown reached this connection between messages: as PostgreSQL's fast
+/// shutdown, a FATAL 57P01 before the socket closes (an open transaction
+/// is rolled back with the session).
+async fn terminate(socket: &mut Socket) {
+    if in_startup(socket) {
+        return;
+    }
+    let info = ErrorInfo::new(
+        "FATAL".to_owned(),
+        "57P01".to_owned(),
+        "terminating connection due to administrator command".to_owned(),
+    );
+    let _ = socket
+        .send(PgWireBackendMessage::ErrorResponse(info.into()))
+        .await;
 }
 
 /// Where a connection's client has been sending from lately.
