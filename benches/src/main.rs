@@ -13,6 +13,12 @@ use basalt_storage::{Db, Options, Predicate, PredicateOp, Scalar, ScanOptions};
 use clap::{Parser, Subcommand};
 use serde_json::json;
 
+/// The `basalt` server runs on mimalloc, so its figures are measured on it
+/// too; glibc's allocator returns large column buffers to the kernel and
+/// faults them in again on every scan.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(about = "Basalt side-by-side benchmarks")]
 struct Cli {
