@@ -14,6 +14,7 @@ mod ingest;
 mod manifest;
 mod memtable;
 mod options;
+mod predicate;
 mod scan;
 mod segment;
 mod txn;

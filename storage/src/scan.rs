@@ -8,21 +8,15 @@ use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
-use arrow_array::builder::BooleanBufferBuilder;
 use arrow_array::cast::AsArray;
-use arrow_array::types::{
-    ArrowPrimitiveType, Date32Type, Decimal128Type, Int16Type, Int32Type, Int64Type, UInt64Type,
-    UInt8Type,
-};
-use arrow_array::{
-    Array, ArrayRef, BooleanArray, Datum, PrimitiveArray, RecordBatch, RecordBatchOptions,
-};
+use arrow_array::types::{UInt64Type, UInt8Type};
+use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use arrow_select::filter::FilterBuilder;
 use basalt_formats::scalar::Scalar;
 use basalt_formats::segment::{RowGroupMeta, OP_DELETE, SYSTEM_COLUMNS};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::segment::{partition_point, ChunkCache, SegmentFile};
 
 /// A comparison on one table column, used to prune row groups by zone map and
@@ -526,130 +520,7 @@ fn predicate_mask(
     ctx: &ScanContext,
     column: &dyn Fn(usize) -> Result<ArrayRef>,
 ) -> Result<Option<BooleanArray>> {
-    let mut tests = ctx
-        .predicates
-        .iter()
-        .map(|p| {
-            let position = ctx
-                .needed
-                .iter()
-                .position(|&c| c == p.column)
-                .ok_or_else(|| Error::InvalidArgument("predicate column not decoded".into()))?;
-            Ok((&p.op, column(position)?))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    // Fixed-width comparisons first: they are cheap, and the rows they
-    // drop are then never compared as text.
-    tests.sort_by_key(|(_, values)| !values.data_type().is_primitive());
-    let mut mask: Option<BooleanArray> = None;
-    for (op, values) in &tests {
-        mask = Some(match mask {
-            None => evaluate(values, op)?,
-            Some(selected) => refine(&selected, values, op)?,
-        });
-    }
-    Ok(mask)
-}
-
-/// The `selected` rows that also satisfy `op`. Once few rows are left
-/// (TPC-H's date ranges keep a seventh), testing just those beats a
-/// comparison of the whole column, which for decimals is most of a
-/// filtered scan's time.
-fn refine(selected: &BooleanArray, values: &ArrayRef, op: &PredicateOp) -> Result<BooleanArray> {
-    const SPARSE: usize = 4;
-    if selected.true_count() * SPARSE <= selected.len() {
-        let refined = match values.data_type() {
-            DataType::Int16 => refine_ordered(selected, values.as_primitive::<Int16Type>(), op)?,
-            DataType::Int32 => refine_ordered(selected, values.as_primitive::<Int32Type>(), op)?,
-            DataType::Int64 => refine_ordered(selected, values.as_primitive::<Int64Type>(), op)?,
-            DataType::Date32 => refine_ordered(selected, values.as_primitive::<Date32Type>(), op)?,
-            DataType::Decimal128(..) => {
-                refine_ordered(selected, values.as_primitive::<Decimal128Type>(), op)?
-            }
-            DataType::Utf8 => refine_text(selected, values.as_string::<i32>(), op),
-            _ => None,
-        };
-        if let Some(refined) = refined {
-            return Ok(refined);
-        }
-    }
-    Ok(arrow_arith::boolean::and(selected, &evaluate(values, op)?)?)
-}
-
-/// [`refine`] over a column of totally ordered values, for comparisons
-/// with a constant; `None` for other predicates.
-fn refine_ordered<T: ArrowPrimitiveType>(
-    selected: &BooleanArray,
-    values: &PrimitiveArray<T>,
-    op: &PredicateOp,
-) -> Result<Option<BooleanArray>>
-where
-    T::Native: Ord,
-{
-    let constant = match op {
-        PredicateOp::Eq(v)
-        | PredicateOp::Lt(v)
-        | PredicateOp::LtEq(v)
-        | PredicateOp::Gt(v)
-        | PredicateOp::GtEq(v) => v,
-        _ => return Ok(None),
-    };
-    let constant = constant
-        .to_array(values.data_type())
-        .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-    let constant = constant.as_primitive::<T>();
-    // A comparison with NULL matches nothing.
-    if constant.is_null(0) {
-        return Ok(Some(BooleanArray::from(vec![false; values.len()])));
-    }
-    let constant = constant.value(0);
-    let raw = values.values();
-    let passes = match op {
-        PredicateOp::Eq(_) => passing(selected, values, |row| raw[row] == constant),
-        PredicateOp::Lt(_) => passing(selected, values, |row| raw[row] < constant),
-        PredicateOp::LtEq(_) => passing(selected, values, |row| raw[row] <= constant),
-        PredicateOp::Gt(_) => passing(selected, values, |row| raw[row] > constant),
-        _ => passing(selected, values, |row| raw[row] >= constant),
-    };
-    Ok(Some(passes))
-}
-
-/// [`refine`] for text equal to a constant or one of a list.
-fn refine_text(
-    selected: &BooleanArray,
-    values: &arrow_array::StringArray,
-    op: &PredicateOp,
-) -> Option<BooleanArray> {
-    fn bytes(v: &Scalar) -> Option<&[u8]> {
-        match v {
-            Scalar::Bytes(b) => Some(b),
-            _ => None,
-        }
-    }
-    let wanted: Vec<&[u8]> = match op {
-        PredicateOp::Eq(v) => vec![bytes(v)?],
-        PredicateOp::In(vs) => vs.iter().map(bytes).collect::<Option<_>>()?,
-        _ => return None,
-    };
-    Some(passing(selected, values, |row| {
-        wanted.contains(&values.value(row).as_bytes())
-    }))
-}
-
-/// The selected non-NULL rows of `values` for which `test(row)` holds.
-fn passing(
-    selected: &BooleanArray,
-    values: &dyn Array,
-    test: impl Fn(usize) -> bool,
-) -> BooleanArray {
-    let mut passes = BooleanBufferBuilder::new(values.len());
-    passes.append_n(values.len(), false);
-    for row in selected.values().set_indices() {
-        if values.is_valid(row) && test(row) {
-            passes.set_bit(row, true);
-        }
-    }
-    BooleanArray::new(passes.finish(), None)
+    crate::predicate::predicate_mask(&ctx.predicates, &ctx.needed, column)
 }
 
 /// Row indexes where `mask` is set (every row when there is no mask).
@@ -744,39 +615,6 @@ fn clean_group_with_memory(
     )?))
 }
 
-fn evaluate(column: &ArrayRef, op: &PredicateOp) -> Result<BooleanArray> {
-    let scalar = |v: &Scalar| -> Result<arrow_array::Scalar<ArrayRef>> {
-        Ok(arrow_array::Scalar::new(
-            v.to_array(column.data_type())
-                .map_err(|e| Error::InvalidArgument(e.to_string()))?,
-        ))
-    };
-    let col: &dyn Datum = column;
-    let result = match op {
-        PredicateOp::Eq(v) => arrow_ord::cmp::eq(col, &scalar(v)?)?,
-        PredicateOp::Lt(v) => arrow_ord::cmp::lt(col, &scalar(v)?)?,
-        PredicateOp::LtEq(v) => arrow_ord::cmp::lt_eq(col, &scalar(v)?)?,
-        PredicateOp::Gt(v) => arrow_ord::cmp::gt(col, &scalar(v)?)?,
-        PredicateOp::GtEq(v) => arrow_ord::cmp::gt_eq(col, &scalar(v)?)?,
-        PredicateOp::IsNull => arrow_arith::boolean::is_null(column.as_ref())?,
-        PredicateOp::IsNotNull => arrow_arith::boolean::is_not_null(column.as_ref())?,
-        PredicateOp::In(values) => {
-            let mut acc = BooleanArray::from(vec![false; column.len()]);
-            for v in values {
-                acc = arrow_arith::boolean::or(&acc, &arrow_ord::cmp::eq(col, &scalar(v)?)?)?;
-            }
-            acc
-        }
-    };
-    // SQL semantics: a comparison with a null value does not match.
-    Ok(match result.nulls() {
-        Some(_) => {
-            arrow_arith::boolean::and(&result, &arrow_arith::boolean::is_not_null(&result)?)?
-        }
-        None => result,
-    })
-}
-
 /// False when the zone maps prove no row of the group satisfies the predicates.
 pub(crate) fn row_group_may_match(meta: &RowGroupMeta, predicates: &[Predicate]) -> bool {
     predicates.iter().all(|p| {
@@ -834,90 +672,4 @@ pub(crate) fn output_schema(
         fields,
         table_schema.metadata().clone(),
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use arrow_array::{
-        Date32Array, Decimal128Array, Int16Array, Int32Array, Int64Array, StringArray,
-    };
-
-    fn numbers(rows: usize) -> Vec<Option<i64>> {
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        (0..rows)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (!state.is_multiple_of(9)).then_some((state % 200) as i64 - 100)
-            })
-            .collect()
-    }
-
-    fn columns(rows: usize) -> Vec<ArrayRef> {
-        let n = numbers(rows);
-        vec![
-            Arc::new(Int16Array::from_iter(n.iter().map(|v| v.map(|v| v as i16)))),
-            Arc::new(Int32Array::from_iter(n.iter().map(|v| v.map(|v| v as i32)))),
-            Arc::new(Int64Array::from_iter(n.iter().copied())),
-            Arc::new(Date32Array::from_iter(
-                n.iter().map(|v| v.map(|v| v as i32)),
-            )),
-            Arc::new(
-                Decimal128Array::from_iter(n.iter().map(|v| v.map(|v| v as i128 * 100)))
-                    .with_precision_and_scale(15, 2)
-                    .unwrap(),
-            ),
-            Arc::new(StringArray::from_iter(
-                n.iter().map(|v| v.map(|v| format!("{}", v % 20))),
-            )),
-        ]
-    }
-
-    #[test]
-    fn refining_a_sparse_selection_keeps_the_rows_a_full_comparison_keeps() {
-        let rows = 10_000;
-        // Every 7th row, and a run at the start: under a quarter selected.
-        let selected = BooleanArray::from_iter((0..rows).map(|i| Some(i % 7 == 3 || i < 500)));
-        assert!(selected.true_count() * 4 <= rows);
-        for column in columns(rows) {
-            let constant = match column.data_type() {
-                DataType::Decimal128(..) => Scalar::Decimal(1_700),
-                DataType::Utf8 => Scalar::Bytes(b"17".to_vec()),
-                _ => Scalar::Int(17),
-            };
-            let text = *column.data_type() == DataType::Utf8;
-            let ops = [
-                PredicateOp::Eq(constant.clone()),
-                PredicateOp::In(vec![constant.clone(), Scalar::Bytes(b"-3".to_vec())]),
-            ];
-            let text_ops = if text { &ops[..] } else { &ops[..0] };
-            for op in text_ops.iter().cloned().chain(
-                [
-                    PredicateOp::Eq(constant.clone()),
-                    PredicateOp::Lt(constant.clone()),
-                    PredicateOp::LtEq(constant.clone()),
-                    PredicateOp::Gt(constant.clone()),
-                    PredicateOp::GtEq(constant.clone()),
-                ]
-                .into_iter()
-                .filter(|_| !text),
-            ) {
-                let full =
-                    arrow_arith::boolean::and(&selected, &evaluate(&column, &op).unwrap()).unwrap();
-                let refined = refine(&selected, &column, &op).unwrap();
-                let kept = |mask: &BooleanArray| -> Vec<bool> {
-                    mask.iter().map(|pass| pass == Some(true)).collect()
-                };
-                assert_eq!(
-                    kept(&refined),
-                    kept(&full),
-                    "{op:?} on {}",
-                    column.data_type()
-                );
-                assert!(full.true_count() > 0, "{op:?} on {}", column.data_type());
-            }
-        }
-    }
 }
