@@ -8,11 +8,24 @@
 //! more than the lookups themselves. Here the filter only ever sees the
 //! columns it reads, and a routed CASE is evaluated by bucketing row
 //! numbers and scattering each branch's answer back into one mask.
+//!
+//! A filter that reads one integer column answers the same for every row
+//! with the same key, and a join key repeats: each `l_partkey` appears 30
+//! times in lineitem. Such a filter's answers are remembered per key in a
+//! bitmap ([`KeyMemo`]), so each distinct key is hashed and looked up in
+//! the join's table once per scan partition rather than once per row.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    ArrowPrimitiveType, Date32Type, Int16Type, Int32Type, Int64Type, UInt16Type, UInt32Type,
+};
 use arrow_array::{Array, BooleanArray, RecordBatch, UInt32Array, UInt64Array};
+use arrow_schema::DataType;
 use datafusion::arrow::array::BooleanBufferBuilder;
+use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::compute::take_record_batch;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{cast::as_boolean_array, DataFusionError, Result, ScalarValue};
@@ -20,7 +33,7 @@ use datafusion::logical_expr::Operator;
 use datafusion::physical_expr::expressions::{BinaryExpr, CaseExpr, Column, Literal};
 use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_expr_common::physical_expr::{
-    snapshot_generation, snapshot_physical_expr,
+    is_volatile, snapshot_generation, snapshot_physical_expr,
 };
 use datafusion::physical_plan::PhysicalExpr;
 
@@ -43,7 +56,7 @@ impl JoinFilter {
     /// Which rows of `batch` pass; NULL counts as not passing.
     pub(crate) fn mask(&mut self, batch: &RecordBatch) -> Result<BooleanArray> {
         let generation = snapshot_generation(&self.filter);
-        let compiled = match self.compiled.take() {
+        let mut compiled = match self.compiled.take() {
             Some((seen, compiled)) if seen == generation => compiled,
             _ => Compiled::new(snapshot_physical_expr(self.filter.clone())?)?,
         };
@@ -58,6 +71,9 @@ struct Compiled {
     /// below address them by position in this list.
     read: Vec<usize>,
     form: Form,
+    /// Answers by key, for a deterministic filter of one column; `None`
+    /// once keys have turned out not to repeat enough to pay for it.
+    memo: Option<KeyMemo>,
 }
 
 enum Form {
@@ -69,18 +85,182 @@ impl Compiled {
     fn new(filter: Arc<dyn PhysicalExpr>) -> Result<Compiled> {
         let mut read: Vec<usize> = collect_columns(&filter).iter().map(Column::index).collect();
         read.sort_unstable();
+        let memo = (read.len() == 1 && !is_volatile(&filter)).then(KeyMemo::default);
         let form = match filter.downcast_ref::<CaseExpr>().and_then(RoutedCase::of) {
             Some(routed) => Form::Routed(routed.narrowed(&read)?),
             None => Form::Plain(narrowed(filter, &read)?),
         };
-        Ok(Compiled { read, form })
+        Ok(Compiled { read, form, memo })
     }
 
+    /// Which rows pass, from remembered answers while they pay.
+    fn mask(&mut self, batch: &RecordBatch) -> Result<BooleanArray> {
+        let narrow = &batch.project(&self.read)?;
+        let keys = match &self.memo {
+            Some(_) => integer_keys(narrow.column(0).as_ref()),
+            None => None,
+        };
+        let (Some(memo), Some(keys)) = (&mut self.memo, keys) else {
+            self.memo = None;
+            return self.form.mask(narrow);
+        };
+        let form = &self.form;
+        let mask = memo.mask(&keys, narrow.column(0).nulls(), |rows| {
+            let indices = UInt32Array::from(rows.to_vec());
+            form.mask(&take_record_batch(narrow, &indices)?)
+        })?;
+        if !memo.pays() {
+            self.memo = None;
+        }
+        Ok(mask)
+    }
+}
+
+impl Form {
     fn mask(&self, batch: &RecordBatch) -> Result<BooleanArray> {
-        let narrow = batch.project(&self.read)?;
-        match &self.form {
-            Form::Plain(filter) => boolean(filter.as_ref(), &narrow),
-            Form::Routed(routed) => routed.mask(&narrow),
+        match self {
+            Form::Plain(filter) => boolean(filter.as_ref(), batch),
+            Form::Routed(routed) => routed.mask(batch),
+        }
+    }
+}
+
+/// The column's values as `i64`s, for the integer types join keys come
+/// in; `None` for other types. NULL slots hold arbitrary values.
+fn integer_keys(column: &dyn Array) -> Option<Cow<'_, [i64]>> {
+    fn widened<T: ArrowPrimitiveType>(column: &dyn Array) -> Cow<'_, [i64]>
+    where
+        i64: From<T::Native>,
+    {
+        let values = column.as_primitive::<T>().values();
+        Cow::Owned(values.iter().map(|&v| i64::from(v)).collect())
+    }
+    Some(match column.data_type() {
+        DataType::Int64 => Cow::Borrowed(column.as_primitive::<Int64Type>().values()),
+        DataType::Int16 => widened::<Int16Type>(column),
+        DataType::Int32 => widened::<Int32Type>(column),
+        DataType::UInt16 => widened::<UInt16Type>(column),
+        DataType::UInt32 => widened::<UInt32Type>(column),
+        DataType::Date32 => widened::<Date32Type>(column),
+        _ => return None,
+    })
+}
+
+/// Remembered answers of a one-column filter, by key: pages of 2^16
+/// consecutive keys, each two bitmaps (answered, passed), in a window of
+/// pages starting at the first batch's smallest key. Keys outside the
+/// window or beyond the page budget are evaluated every time.
+#[derive(Default)]
+struct KeyMemo {
+    first_page: Option<i64>,
+    pages: Vec<Option<Box<MemoPage>>>,
+    allocated: usize,
+    batches: u64,
+    /// Rows in the latest batch, and how many of them were evaluated.
+    last_batch: (usize, usize),
+}
+
+struct MemoPage {
+    answered: [u64; PAGE_WORDS],
+    passed: [u64; PAGE_WORDS],
+}
+
+const PAGE_BITS: u32 = 16;
+const PAGE_WORDS: usize = (1 << PAGE_BITS) / 64;
+
+impl KeyMemo {
+    /// The window: 2^26 keys.
+    const WINDOW_PAGES: usize = 1024;
+    /// At most 4 MiB of answers per scan partition.
+    const MAX_PAGES: usize = 256;
+
+    /// Which of `keys` pass. `evaluate(rows)` answers for the listed rows:
+    /// those whose key is not remembered yet, and NULL keys.
+    fn mask(
+        &mut self,
+        keys: &[i64],
+        nulls: Option<&NullBuffer>,
+        evaluate: impl FnOnce(&[u32]) -> Result<BooleanArray>,
+    ) -> Result<BooleanArray> {
+        if self.first_page.is_none() {
+            self.first_page = keys.iter().min().map(|&k| k >> PAGE_BITS);
+        }
+        let mut passes = BooleanBufferBuilder::new(keys.len());
+        passes.append_n(keys.len(), false);
+        let mut unanswered = Vec::new();
+        for (row, &key) in keys.iter().enumerate() {
+            let known = match nulls {
+                Some(nulls) if nulls.is_null(row) => None,
+                _ => self.answer(key),
+            };
+            match known {
+                Some(pass) => passes.set_bit(row, pass),
+                None => unanswered.push(row as u32),
+            }
+        }
+        self.batches += 1;
+        self.last_batch = (keys.len(), unanswered.len());
+        if !unanswered.is_empty() {
+            let answers = evaluate(&unanswered)?;
+            for (&row, answer) in unanswered.iter().zip(answers.iter()) {
+                let pass = answer == Some(true);
+                passes.set_bit(row as usize, pass);
+                if nulls.is_none_or(|nulls| nulls.is_valid(row as usize)) {
+                    self.remember(keys[row as usize], pass);
+                }
+            }
+        }
+        Ok(BooleanArray::new(passes.finish(), None))
+    }
+
+    /// False once a batch after the first found under a fifth of its keys
+    /// remembered: the keys do not repeat across batches (a scan in key
+    /// order, or a unique key), and looking them up costs more than it
+    /// saves.
+    fn pays(&self) -> bool {
+        let (rows, evaluated) = self.last_batch;
+        self.batches < 2 || (rows - evaluated) * 5 >= rows
+    }
+
+    /// The page holding `key` and the key's bit in it.
+    fn slot(&self, key: i64) -> Option<(usize, usize)> {
+        let page = (key >> PAGE_BITS).checked_sub(self.first_page?)?;
+        let page = usize::try_from(page)
+            .ok()
+            .filter(|&p| p < Self::WINDOW_PAGES)?;
+        Some((page, (key & ((1 << PAGE_BITS) - 1)) as usize))
+    }
+
+    fn answer(&self, key: i64) -> Option<bool> {
+        let (page, bit) = self.slot(key)?;
+        let page = self.pages.get(page)?.as_ref()?;
+        let (word, mask) = (bit / 64, 1u64 << (bit % 64));
+        (page.answered[word] & mask != 0).then_some(page.passed[word] & mask != 0)
+    }
+
+    fn remember(&mut self, key: i64, pass: bool) {
+        let Some((page, bit)) = self.slot(key) else {
+            return;
+        };
+        if self.pages.len() <= page {
+            self.pages.resize_with(page + 1, || None);
+        }
+        if self.pages[page].is_none() {
+            if self.allocated == Self::MAX_PAGES {
+                return;
+            }
+            self.allocated += 1;
+            self.pages[page] = Some(Box::new(MemoPage {
+                answered: [0; PAGE_WORDS],
+                passed: [0; PAGE_WORDS],
+            }));
+        }
+        if let Some(page) = &mut self.pages[page] {
+            let (word, mask) = (bit / 64, 1u64 << (bit % 64));
+            page.answered[word] |= mask;
+            if pass {
+                page.passed[word] |= mask;
+            }
         }
     }
 }
@@ -307,6 +487,132 @@ mod tests {
         assert_eq!(ours(&filter, &batch), expected(&filter, &batch));
         let compiled = Compiled::new(filter).unwrap();
         assert_eq!(compiled.read, vec![1]);
+    }
+
+    /// A routed filter over the key alone, so that its answers are
+    /// remembered per key.
+    fn routed_on_key(batch: &RecordBatch) -> Arc<dyn PhysicalExpr> {
+        let schema = batch.schema();
+        let route = Arc::new(datafusion::physical_expr::expressions::CastExpr::new(
+            col("key", &schema).unwrap(),
+            DataType::UInt64,
+            None,
+        ));
+        let route = Arc::new(BinaryExpr::new(
+            route,
+            Operator::Modulo,
+            lit(ScalarValue::UInt64(Some(3))),
+        ));
+        let in_list = datafusion::physical_expr::expressions::in_list(
+            col("key", &schema).unwrap(),
+            (0..400_i64).map(|k| lit(k * 23 + 1000)).collect(),
+            &false,
+            &schema,
+        )
+        .unwrap();
+        let when_then = vec![
+            (
+                lit(ScalarValue::UInt64(Some(0))),
+                key_between(batch, 1000, 6000),
+            ),
+            (lit(ScalarValue::UInt64(Some(1))), in_list),
+        ];
+        Arc::new(CaseExpr::try_new(Some(route), when_then, Some(lit(true))).unwrap())
+    }
+
+    /// Keys from 60 values between 1000 and 6900, a tenth NULL.
+    fn repeating_keys() -> RecordBatch {
+        let mut next = crate::test_rng::xorshift();
+        let keys: Int64Array = (0..ROWS)
+            .map(|_| (!next().is_multiple_of(10)).then(|| 1000 + (next() % 60) as i64 * 100))
+            .collect();
+        let schema = Schema::new(vec![Field::new("key", DataType::Int64, true)]);
+        RecordBatch::try_new(Arc::new(schema), vec![Arc::new(keys)]).unwrap()
+    }
+
+    #[test]
+    fn remembered_answers_match_datafusion_batch_after_batch() {
+        let keys = repeating_keys();
+        for filter in [routed_on_key(&keys), key_between(&keys, 2500, 7500)] {
+            let mut ours = JoinFilter::new(filter.clone());
+            // The same keys come back in later batches, answered from memory.
+            for round in 0..3 {
+                for start in (0..ROWS).step_by(700) {
+                    let slice = keys.slice(start, 700.min(ROWS - start));
+                    let mask = ours.mask(&slice).unwrap();
+                    let mask: Vec<bool> = mask.iter().map(|a| a == Some(true)).collect();
+                    assert_eq!(mask, expected(&filter, &slice), "{filter}, round {round}");
+                }
+            }
+            let Some((_, compiled)) = &ours.compiled else {
+                panic!("not compiled")
+            };
+            let memo = compiled
+                .memo
+                .as_ref()
+                .expect("keys repeat, so the memo stays");
+            // Only NULL keys (a tenth) are evaluated in the last round.
+            let (rows, evaluated) = memo.last_batch;
+            assert!(evaluated * 5 < rows, "{evaluated} of {rows}");
+        }
+        let batch = batch();
+        let two_columns = routed_case(&batch, 2, &[(0, key_between(&batch, 0, 5000))], None);
+        assert!(Compiled::new(two_columns).unwrap().memo.is_none());
+    }
+
+    #[test]
+    fn keys_in_runs_with_nulls_are_answered_as_datafusion_answers() {
+        // Keys in runs of 1 to 4, NULLs inside some runs, as a scan in key
+        // order sees a foreign key.
+        let mut next = crate::test_rng::xorshift();
+        let mut keys = Vec::new();
+        let mut key = 0_i64;
+        while keys.len() < ROWS {
+            key += 1 + (next() % 3) as i64;
+            for _ in 0..1 + next() % 4 {
+                keys.push((!next().is_multiple_of(15)).then_some(key * 3));
+            }
+        }
+        let keys: Int64Array = keys.into_iter().take(ROWS).collect();
+        let schema = Schema::new(vec![Field::new("key", DataType::Int64, true)]);
+        let batch = RecordBatch::try_new(Arc::new(schema), vec![Arc::new(keys)]).unwrap();
+        let filter = key_between(&batch, 3000, 9000);
+        let mut ours = JoinFilter::new(filter.clone());
+        for start in (0..ROWS).step_by(1000) {
+            let slice = batch.slice(start, 1000);
+            let mask: Vec<bool> = ours
+                .mask(&slice)
+                .unwrap()
+                .iter()
+                .map(|a| a == Some(true))
+                .collect();
+            assert_eq!(mask, expected(&filter, &slice));
+        }
+    }
+
+    #[test]
+    fn keys_that_do_not_repeat_stop_being_remembered() {
+        let rows = 300_000;
+        let keys = Int64Array::from_iter_values((0..rows).map(|k| k * 7 - 500_000));
+        let schema = Schema::new(vec![Field::new("key", DataType::Int64, false)]);
+        let batch = RecordBatch::try_new(Arc::new(schema), vec![Arc::new(keys)]).unwrap();
+        let filter = key_between(&batch, -100_000, 300_000);
+        let mut ours = JoinFilter::new(filter.clone());
+        let rows = rows as usize;
+        for start in (0..rows).step_by(65_536) {
+            let slice = batch.slice(start, 65_536.min(rows - start));
+            let mask: Vec<bool> = ours
+                .mask(&slice)
+                .unwrap()
+                .iter()
+                .map(|a| a == Some(true))
+                .collect();
+            assert_eq!(mask, expected(&filter, &slice));
+        }
+        let Some((_, compiled)) = &ours.compiled else {
+            panic!("not compiled")
+        };
+        assert!(compiled.memo.is_none());
     }
 
     #[test]

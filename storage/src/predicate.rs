@@ -495,7 +495,9 @@ mod tests {
             Arc::new(Int16Array::from_iter(n.iter().map(|v| v.map(|v| v as i16)))),
             Arc::new(Int32Array::from_iter(n.iter().map(|v| v.map(|v| v as i32)))),
             Arc::new(Int64Array::from_iter(n.iter().copied())),
-            Arc::new(Date32Array::from_iter(n.iter().map(|v| v.map(|v| v as i32)))),
+            Arc::new(Date32Array::from_iter(
+                n.iter().map(|v| v.map(|v| v as i32)),
+            )),
             Arc::new(TimestampMicrosecondArray::from_iter(n.iter().copied())),
             Arc::new(
                 Decimal128Array::from_iter(n.iter().map(|v| v.map(|v| v as i128 * 100)))
