@@ -26,7 +26,7 @@ use arrow_array::{Array, BooleanArray, RecordBatch, UInt32Array, UInt64Array};
 use arrow_schema::DataType;
 use datafusion::arrow::array::BooleanBufferBuilder;
 use datafusion::arrow::buffer::NullBuffer;
-use datafusion::arrow::compute::take_record_batch;
+use datafusion::arrow::compute::{filter_record_batch, take_record_batch};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{cast::as_boolean_array, DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::Operator;
@@ -55,14 +55,40 @@ impl JoinFilter {
 
     /// Which rows of `batch` pass; NULL counts as not passing.
     pub(crate) fn mask(&mut self, batch: &RecordBatch) -> Result<BooleanArray> {
+        self.with_compiled(|compiled| compiled.mask(&batch.project(&compiled.read)?))
+    }
+
+    /// Which of the `selected` rows of `batch` pass; only the columns the
+    /// filter reads are copied to test them.
+    pub(crate) fn mask_within(
+        &mut self,
+        batch: &RecordBatch,
+        selected: &BooleanArray,
+    ) -> Result<BooleanArray> {
+        self.with_compiled(|compiled| {
+            let chosen = filter_record_batch(&batch.project(&compiled.read)?, selected)?;
+            let passes = compiled.mask(&chosen)?;
+            let mut within = BooleanBufferBuilder::new(batch.num_rows());
+            within.append_n(batch.num_rows(), false);
+            let rows = selected.values().set_indices();
+            for (row, pass) in rows.zip(passes.iter()) {
+                if pass == Some(true) {
+                    within.set_bit(row, true);
+                }
+            }
+            Ok(BooleanArray::new(within.finish(), None))
+        })
+    }
+
+    fn with_compiled<R>(&mut self, f: impl FnOnce(&mut Compiled) -> Result<R>) -> Result<R> {
         let generation = snapshot_generation(&self.filter);
         let mut compiled = match self.compiled.take() {
             Some((seen, compiled)) if seen == generation => compiled,
             _ => Compiled::new(snapshot_physical_expr(self.filter.clone())?)?,
         };
-        let mask = compiled.mask(batch);
+        let result = f(&mut compiled);
         self.compiled = Some((generation, compiled));
-        mask
+        result
     }
 }
 
@@ -93,9 +119,9 @@ impl Compiled {
         Ok(Compiled { read, form, memo })
     }
 
-    /// Which rows pass, from remembered answers while they pay.
-    fn mask(&mut self, batch: &RecordBatch) -> Result<BooleanArray> {
-        let narrow = &batch.project(&self.read)?;
+    /// Which rows of `narrow` (the columns in `read`) pass, from
+    /// remembered answers while they pay.
+    fn mask(&mut self, narrow: &RecordBatch) -> Result<BooleanArray> {
         let keys = match &self.memo {
             Some(_) => integer_keys(narrow.column(0).as_ref()),
             None => None,
@@ -587,6 +613,34 @@ mod tests {
                 .map(|a| a == Some(true))
                 .collect();
             assert_eq!(mask, expected(&filter, &slice));
+        }
+    }
+
+    #[test]
+    fn within_a_selection_only_selected_rows_that_pass_are_kept() {
+        let batch = batch();
+        let selected = BooleanArray::from_iter((0..ROWS).map(|i| Some(i % 3 != 1)));
+        let shapes = [
+            key_between(&batch, 2500, 7500),
+            routed_case(
+                &batch,
+                2,
+                &[(0, key_between(&batch, 1000, 4000))],
+                Some(true),
+            ),
+        ];
+        for filter in shapes {
+            let within = JoinFilter::new(filter.clone())
+                .mask_within(&batch, &selected)
+                .unwrap();
+            let want: Vec<bool> = expected(&filter, &batch)
+                .into_iter()
+                .zip(selected.values().iter())
+                .map(|(pass, chosen)| pass && chosen)
+                .collect();
+            assert!(want.iter().any(|pass| *pass));
+            let got: Vec<bool> = within.iter().map(|a| a == Some(true)).collect();
+            assert_eq!(got, want, "{filter}");
         }
     }
 

@@ -7,10 +7,11 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use arrow_array::{RecordBatch, RecordBatchOptions};
+use arrow_array::{BooleanArray, RecordBatch, RecordBatchOptions};
 use arrow_schema::{DataType, Field, FieldRef, Schema, SchemaRef};
 use async_trait::async_trait;
 use basalt_storage::{Predicate, PredicateOp, Scalar, ScanOptions, ScanPlan, TableDef};
+use datafusion::arrow::compute::filter_record_batch;
 use datafusion::catalog::Session;
 use datafusion::common::stats::Precision;
 use datafusion::common::{
@@ -441,14 +442,23 @@ impl Selectivity {
     }
 }
 
-/// Keeps the rows of `batch` every filter accepts.
-fn apply_filters(filters: &mut [JoinFilter], mut batch: RecordBatch) -> Result<RecordBatch> {
+/// Keeps the rows of `batch` that are `selected` (all when `None`) and
+/// that every filter accepts, copying the columns once.
+fn apply_filters(
+    filters: &mut [JoinFilter],
+    batch: RecordBatch,
+    mut selected: Option<BooleanArray>,
+) -> Result<RecordBatch> {
     for filter in filters {
-        let mask = filter.mask(&batch)?;
-        batch = datafusion::arrow::compute::filter_record_batch(&batch, &mask)
-            .map_err(DataFusionError::from)?;
+        selected = Some(match &selected {
+            None => filter.mask(&batch)?,
+            Some(selected) => filter.mask_within(&batch, selected)?,
+        });
     }
-    Ok(batch)
+    match selected {
+        Some(selected) => Ok(filter_record_batch(&batch, &selected)?),
+        None => Ok(batch),
+    }
 }
 
 impl fmt::Debug for StorageScanExec {
@@ -556,6 +566,7 @@ impl ExecutionPlan for StorageScanExec {
         let schema = self.schema.clone();
         let reorder = self.reorder.clone();
         let mut remaining = self.options.limit.unwrap_or(usize::MAX);
+        let limited = self.options.limit.is_some();
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let units_read = MetricBuilder::new(&self.metrics).counter("units_read", partition);
         let mut dynamic_filters: Vec<JoinFilter> = self
@@ -573,18 +584,33 @@ impl ExecutionPlan for StorageScanExec {
                 return None;
             }
             let timer = baseline.elapsed_compute().timer();
-            let result = plan.execute_unit(unit);
+            let result = plan.execute_unit_masked(unit);
             timer.done();
             units_read.add(1);
             match result {
-                Ok(Some(batch)) => {
+                Ok(Some((batch, selected))) => {
+                    // The predicates' mask is kept for the join filters to
+                    // narrow, so that columns are copied once; a LIMIT
+                    // counts rows after the predicates, so it filters now.
+                    let defer =
+                        limited || dynamic_filters.is_empty() || !selectivity.worth_applying();
+                    let (batch, selected) = match selected {
+                        Some(selected) if defer => match filter_record_batch(&batch, &selected) {
+                            Ok(batch) => (batch, None),
+                            Err(e) => return Some(Err(e.into())),
+                        },
+                        other => (batch, other),
+                    };
                     let batch = if batch.num_rows() > remaining {
                         batch.slice(0, remaining)
                     } else {
                         batch
                     };
-                    remaining -= batch.num_rows();
-                    baseline.record_output(batch.num_rows());
+                    let rows = selected
+                        .as_ref()
+                        .map_or(batch.num_rows(), |s| s.true_count());
+                    remaining -= rows;
+                    baseline.record_output(rows);
                     let columns = reorder.iter().map(|&c| batch.column(c).clone()).collect();
                     let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
                     let batch =
@@ -594,8 +620,7 @@ impl ExecutionPlan for StorageScanExec {
                         if !selectivity.worth_applying() {
                             return Ok(batch);
                         }
-                        let rows = batch.num_rows();
-                        let kept = apply_filters(&mut dynamic_filters, batch)?;
+                        let kept = apply_filters(&mut dynamic_filters, batch, selected)?;
                         selectivity.record(rows, kept.num_rows());
                         dynamically_filtered.add(rows - kept.num_rows());
                         Ok(kept)

@@ -12,7 +12,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{UInt64Type, UInt8Type};
 use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use arrow_select::filter::FilterBuilder;
+use arrow_select::filter::filter_record_batch;
 use basalt_formats::scalar::Scalar;
 use basalt_formats::segment::{RowGroupMeta, OP_DELETE, SYSTEM_COLUMNS};
 
@@ -114,6 +114,22 @@ impl ScanPlan {
     }
 
     pub fn execute_unit(&self, unit: usize) -> Result<Option<RecordBatch>> {
+        match self.execute_unit_masked(unit)? {
+            Some((batch, Some(selected))) => Ok(Some(filter_record_batch(&batch, &selected)?)),
+            Some((batch, None)) => Ok(Some(batch)),
+            None => Ok(None),
+        }
+    }
+
+    /// [`ScanPlan::execute_unit`], but where a row group is filtered
+    /// column-wise, its rows come back unfiltered with the mask of those
+    /// that satisfy the predicates (`None`: all rows do). A caller that
+    /// filters further copies the columns once, for the rows left at the
+    /// end, instead of once per filter.
+    pub fn execute_unit_masked(
+        &self,
+        unit: usize,
+    ) -> Result<Option<(RecordBatch, Option<BooleanArray>)>> {
         match self.units.get(unit) {
             Some(sources) => execute_unit(&self.ctx, sources),
             None => Ok(None),
@@ -237,7 +253,11 @@ fn group_by_range(sources: Vec<Source>) -> Vec<(KeyRange, Vec<Source>)> {
     units
 }
 
-fn execute_unit(ctx: &ScanContext, sources: &[Source]) -> Result<Option<RecordBatch>> {
+/// A unit's rows, and (for a row group filtered column-wise) the mask of
+/// those satisfying the predicates.
+type MaskedBatch = (RecordBatch, Option<BooleanArray>);
+
+fn execute_unit(ctx: &ScanContext, sources: &[Source]) -> Result<Option<MaskedBatch>> {
     if let [Source::RowGroup { segment, group }] = sources {
         let meta = &segment.row_groups()[*group];
         if !row_group_may_match(meta, &ctx.predicates) {
@@ -252,10 +272,10 @@ fn execute_unit(ctx: &ScanContext, sources: &[Source]) -> Result<Option<RecordBa
             return finish(ctx, meta.num_rows as usize, column, key);
         }
         let run = decode_row_group(ctx, segment, *group)?;
-        return finish_run(ctx, merge_runs(ctx, &[run], &[false])?);
+        return unmasked(finish_run(ctx, merge_runs(ctx, &[run], &[false])?));
     }
     if let Some((segment, group, memory)) = clean_group_and_memory(ctx, sources) {
-        return clean_group_with_memory(ctx, segment, group, &memory);
+        return unmasked(clean_group_with_memory(ctx, segment, group, &memory));
     }
     let mut runs = Vec::with_capacity(sources.len());
     let mut prefiltered = Vec::with_capacity(sources.len());
@@ -271,7 +291,11 @@ fn execute_unit(ctx: &ScanContext, sources: &[Source]) -> Result<Option<RecordBa
             }
         }
     }
-    finish_run(ctx, merge_runs(ctx, &runs, &prefiltered)?)
+    unmasked(finish_run(ctx, merge_runs(ctx, &runs, &prefiltered)?))
+}
+
+fn unmasked(batch: Result<Option<RecordBatch>>) -> Result<Option<MaskedBatch>> {
+    Ok(batch?.map(|batch| (batch, None)))
 }
 
 /// The parts of a unit made of exactly one clean row group and memory runs.
@@ -472,46 +496,38 @@ pub(crate) fn take_picks(
 fn finish_run(ctx: &ScanContext, run: RecordBatch) -> Result<Option<RecordBatch>> {
     let column = |position: usize| Ok(run.column(SYSTEM_COLUMNS + position).clone());
     let key = || Ok(run.column(0).clone());
-    finish(ctx, run.num_rows(), column, key)
+    Ok(match finish(ctx, run.num_rows(), column, key)? {
+        Some((batch, Some(selected))) => Some(filter_record_batch(&batch, &selected)?),
+        Some((batch, None)) => Some(batch),
+        None => None,
+    })
 }
 
-/// Applies the predicates exactly and shapes the output. `column(i)` gives
-/// the `i`-th needed column, `key()` the encoded keys; both are asked for
-/// only when some row matches.
+/// Applies the predicates exactly and shapes the output, leaving the rows
+/// unfiltered with the mask of those that pass. `column(i)` gives the
+/// `i`-th needed column, `key()` the encoded keys; both are asked for only
+/// when some row matches.
 fn finish(
     ctx: &ScanContext,
     rows: usize,
     column: impl Fn(usize) -> Result<ArrayRef>,
     key: impl FnOnce() -> Result<ArrayRef>,
-) -> Result<Option<RecordBatch>> {
+) -> Result<Option<MaskedBatch>> {
     let mask = predicate_mask(ctx, &column)?;
     let selected = mask.as_ref().map_or(rows, |m| m.true_count());
     if selected == 0 {
         return Ok(None);
     }
-    let filter = match &mask {
-        Some(m) if selected < rows => Some(FilterBuilder::new(m).optimize().build()),
-        _ => None,
-    };
-    let apply = |array: ArrayRef| -> Result<ArrayRef> {
-        match &filter {
-            Some(f) => Ok(f.filter(array.as_ref())?),
-            None => Ok(array),
-        }
-    };
     let mut columns = Vec::with_capacity(ctx.projected + 1);
     for i in 0..ctx.projected {
-        columns.push(apply(column(i)?)?);
+        columns.push(column(i)?);
     }
     if ctx.with_key {
-        columns.push(apply(key()?)?);
+        columns.push(key()?);
     }
-    let options = RecordBatchOptions::new().with_row_count(Some(selected));
-    Ok(Some(RecordBatch::try_new_with_options(
-        ctx.output_schema.clone(),
-        columns,
-        &options,
-    )?))
+    let options = RecordBatchOptions::new().with_row_count(Some(rows));
+    let batch = RecordBatch::try_new_with_options(ctx.output_schema.clone(), columns, &options)?;
+    Ok(Some((batch, mask.filter(|_| selected < rows))))
 }
 
 /// Rows satisfying every predicate; `None` when there are no predicates.
