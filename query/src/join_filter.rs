@@ -469,13 +469,11 @@ mod tests {
 
     /// DataFusion's own evaluation, NULL read as not passing.
     fn expected(filter: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Vec<bool> {
-        let answers = boolean(filter.as_ref(), batch).unwrap();
-        answers.iter().map(|answer| answer == Some(true)).collect()
+        passes(&boolean(filter.as_ref(), batch).unwrap())
     }
 
     fn ours(filter: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Vec<bool> {
-        let mask = JoinFilter::new(filter.clone()).mask(batch).unwrap();
-        mask.iter().map(|answer| answer == Some(true)).collect()
+        passes(&JoinFilter::new(filter.clone()).mask(batch).unwrap())
     }
 
     #[test]
@@ -546,14 +544,25 @@ mod tests {
         Arc::new(CaseExpr::try_new(Some(route), when_then, Some(lit(true))).unwrap())
     }
 
+    /// A batch of one nullable Int64 column, `key`.
+    fn key_batch(keys: Int64Array) -> RecordBatch {
+        let schema = Schema::new(vec![Field::new("key", DataType::Int64, true)]);
+        RecordBatch::try_new(Arc::new(schema), vec![Arc::new(keys)]).unwrap()
+    }
+
+    /// The rows a mask passes, NULL read as not passing.
+    fn passes(mask: &BooleanArray) -> Vec<bool> {
+        mask.iter().map(|answer| answer == Some(true)).collect()
+    }
+
     /// Keys from 60 values between 1000 and 6900, a tenth NULL.
     fn repeating_keys() -> RecordBatch {
         let mut next = crate::test_rng::xorshift();
-        let keys: Int64Array = (0..ROWS)
-            .map(|_| (!next().is_multiple_of(10)).then(|| 1000 + (next() % 60) as i64 * 100))
-            .collect();
-        let schema = Schema::new(vec![Field::new("key", DataType::Int64, true)]);
-        RecordBatch::try_new(Arc::new(schema), vec![Arc::new(keys)]).unwrap()
+        key_batch(
+            (0..ROWS)
+                .map(|_| (!next().is_multiple_of(10)).then(|| 1000 + (next() % 60) as i64 * 100))
+                .collect(),
+        )
     }
 
     #[test]
@@ -566,8 +575,8 @@ mod tests {
                 for start in (0..ROWS).step_by(700) {
                     let slice = keys.slice(start, 700.min(ROWS - start));
                     let mask = ours.mask(&slice).unwrap();
-                    let mask: Vec<bool> = mask.iter().map(|a| a == Some(true)).collect();
-                    assert_eq!(mask, expected(&filter, &slice), "{filter}, round {round}");
+                    let want = expected(&filter, &slice);
+                    assert_eq!(passes(&mask), want, "{filter}, round {round}");
                 }
             }
             let Some((_, compiled)) = &ours.compiled else {
@@ -599,20 +608,13 @@ mod tests {
                 keys.push((!next().is_multiple_of(15)).then_some(key * 3));
             }
         }
-        let keys: Int64Array = keys.into_iter().take(ROWS).collect();
-        let schema = Schema::new(vec![Field::new("key", DataType::Int64, true)]);
-        let batch = RecordBatch::try_new(Arc::new(schema), vec![Arc::new(keys)]).unwrap();
+        let batch = key_batch(keys.into_iter().take(ROWS).collect());
         let filter = key_between(&batch, 3000, 9000);
         let mut ours = JoinFilter::new(filter.clone());
         for start in (0..ROWS).step_by(1000) {
             let slice = batch.slice(start, 1000);
-            let mask: Vec<bool> = ours
-                .mask(&slice)
-                .unwrap()
-                .iter()
-                .map(|a| a == Some(true))
-                .collect();
-            assert_eq!(mask, expected(&filter, &slice));
+            let mask = ours.mask(&slice).unwrap();
+            assert_eq!(passes(&mask), expected(&filter, &slice));
         }
     }
 
@@ -639,29 +641,23 @@ mod tests {
                 .map(|(pass, chosen)| pass && chosen)
                 .collect();
             assert!(want.iter().any(|pass| *pass));
-            let got: Vec<bool> = within.iter().map(|a| a == Some(true)).collect();
-            assert_eq!(got, want, "{filter}");
+            assert_eq!(passes(&within), want, "{filter}");
         }
     }
 
     #[test]
     fn keys_that_do_not_repeat_stop_being_remembered() {
         let rows = 300_000;
-        let keys = Int64Array::from_iter_values((0..rows).map(|k| k * 7 - 500_000));
-        let schema = Schema::new(vec![Field::new("key", DataType::Int64, false)]);
-        let batch = RecordBatch::try_new(Arc::new(schema), vec![Arc::new(keys)]).unwrap();
+        let batch = key_batch(Int64Array::from_iter_values(
+            (0..rows).map(|k| k * 7 - 500_000),
+        ));
         let filter = key_between(&batch, -100_000, 300_000);
         let mut ours = JoinFilter::new(filter.clone());
         let rows = rows as usize;
         for start in (0..rows).step_by(65_536) {
             let slice = batch.slice(start, 65_536.min(rows - start));
-            let mask: Vec<bool> = ours
-                .mask(&slice)
-                .unwrap()
-                .iter()
-                .map(|a| a == Some(true))
-                .collect();
-            assert_eq!(mask, expected(&filter, &slice));
+            let mask = ours.mask(&slice).unwrap();
+            assert_eq!(passes(&mask), expected(&filter, &slice));
         }
         let Some((_, compiled)) = &ours.compiled else {
             panic!("not compiled")
@@ -685,7 +681,6 @@ mod tests {
         );
         dynamic.update(filled.clone()).unwrap();
         let some = filter.mask(&batch).unwrap();
-        let some: Vec<bool> = some.iter().map(|answer| answer == Some(true)).collect();
-        assert_eq!(some, expected(&filled, &batch));
+        assert_eq!(passes(&some), expected(&filled, &batch));
     }
 }
