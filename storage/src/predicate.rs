@@ -4,8 +4,7 @@
 //! column are merged into a single range `lo..=hi` and tested as one
 //! unsigned comparison, `(v - lo) <= (hi - lo)` in wrapping arithmetic, which
 //! holds exactly for the values inside the range. While many rows are still
-//! selected, tests run over whole columns 64 rows to a word, which the
-//! compiler vectorises. Once under a quarter remain (TPC-H's date ranges keep
+//! selected, tests run over whole columns, 64 rows to a word. Once under a quarter remain (TPC-H's date ranges keep
 //! a seventh), the survivors become a list of row numbers and each later
 //! test looks at only those rows, compacting the list without branches.
 
@@ -104,19 +103,17 @@ enum Bound {
 impl Bound {
     /// The bound `op` sets, for comparisons a range test can answer.
     fn of(op: &PredicateOp, data_type: &DataType) -> Option<Bound> {
-        let constant = match (op, range_domain(data_type)?) {
-            (
-                PredicateOp::Eq(c)
-                | PredicateOp::Lt(c)
-                | PredicateOp::LtEq(c)
-                | PredicateOp::Gt(c)
-                | PredicateOp::GtEq(c),
-                domain,
-            ) => match (c, domain) {
-                (Scalar::Int(v), Domain::Integer) => i128::from(*v),
-                (Scalar::Decimal(v), Domain::Decimal) => *v,
-                _ => return None,
-            },
+        let (PredicateOp::Eq(c)
+        | PredicateOp::Lt(c)
+        | PredicateOp::LtEq(c)
+        | PredicateOp::Gt(c)
+        | PredicateOp::GtEq(c)) = op
+        else {
+            return None;
+        };
+        let constant = match (c, range_domain(data_type)?) {
+            (Scalar::Int(v), Domain::Integer) => i128::from(*v),
+            (Scalar::Decimal(v), Domain::Decimal) => *v,
             _ => return None,
         };
         Some(match op {
@@ -336,40 +333,22 @@ fn dense_in_range(values: &ArrayRef, bounds: Bounds) -> BooleanBuffer {
     let span = bounds.hi.wrapping_sub(bounds.lo) as u128;
     let bits = match (i64::try_from(bounds.lo), u64::try_from(span)) {
         (Ok(lo), Ok(span)) if range_domain(values.data_type()) == Some(Domain::Integer) => {
-            with_native!(values, |native, widen| word_bits(native, |v| {
-                inside_i64(widen(v) as i64, lo, span)
-            }))
+            with_native!(values, |native, widen| {
+                BooleanBuffer::collect_bool(native.len(), |row| {
+                    inside_i64(widen(native[row]) as i64, lo, span)
+                })
+            })
         }
-        _ => with_native!(values, |native, widen| word_bits(native, |v| {
-            inside(widen(v), bounds.lo, span)
-        })),
+        _ => with_native!(values, |native, widen| {
+            BooleanBuffer::collect_bool(native.len(), |row| {
+                inside(widen(native[row]), bounds.lo, span)
+            })
+        }),
     };
     match values.nulls() {
         Some(nulls) => &bits & nulls.inner(),
         None => bits,
     }
-}
-
-/// A bitmap of `test` over `values`, built 64 values to a word.
-fn word_bits<N: Copy>(values: &[N], test: impl Fn(N) -> bool) -> BooleanBuffer {
-    let mut words = Vec::with_capacity(values.len().div_ceil(64));
-    let chunks = values.chunks_exact(64);
-    let tail = chunks.remainder();
-    for chunk in chunks {
-        let mut word = 0u64;
-        for (bit, &v) in chunk.iter().enumerate() {
-            word |= u64::from(test(v)) << bit;
-        }
-        words.push(word);
-    }
-    if !tail.is_empty() {
-        let mut word = 0u64;
-        for (bit, &v) in tail.iter().enumerate() {
-            word |= u64::from(test(v)) << bit;
-        }
-        words.push(word);
-    }
-    BooleanBuffer::new(Buffer::from_vec(words), 0, values.len())
 }
 
 /// Drops from `rows` those whose value is null or outside `bounds`.
@@ -438,7 +417,7 @@ fn wanted_texts(op: &PredicateOp) -> Option<Vec<&[u8]>> {
 }
 
 /// `op` over every row of `column`, by Arrow's kernels; null rows are false.
-pub(crate) fn evaluate(column: &ArrayRef, op: &PredicateOp) -> Result<BooleanArray> {
+fn evaluate(column: &ArrayRef, op: &PredicateOp) -> Result<BooleanArray> {
     let scalar = |v: &Scalar| -> Result<arrow_array::Scalar<ArrayRef>> {
         Ok(arrow_array::Scalar::new(
             v.to_array(column.data_type())

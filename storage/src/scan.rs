@@ -114,11 +114,7 @@ impl ScanPlan {
     }
 
     pub fn execute_unit(&self, unit: usize) -> Result<Option<RecordBatch>> {
-        match self.execute_unit_masked(unit)? {
-            Some((batch, Some(selected))) => Ok(Some(filter_record_batch(&batch, &selected)?)),
-            Some((batch, None)) => Ok(Some(batch)),
-            None => Ok(None),
-        }
+        apply_mask(self.execute_unit_masked(unit)?)
     }
 
     /// [`ScanPlan::execute_unit`], but where a row group is filtered
@@ -296,6 +292,15 @@ fn execute_unit(ctx: &ScanContext, sources: &[Source]) -> Result<Option<MaskedBa
 
 fn unmasked(batch: Result<Option<RecordBatch>>) -> Result<Option<MaskedBatch>> {
     Ok(batch?.map(|batch| (batch, None)))
+}
+
+/// The rows of a masked batch that its mask selects.
+fn apply_mask(masked: Option<MaskedBatch>) -> Result<Option<RecordBatch>> {
+    Ok(match masked {
+        Some((batch, Some(selected))) => Some(filter_record_batch(&batch, &selected)?),
+        Some((batch, None)) => Some(batch),
+        None => None,
+    })
 }
 
 /// The parts of a unit made of exactly one clean row group and memory runs.
@@ -496,11 +501,7 @@ pub(crate) fn take_picks(
 fn finish_run(ctx: &ScanContext, run: RecordBatch) -> Result<Option<RecordBatch>> {
     let column = |position: usize| Ok(run.column(SYSTEM_COLUMNS + position).clone());
     let key = || Ok(run.column(0).clone());
-    Ok(match finish(ctx, run.num_rows(), column, key)? {
-        Some((batch, Some(selected))) => Some(filter_record_batch(&batch, &selected)?),
-        Some((batch, None)) => Some(batch),
-        None => None,
-    })
+    apply_mask(finish(ctx, run.num_rows(), column, key)?)
 }
 
 /// Applies the predicates exactly and shapes the output, leaving the rows
