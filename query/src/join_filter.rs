@@ -70,12 +70,7 @@ impl JoinFilter {
             let passes = compiled.mask(&chosen)?;
             let mut within = BooleanBufferBuilder::new(batch.num_rows());
             within.append_n(batch.num_rows(), false);
-            let rows = selected.values().set_indices();
-            for (row, pass) in rows.zip(passes.iter()) {
-                if pass == Some(true) {
-                    within.set_bit(row, true);
-                }
-            }
+            scatter(&mut within, selected.values().set_indices(), &passes);
             Ok(BooleanArray::new(within.finish(), None))
         })
     }
@@ -122,11 +117,10 @@ impl Compiled {
     /// Which rows of `narrow` (the columns in `read`) pass, from
     /// remembered answers while they pay.
     fn mask(&mut self, narrow: &RecordBatch) -> Result<BooleanArray> {
-        let keys = match &self.memo {
-            Some(_) => integer_keys(narrow.column(0).as_ref()),
-            None => None,
+        let Some(memo) = &mut self.memo else {
+            return self.form.mask(narrow);
         };
-        let (Some(memo), Some(keys)) = (&mut self.memo, keys) else {
+        let Some(keys) = integer_keys(narrow.column(0).as_ref()) else {
             self.memo = None;
             return self.form.mask(narrow);
         };
@@ -391,11 +385,21 @@ impl RoutedCase {
             let indices = UInt32Array::from(rows);
             let routed = take_record_batch(batch, &indices)?;
             let answers = boolean(test.as_ref(), &routed)?;
-            for (answer, row) in answers.iter().zip(indices.values().iter()) {
-                passes.set_bit(*row as usize, answer.unwrap_or(false));
-            }
+            let rows = indices.values().iter().map(|&row| row as usize);
+            scatter(&mut passes, rows, &answers);
         }
         Ok(BooleanArray::new(passes.finish(), None))
+    }
+}
+
+/// Sets the bit of each of `rows` to its answer, NULL read as false.
+fn scatter(
+    passes: &mut BooleanBufferBuilder,
+    rows: impl Iterator<Item = usize>,
+    answers: &BooleanArray,
+) {
+    for (row, answer) in rows.zip(answers.iter()) {
+        passes.set_bit(row, answer == Some(true));
     }
 }
 

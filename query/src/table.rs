@@ -592,13 +592,15 @@ impl ExecutionPlan for StorageScanExec {
                     // The predicates' mask is kept for the join filters to
                     // narrow, so that columns are copied once; a LIMIT
                     // counts rows after the predicates, so it filters now.
-                    let defer =
+                    let filter_now =
                         limited || dynamic_filters.is_empty() || !selectivity.worth_applying();
                     let (batch, selected) = match selected {
-                        Some(selected) if defer => match filter_record_batch(&batch, &selected) {
-                            Ok(batch) => (batch, None),
-                            Err(e) => return Some(Err(e.into())),
-                        },
+                        Some(selected) if filter_now => {
+                            match filter_record_batch(&batch, &selected) {
+                                Ok(batch) => (batch, None),
+                                Err(e) => return Some(Err(e.into())),
+                            }
+                        }
                         other => (batch, other),
                     };
                     let batch = if batch.num_rows() > remaining {
