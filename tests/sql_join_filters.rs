@@ -69,21 +69,133 @@ async fn answer_and_plan(session: &mut basalt::Session) -> String {
         ]]
     );
 
-    let plan: Vec<String> = rows(session, &format!("EXPLAIN ANALYZE {query}"))
-        .await
-        .into_iter()
-        .filter_map(|r| r[1].clone())
-        .collect();
-    let plan = plan.join("\n");
+    let plan = explain_analyze(session, query).await;
     let big_scan = plan
         .lines()
         .find(|l| l.contains("StorageScanExec: table=big"))
         .unwrap_or_else(|| panic!("no scan of big in\n{plan}"));
-    let removed = big_scan
-        .split("rows_removed_by_dynamic_filters=")
+    let removed = removed_by_dynamic_filters(big_scan);
+    assert_ne!(removed, "0", "{big_scan}");
+    plan
+}
+
+/// A decorrelated scalar subquery joins on its grouping column and on its
+/// aggregate result (TPC-H q02's shape). The join checks the aggregate
+/// result in its filter, so the dynamic filter on the grouping column
+/// reaches the subquery's own scan, and the answer is unchanged.
+#[tokio::test]
+async fn a_subquery_aggregate_reads_only_the_groups_the_outer_query_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path().join("db")).unwrap();
+    let mut session = db.session();
+    load_offers(&mut session).await;
+    let query = "SELECT count(*), sum(p.id * 10 + o.supplier) FROM parts p, offers o \
+                 WHERE p.id = o.part AND p.size = 7 \
+                 AND o.cost = (SELECT min(o2.cost) FROM offers o2 WHERE o2.part = p.id)";
+    assert_eq!(rows(&mut session, query).await, cheapest_offers());
+
+    let plan = explain_analyze(&mut session, query).await;
+    let join = plan
+        .lines()
+        .find(|l| l.contains("HashJoinExec") && l.contains("min(o2.cost)"))
+        .unwrap_or_else(|| panic!("no join with the subquery in\n{plan}"));
+    assert!(join.contains("filter="), "{join}");
+    let scans: Vec<&str> = plan
+        .lines()
+        .filter(|l| l.contains("StorageScanExec: table=offers"))
+        .collect();
+    assert_eq!(scans.len(), 2, "{plan}");
+    for scan in scans {
+        assert_ne!(removed_by_dynamic_filters(scan), "0", "{plan}");
+    }
+}
+
+/// When the aggregate also groups by a column the join does not use, one
+/// probe row per key is not assured, and both keys stay hash keys.
+#[tokio::test]
+async fn an_aggregate_grouped_beyond_the_join_keys_keeps_both_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path().join("db")).unwrap();
+    let mut session = db.session();
+    load_offers(&mut session).await;
+    let query = "SELECT count(*), sum(p.id * 10 + o.supplier) FROM parts p \
+                 JOIN offers o ON p.id = o.part \
+                 JOIN (SELECT part, supplier, min(cost) AS cost FROM offers GROUP BY part, supplier) m \
+                 ON m.part = p.id AND m.cost = o.cost \
+                 WHERE p.size = 7";
+    // Each offer meets every offer of its part with the same cost.
+    let (mut count, mut checksum) = (0i64, 0i64);
+    for (part, costs) in size_7_offer_costs() {
+        for (supplier, cost) in costs.iter().enumerate() {
+            let meets = costs.iter().filter(|other| *other == cost).count() as i64;
+            count += meets;
+            checksum += meets * (part * 10 + supplier as i64);
+        }
+    }
+    let expected = vec![vec![Some(count.to_string()), Some(checksum.to_string())]];
+    assert_eq!(rows(&mut session, query).await, expected);
+
+    let plan = explain_analyze(&mut session, query).await;
+    let join = plan
+        .lines()
+        .find(|l| l.contains("HashJoinExec") && l.contains("cost@"))
+        .unwrap_or_else(|| panic!("no join on cost in\n{plan}"));
+    assert!(!join.contains("filter="), "{join}");
+}
+
+async fn load_offers(session: &mut basalt::Session) {
+    for sql in [
+        "CREATE TABLE parts (id bigint PRIMARY KEY, size int)",
+        "CREATE TABLE offers (part bigint, supplier bigint, cost bigint, \
+         PRIMARY KEY (part, supplier))",
+        "INSERT INTO parts SELECT value, value % 50 FROM generate_series(1, 20000)",
+        "INSERT INTO offers SELECT value / 3 + 1, value % 3, (value * 7919) % 101 \
+         FROM generate_series(0, 59999)",
+    ] {
+        rows(session, sql).await;
+    }
+}
+
+/// Count and checksum of the offers of parts of size 7 that cost their
+/// part's least.
+fn cheapest_offers() -> Vec<Vec<Option<String>>> {
+    let (mut count, mut checksum) = (0i64, 0i64);
+    for (part, costs) in size_7_offer_costs() {
+        let least = costs.iter().copied().min().unwrap_or_default();
+        for (supplier, cost) in costs.into_iter().enumerate() {
+            if cost == least {
+                count += 1;
+                checksum += part * 10 + supplier as i64;
+            }
+        }
+    }
+    vec![vec![Some(count.to_string()), Some(checksum.to_string())]]
+}
+
+/// Each part of size 7 with its offers' costs, by supplier, as
+/// `load_offers` writes them.
+fn size_7_offer_costs() -> impl Iterator<Item = (i64, Vec<i64>)> {
+    (1..=20_000i64).filter(|part| part % 50 == 7).map(|part| {
+        let costs = (0..3)
+            .map(|supplier| (((part - 1) * 3 + supplier) * 7919) % 101)
+            .collect();
+        (part, costs)
+    })
+}
+
+async fn explain_analyze(session: &mut basalt::Session, query: &str) -> String {
+    let lines: Vec<String> = rows(session, &format!("EXPLAIN ANALYZE {query}"))
+        .await
+        .into_iter()
+        .filter_map(|r| r[1].clone())
+        .collect();
+    lines.join("\n")
+}
+
+fn removed_by_dynamic_filters(scan: &str) -> &str {
+    scan.split("rows_removed_by_dynamic_filters=")
         .nth(1)
         .and_then(|rest| rest.split([',', ']']).next())
-        .unwrap_or_else(|| panic!("no dynamic-filter metric in {big_scan}"));
-    assert_ne!(removed.trim(), "0", "{big_scan}");
-    plan
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no dynamic-filter metric in {scan}"))
 }

@@ -67,6 +67,7 @@ mod decimal_arith;
 mod dml;
 mod error;
 mod join_filter;
+mod join_keys;
 mod json;
 mod load;
 mod oltp;

@@ -27,6 +27,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::catalog::{SessionShared, StorageCatalog, CATALOG, SCHEMA};
 use crate::decimal_arith::NarrowDecimalArithmetic;
 use crate::error::{Error, Result};
+use crate::join_keys::AggregateResultKeysToFilter;
 use crate::sequences::Sequences;
 use crate::settings::Settings;
 
@@ -142,6 +143,7 @@ impl Database {
             .with_config(config)
             .with_runtime_env(self.runtime.clone())
             .with_default_features()
+            .with_physical_optimizer_rules(AggregateResultKeysToFilter::with_default_rules())
             .with_physical_optimizer_rule(Arc::new(NarrowDecimalArithmetic))
             .build();
         let ctx = SessionContext::new_with_state(state);
