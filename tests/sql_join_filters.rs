@@ -16,6 +16,11 @@ async fn probe_scan_drops_rows_the_join_cannot_match() {
     load(&mut session).await;
     let plan = answer_and_plan(&mut session).await;
     assert!(plan.contains("mode=CollectLeft"), "{plan}");
+    // The build side's keys are a bitmap the scan tests in place of the
+    // join's hash table.
+    assert!(plan.contains("BuildKeysExec: key=k@"), "{plan}");
+    let big_scan = scan_of("big", &plan);
+    assert_ne!(metric(big_scan, "rows_tested_by_build_keys"), "0", "{plan}");
 }
 
 /// A join built per partition pushes a filter that routes each probe row
@@ -36,6 +41,54 @@ async fn probe_scan_drops_rows_a_partitioned_join_cannot_match() {
     }
     let plan = answer_and_plan(&mut session).await;
     assert!(plan.contains("mode=Partitioned"), "{plan}");
+    assert!(!plan.contains("BuildKeysExec"), "{plan}");
+}
+
+/// NULL keys match nothing, on either side, when the scan tests the build
+/// side's keys as a bitmap.
+#[tokio::test]
+async fn null_keys_match_nothing_through_the_build_key_bitmap() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path().join("db")).unwrap();
+    let mut session = db.session();
+    for sql in [
+        "CREATE TABLE probe (id bigint PRIMARY KEY, k int)",
+        "CREATE TABLE build (id bigint PRIMARY KEY, k int)",
+        "INSERT INTO probe SELECT value, CASE WHEN value % 7 = 0 THEN NULL ELSE value % 5000 END \
+         FROM generate_series(1, 100000)",
+        "INSERT INTO build SELECT value, CASE WHEN value % 3 = 0 THEN NULL ELSE value * 2 - 400 END \
+         FROM generate_series(1, 300)",
+    ] {
+        rows(&mut session, sql).await;
+    }
+    let probe_key = |id: i64| (id % 7 != 0).then_some(id % 5000);
+    let build_keys: Vec<i64> = (1..=300i64)
+        .filter(|id| id % 3 != 0)
+        .map(|id| id * 2 - 400)
+        .collect();
+    let (mut count, mut checksum) = (0i64, 0i64);
+    for id in 1..=100_000i64 {
+        let Some(key) = probe_key(id) else { continue };
+        let matches = build_keys.iter().filter(|&&b| b == key).count() as i64;
+        count += matches;
+        checksum += matches * id;
+    }
+    let query = "SELECT count(*), sum(p.id) FROM build b JOIN probe p ON p.k = b.k";
+    let expected = vec![vec![Some(count.to_string()), Some(checksum.to_string())]];
+    assert_eq!(rows(&mut session, query).await, expected);
+
+    let plan = explain_analyze(&mut session, query).await;
+    let probe_scan = scan_of("probe", &plan);
+    assert_ne!(
+        metric(probe_scan, "rows_tested_by_build_keys"),
+        "0",
+        "{plan}"
+    );
+    assert_ne!(
+        metric(probe_scan, "rows_removed_by_dynamic_filters"),
+        "0",
+        "{plan}"
+    );
 }
 
 async fn load(session: &mut basalt::Session) {
@@ -70,11 +123,8 @@ async fn answer_and_plan(session: &mut basalt::Session) -> String {
     );
 
     let plan = explain_analyze(session, query).await;
-    let big_scan = plan
-        .lines()
-        .find(|l| l.contains("StorageScanExec: table=big"))
-        .unwrap_or_else(|| panic!("no scan of big in\n{plan}"));
-    let removed = removed_by_dynamic_filters(big_scan);
+    let big_scan = scan_of("big", &plan);
+    let removed = metric(big_scan, "rows_removed_by_dynamic_filters");
     assert_ne!(removed, "0", "{big_scan}");
     plan
 }
@@ -106,7 +156,11 @@ async fn a_subquery_aggregate_reads_only_the_groups_the_outer_query_needs() {
         .collect();
     assert_eq!(scans.len(), 2, "{plan}");
     for scan in scans {
-        assert_ne!(removed_by_dynamic_filters(scan), "0", "{plan}");
+        assert_ne!(
+            metric(scan, "rows_removed_by_dynamic_filters"),
+            "0",
+            "{plan}"
+        );
     }
 }
 
@@ -192,10 +246,16 @@ async fn explain_analyze(session: &mut basalt::Session, query: &str) -> String {
     lines.join("\n")
 }
 
-fn removed_by_dynamic_filters(scan: &str) -> &str {
-    scan.split("rows_removed_by_dynamic_filters=")
+fn scan_of<'a>(table: &str, plan: &'a str) -> &'a str {
+    plan.lines()
+        .find(|l| l.contains(&format!("StorageScanExec: table={table},")))
+        .unwrap_or_else(|| panic!("no scan of {table} in\n{plan}"))
+}
+
+fn metric<'a>(node: &'a str, name: &str) -> &'a str {
+    node.split(&format!("{name}="))
         .nth(1)
         .and_then(|rest| rest.split([',', ']']).next())
         .map(str::trim)
-        .unwrap_or_else(|| panic!("no dynamic-filter metric in {scan}"))
+        .unwrap_or_else(|| panic!("no {name} metric in {node}"))
 }

@@ -35,20 +35,30 @@ use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_expr_common::physical_expr::{
     is_volatile, snapshot_generation, snapshot_physical_expr,
 };
+use datafusion::physical_plan::metrics::Count;
 use datafusion::physical_plan::PhysicalExpr;
+
+use crate::build_keys::{BuildKeys, KeySet};
 
 /// A filter pushed into the scan, with its compiled form for the filter's
 /// current generation (a join fills its filter in once its build side is
 /// done, and the placeholder before that must not be kept).
 pub(crate) struct JoinFilter {
     filter: Arc<dyn PhysicalExpr>,
+    /// The keys of the join that pushed the filter, when they are known
+    /// as a set: testing them answers as the filter does.
+    build_keys: Option<BuildKeysUse>,
     compiled: Option<(u64, Compiled)>,
 }
 
 impl JoinFilter {
-    pub(crate) fn new(filter: Arc<dyn PhysicalExpr>) -> JoinFilter {
+    pub(crate) fn new(
+        filter: Arc<dyn PhysicalExpr>,
+        build_keys: Option<BuildKeysUse>,
+    ) -> JoinFilter {
         JoinFilter {
             filter,
+            build_keys,
             compiled: None,
         }
     }
@@ -79,11 +89,26 @@ impl JoinFilter {
         let generation = snapshot_generation(&self.filter);
         let mut compiled = match self.compiled.take() {
             Some((seen, compiled)) if seen == generation => compiled,
-            _ => Compiled::new(snapshot_physical_expr(self.filter.clone())?)?,
+            _ => {
+                let keys = self.build_keys.as_ref().and_then(BuildKeysUse::current);
+                Compiled::new(snapshot_physical_expr(self.filter.clone())?, keys)?
+            }
         };
         let result = f(&mut compiled);
         self.compiled = Some((generation, compiled));
         result
+    }
+}
+
+/// A join's build keys, and the count of rows tested against them.
+pub(crate) struct BuildKeysUse {
+    pub(crate) keys: Arc<BuildKeys>,
+    pub(crate) rows_tested: Count,
+}
+
+impl BuildKeysUse {
+    fn current(&self) -> Option<(Arc<KeySet>, Count)> {
+        Some((self.keys.current()?, self.rows_tested.clone()))
     }
 }
 
@@ -100,12 +125,35 @@ struct Compiled {
 enum Form {
     Plain(Arc<dyn PhysicalExpr>),
     Routed(RoutedCase),
+    /// The join's build keys; `filter` answers for a column that turns
+    /// out not to hold integers.
+    BuildKeys {
+        keys: Arc<KeySet>,
+        filter: Arc<dyn PhysicalExpr>,
+        rows_tested: Count,
+    },
 }
 
 impl Compiled {
-    fn new(filter: Arc<dyn PhysicalExpr>) -> Result<Compiled> {
+    fn new(
+        filter: Arc<dyn PhysicalExpr>,
+        build_keys: Option<(Arc<KeySet>, Count)>,
+    ) -> Result<Compiled> {
         let mut read: Vec<usize> = collect_columns(&filter).iter().map(Column::index).collect();
         read.sort_unstable();
+        if let Some((keys, rows_tested)) = build_keys.filter(|_| read.len() == 1) {
+            let filter = narrowed(filter, &read)?;
+            let form = Form::BuildKeys {
+                keys,
+                filter,
+                rows_tested,
+            };
+            return Ok(Compiled {
+                read,
+                form,
+                memo: None,
+            });
+        }
         let memo = (read.len() == 1 && !is_volatile(&filter)).then(KeyMemo::default);
         let form = match filter.downcast_ref::<CaseExpr>().and_then(RoutedCase::of) {
             Some(routed) => Form::Routed(routed.narrowed(&read)?),
@@ -141,13 +189,30 @@ impl Form {
         match self {
             Form::Plain(filter) => boolean(filter.as_ref(), batch),
             Form::Routed(routed) => routed.mask(batch),
+            Form::BuildKeys {
+                keys,
+                filter,
+                rows_tested,
+            } => {
+                let column = batch.column(0);
+                match integer_keys(column.as_ref()) {
+                    Some(values) => Ok(BooleanArray::new(
+                        {
+                            rows_tested.add(values.len());
+                            keys.contains_each(&values, column.nulls())
+                        },
+                        None,
+                    )),
+                    None => boolean(filter.as_ref(), batch),
+                }
+            }
         }
     }
 }
 
 /// The column's values as `i64`s, for the integer types join keys come
 /// in; `None` for other types. NULL slots hold arbitrary values.
-fn integer_keys(column: &dyn Array) -> Option<Cow<'_, [i64]>> {
+pub(crate) fn integer_keys(column: &dyn Array) -> Option<Cow<'_, [i64]>> {
     fn widened<T: ArrowPrimitiveType>(column: &dyn Array) -> Cow<'_, [i64]>
     where
         i64: From<T::Native>,
@@ -477,7 +542,7 @@ mod tests {
     }
 
     fn ours(filter: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Vec<bool> {
-        passes(&JoinFilter::new(filter.clone()).mask(batch).unwrap())
+        passes(&JoinFilter::new(filter.clone(), None).mask(batch).unwrap())
     }
 
     #[test]
@@ -513,7 +578,7 @@ mod tests {
         let batch = batch();
         let filter = key_between(&batch, 2500, 7500);
         assert_eq!(ours(&filter, &batch), expected(&filter, &batch));
-        let compiled = Compiled::new(filter).unwrap();
+        let compiled = Compiled::new(filter, None).unwrap();
         assert_eq!(compiled.read, vec![1]);
     }
 
@@ -573,7 +638,7 @@ mod tests {
     fn remembered_answers_match_datafusion_batch_after_batch() {
         let keys = repeating_keys();
         for filter in [routed_on_key(&keys), key_between(&keys, 2500, 7500)] {
-            let mut ours = JoinFilter::new(filter.clone());
+            let mut ours = JoinFilter::new(filter.clone(), None);
             // The same keys come back in later batches, answered from memory.
             for round in 0..3 {
                 for start in (0..ROWS).step_by(700) {
@@ -596,7 +661,7 @@ mod tests {
         }
         let batch = batch();
         let two_columns = routed_case(&batch, 2, &[(0, key_between(&batch, 0, 5000))], None);
-        assert!(Compiled::new(two_columns).unwrap().memo.is_none());
+        assert!(Compiled::new(two_columns, None).unwrap().memo.is_none());
     }
 
     #[test]
@@ -614,7 +679,7 @@ mod tests {
         }
         let batch = key_batch(keys.into_iter().take(ROWS).collect());
         let filter = key_between(&batch, 3000, 9000);
-        let mut ours = JoinFilter::new(filter.clone());
+        let mut ours = JoinFilter::new(filter.clone(), None);
         for start in (0..ROWS).step_by(1000) {
             let slice = batch.slice(start, 1000);
             let mask = ours.mask(&slice).unwrap();
@@ -636,7 +701,7 @@ mod tests {
             ),
         ];
         for filter in shapes {
-            let within = JoinFilter::new(filter.clone())
+            let within = JoinFilter::new(filter.clone(), None)
                 .mask_within(&batch, &selected)
                 .unwrap();
             let want: Vec<bool> = expected(&filter, &batch)
@@ -656,7 +721,7 @@ mod tests {
             (0..rows).map(|k| k * 7 - 500_000),
         ));
         let filter = key_between(&batch, -100_000, 300_000);
-        let mut ours = JoinFilter::new(filter.clone());
+        let mut ours = JoinFilter::new(filter.clone(), None);
         let rows = rows as usize;
         for start in (0..rows).step_by(65_536) {
             let slice = batch.slice(start, 65_536.min(rows - start));
@@ -674,7 +739,7 @@ mod tests {
         let batch = batch();
         let key = col("key", &batch.schema()).unwrap();
         let dynamic = Arc::new(DynamicFilterPhysicalExpr::new(vec![key], lit(true)));
-        let mut filter = JoinFilter::new(dynamic.clone());
+        let mut filter = JoinFilter::new(dynamic.clone(), None);
         let everything = filter.mask(&batch).unwrap();
         assert_eq!(everything.true_count(), ROWS);
         let filled = routed_case(

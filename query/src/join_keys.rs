@@ -37,20 +37,6 @@ use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
 #[derive(Debug, Default)]
 pub(crate) struct AggregateResultKeysToFilter;
 
-impl AggregateResultKeysToFilter {
-    /// DataFusion's physical rules with this one placed before the pass
-    /// that pushes dynamic filters down, which must see the final keys.
-    pub(crate) fn with_default_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
-        let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
-        let position = rules
-            .iter()
-            .position(|rule| rule.name() == "FilterPushdown(Post)")
-            .unwrap_or(rules.len());
-        rules.insert(position, Arc::new(Self));
-        rules
-    }
-}
-
 impl PhysicalOptimizerRule for AggregateResultKeysToFilter {
     fn optimize(
         &self,

@@ -60,6 +60,7 @@ macro_rules! leaf_plan_methods {
 }
 
 mod ann;
+mod build_keys;
 mod catalog;
 mod copy;
 mod ddl;

@@ -13,6 +13,8 @@ use datafusion::common::{DataFusionError, TableReference};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParserBuilder, Statement};
@@ -24,6 +26,7 @@ use datafusion::sql::sqlparser::tokenizer::Token;
 use futures::TryStreamExt;
 use parking_lot::{Mutex, RwLock};
 
+use crate::build_keys::{CollectBuildKeys, LinkBuildKeys};
 use crate::catalog::{SessionShared, StorageCatalog, CATALOG, SCHEMA};
 use crate::decimal_arith::NarrowDecimalArithmetic;
 use crate::error::{Error, Result};
@@ -143,8 +146,7 @@ impl Database {
             .with_config(config)
             .with_runtime_env(self.runtime.clone())
             .with_default_features()
-            .with_physical_optimizer_rules(AggregateResultKeysToFilter::with_default_rules())
-            .with_physical_optimizer_rule(Arc::new(NarrowDecimalArithmetic))
+            .with_physical_optimizer_rules(physical_optimizer_rules())
             .build();
         let ctx = SessionContext::new_with_state(state);
         for function in crate::pgfunctions::functions("basalt") {
@@ -1017,4 +1019,26 @@ fn writes(statement: &Statement) -> bool {
                 | ast::Statement::CreateTable(_)
         )
     )
+}
+
+/// DataFusion's physical rules and Basalt's. Two of Basalt's must see a
+/// join's final keys before DataFusion pushes its dynamic filters down;
+/// the others work on the finished plan.
+fn physical_optimizer_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
+    let mut rules = PhysicalOptimizer::new().rules;
+    let dynamic_filter_pushdown = rules
+        .iter()
+        .position(|rule| rule.name() == "FilterPushdown(Post)")
+        .unwrap_or(rules.len());
+    let before_dynamic_filters: [Arc<dyn PhysicalOptimizerRule + Send + Sync>; 2] = [
+        Arc::new(AggregateResultKeysToFilter),
+        Arc::new(CollectBuildKeys),
+    ];
+    rules.splice(
+        dynamic_filter_pushdown..dynamic_filter_pushdown,
+        before_dynamic_filters,
+    );
+    rules.push(Arc::new(LinkBuildKeys));
+    rules.push(Arc::new(NarrowDecimalArithmetic));
+    rules
 }

@@ -33,8 +33,9 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PhysicalExpr, PlanProperties,
 };
 
+use crate::build_keys::BuildKeys;
 use crate::catalog::{SessionShared, ROW_KEY};
-use crate::join_filter::JoinFilter;
+use crate::join_filter::{BuildKeysUse, JoinFilter};
 
 /// A table of the storage engine. A keyed table shows each row's storage
 /// key as one more column, [`ROW_KEY`], for UPDATE and DELETE to address it.
@@ -373,6 +374,9 @@ pub struct StorageScanExec {
     /// rows they reject are dropped here, before any join or aggregate
     /// above sees them.
     dynamic_filters: Vec<Arc<dyn PhysicalExpr>>,
+    /// Build keys of the joins above, for the join filters among
+    /// `dynamic_filters` they answer for; set once the plan is final.
+    build_keys: Arc<std::sync::Mutex<Vec<Arc<BuildKeys>>>>,
 }
 
 impl StorageScanExec {
@@ -408,6 +412,14 @@ impl StorageScanExec {
             estimated_rows: None,
             column_statistics: Vec::new(),
             dynamic_filters: Vec::new(),
+            build_keys: Arc::default(),
+        }
+    }
+
+    pub(crate) fn offer_build_keys(&self, keys: &[Arc<BuildKeys>]) {
+        if let Ok(mut offered) = self.build_keys.lock() {
+            offered.clear();
+            offered.extend(keys.iter().cloned());
         }
     }
 
@@ -569,11 +581,23 @@ impl ExecutionPlan for StorageScanExec {
         let limited = self.options.limit.is_some();
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let units_read = MetricBuilder::new(&self.metrics).counter("units_read", partition);
+        let tested_by_build_keys =
+            MetricBuilder::new(&self.metrics).counter("rows_tested_by_build_keys", partition);
+        let build_keys = match self.build_keys.lock() {
+            Ok(keys) => keys.clone(),
+            Err(_) => Vec::new(),
+        };
         let mut dynamic_filters: Vec<JoinFilter> = self
             .dynamic_filters
             .iter()
-            .cloned()
-            .map(JoinFilter::new)
+            .map(|filter| {
+                let keys = build_keys.iter().find(|keys| keys.answer_for(filter));
+                let keys = keys.map(|keys| BuildKeysUse {
+                    keys: keys.clone(),
+                    rows_tested: tested_by_build_keys.clone(),
+                });
+                JoinFilter::new(filter.clone(), keys)
+            })
             .collect();
         let mut selectivity = Selectivity::default();
         let dynamically_filtered =
