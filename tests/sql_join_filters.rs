@@ -41,7 +41,11 @@ async fn probe_scan_drops_rows_a_partitioned_join_cannot_match() {
     }
     let plan = answer_and_plan(&mut session).await;
     assert!(plan.contains("mode=Partitioned"), "{plan}");
-    assert!(!plan.contains("BuildKeysExec"), "{plan}");
+    // Each partition's build keys join one bitmap, published once the
+    // last partition's build side has ended.
+    assert!(plan.contains("BuildKeysExec: key=k@"), "{plan}");
+    let big_scan = scan_of("big", &plan);
+    assert_ne!(metric(big_scan, "rows_tested_by_build_keys"), "0", "{plan}");
 }
 
 /// NULL keys match nothing, on either side, when the scan tests the build

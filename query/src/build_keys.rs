@@ -42,12 +42,22 @@ use futures::{Stream, StreamExt};
 use crate::join_filter::integer_keys;
 use crate::table::StorageScanExec;
 
-/// The keys one join's build side produced, once it has produced them
-/// all, and the id of the join's dynamic filter they answer for.
-#[derive(Debug, Default)]
+/// The keys one join's build side produced, once every partition of it
+/// has produced them all, and the id of the join's dynamic filter they
+/// answer for.
+#[derive(Debug)]
 pub(crate) struct BuildKeys {
     filter_id: OnceLock<u64>,
-    keys: Mutex<Option<Arc<KeySet>>>,
+    partitions: usize,
+    run: Mutex<Run>,
+}
+
+/// One execution of the build side.
+#[derive(Debug, Default)]
+struct Run {
+    finished: Vec<usize>,
+    seen: Vec<ArrayRef>,
+    keys: Option<Arc<KeySet>>,
 }
 
 impl BuildKeys {
@@ -58,15 +68,44 @@ impl BuildKeys {
             .is_some_and(|id| self.filter_id.get() == Some(&id))
     }
 
-    /// The complete set, once the build input has ended; `None` before,
-    /// or when the keys were too sparse for a bitmap.
-    pub(crate) fn current(&self) -> Option<Arc<KeySet>> {
-        self.keys.lock().ok()?.clone()
+    fn new(partitions: usize) -> BuildKeys {
+        BuildKeys {
+            filter_id: OnceLock::new(),
+            partitions,
+            run: Mutex::default(),
+        }
     }
 
-    fn publish(&self, keys: Option<KeySet>) {
-        if let Ok(mut slot) = self.keys.lock() {
-            *slot = keys.map(Arc::new);
+    /// The complete set, once every partition's build input has ended;
+    /// `None` before, or when the keys were too sparse for a bitmap.
+    pub(crate) fn current(&self) -> Option<Arc<KeySet>> {
+        self.run.lock().ok()?.keys.clone()
+    }
+
+    /// A partition starts; one that already finished starts a new run,
+    /// whose scans must not see the last run's keys.
+    fn start(&self, partition: usize) {
+        if let Ok(mut run) = self.run.lock() {
+            if run.finished.contains(&partition) {
+                *run = Run::default();
+            }
+        }
+    }
+
+    /// A partition's build input ended with these key columns; the last
+    /// partition to end publishes the set.
+    fn finish(&self, partition: usize, seen: Vec<ArrayRef>) {
+        let Ok(mut run) = self.run.lock() else {
+            return;
+        };
+        if run.finished.contains(&partition) {
+            return;
+        }
+        run.finished.push(partition);
+        run.seen.extend(seen);
+        if run.finished.len() == self.partitions {
+            let seen = std::mem::take(&mut run.seen);
+            run.keys = KeySet::of(&seen).map(Arc::new);
         }
     }
 }
@@ -82,9 +121,10 @@ pub(crate) struct KeySet {
 impl KeySet {
     /// At most 8 MiB of bitmap.
     const MAX_BITS: u64 = 1 << 26;
-    /// Bits allowed per key beyond a floor: 32 bits is 4 bytes per key,
-    /// a fraction of what the hash table holds per row.
-    const BITS_PER_KEY: u64 = 32;
+    /// Bits allowed per key beyond a floor: 256 bits is 32 bytes per
+    /// key, under what the join's hash table holds per row (about 40
+    /// bytes for an integer key), so the bitmap is never the bigger one.
+    const BITS_PER_KEY: u64 = 256;
     const FLOOR_BITS: u64 = 1 << 16;
 
     /// The set of the non-null values of `columns`; `None` when a column
@@ -215,11 +255,11 @@ impl ExecutionPlan for BuildKeysExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        // A plan run again must not have its scans see the last run's keys.
-        self.keys.publish(None);
+        self.keys.start(partition);
         let input = self.input.execute(partition, context)?;
         Ok(Box::pin(NoteKeys {
             input,
+            partition,
             key: self.key,
             seen: Vec::new(),
             keys: self.keys.clone(),
@@ -229,6 +269,7 @@ impl ExecutionPlan for BuildKeysExec {
 
 struct NoteKeys {
     input: SendableRecordBatchStream,
+    partition: usize,
     key: usize,
     seen: Vec<ArrayRef>,
     keys: Arc<BuildKeys>,
@@ -246,7 +287,7 @@ impl Stream for NoteKeys {
             }
             Poll::Ready(None) => {
                 let seen = std::mem::take(&mut self.seen);
-                self.keys.publish(KeySet::of(&seen));
+                self.keys.finish(self.partition, seen);
             }
             _ => {}
         }
@@ -260,8 +301,8 @@ impl RecordBatchStream for NoteKeys {
     }
 }
 
-/// Wraps the build side of each single-partition hash join on one
-/// integer key in a [`BuildKeysExec`].
+/// Wraps the build side of each hash join on one integer key in a
+/// [`BuildKeysExec`].
 #[derive(Debug, Default)]
 pub(crate) struct CollectBuildKeys;
 
@@ -292,9 +333,14 @@ fn wrap_build_side(plan: Arc<dyn ExecutionPlan>) -> Result<Transformed<Arc<dyn E
         [(build_key, _)] => build_key.downcast_ref::<Column>().map(Column::index),
         _ => None,
     };
-    let eligible = *join.partition_mode() == PartitionMode::CollectLeft
-        && join.null_equality() == NullEquality::NullEqualsNothing
-        && build.output_partitioning().partition_count() == 1
+    // Each partition of a partitioned join builds from its own share of
+    // the keys; the union of the shares is still exactly the build keys.
+    let partitions = build.output_partitioning().partition_count();
+    let eligible = match join.partition_mode() {
+        PartitionMode::CollectLeft => partitions == 1,
+        PartitionMode::Partitioned => true,
+        PartitionMode::Auto => false,
+    } && join.null_equality() == NullEquality::NullEqualsNothing
         && !build.is::<BuildKeysExec>();
     let Some(key) = key.filter(|&key| eligible && is_integer_key(build, key)) else {
         return Ok(Transformed::no(plan));
@@ -302,7 +348,7 @@ fn wrap_build_side(plan: Arc<dyn ExecutionPlan>) -> Result<Transformed<Arc<dyn E
     let wrapped: Arc<dyn ExecutionPlan> = Arc::new(BuildKeysExec {
         input: build.clone(),
         key,
-        keys: Arc::new(BuildKeys::default()),
+        keys: Arc::new(BuildKeys::new(partitions)),
     });
     let rewritten = join
         .builder()
@@ -327,6 +373,16 @@ impl PhysicalOptimizerRule for LinkBuildKeys {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        // A recursive query runs its plan again per iteration, resetting
+        // the joins; their keys are left to the hash tables.
+        let mut recursive = false;
+        plan.apply(|node| {
+            recursive |= node.name() == "RecursiveQueryExec";
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        if recursive {
+            return Ok(plan);
+        }
         let mut linked = Vec::new();
         plan.apply(|node| {
             if let Some(join) = node.downcast_ref::<HashJoinExec>() {
@@ -434,7 +490,7 @@ mod tests {
         };
         let batches = vec![batch(&[Some(5), None]), batch(&[Some(9)])];
         let input = MemorySourceConfig::try_new_exec(&[batches], schema.clone(), None).unwrap();
-        let keys = Arc::new(BuildKeys::default());
+        let keys = Arc::new(BuildKeys::new(1));
         let exec = BuildKeysExec {
             input,
             key: 0,
@@ -454,6 +510,30 @@ mod tests {
 
         // Running the plan again forgets the last run's keys until its own end.
         let _again = exec.execute(0, Arc::new(TaskContext::default())).unwrap();
+        assert!(keys.current().is_none());
+    }
+
+    #[test]
+    fn a_partitioned_build_publishes_once_every_partition_has_ended() {
+        let keys = BuildKeys::new(3);
+        keys.start(0);
+        keys.start(1);
+        keys.finish(1, vec![int64s(&[Some(10)])]);
+        keys.start(2);
+        keys.finish(0, vec![int64s(&[Some(3)])]);
+        // A partition reporting twice in one run does not count twice.
+        keys.finish(0, vec![int64s(&[Some(4)])]);
+        assert!(keys.current().is_none());
+        keys.finish(2, vec![int64s(&[Some(7), None])]);
+        let set = keys.current().expect("every partition ended");
+        let found = set.contains_each(&[3, 4, 7, 10, 11], None);
+        let found: Vec<bool> = (0..5).map(|row| found.value(row)).collect();
+        assert_eq!(found, [true, false, true, true, false]);
+
+        // A finished partition starting again begins a new run.
+        keys.start(1);
+        assert!(keys.current().is_none());
+        keys.finish(1, vec![int64s(&[Some(1)])]);
         assert!(keys.current().is_none());
     }
 }
