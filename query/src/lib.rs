@@ -81,6 +81,7 @@ mod readfile;
 mod sequences;
 mod session;
 mod settings;
+mod shared_subplan;
 pub mod sqlstate;
 mod table;
 #[cfg(test)]

@@ -33,6 +33,7 @@ use crate::error::{Error, Result};
 use crate::join_keys::AggregateResultKeysToFilter;
 use crate::sequences::Sequences;
 use crate::settings::Settings;
+use crate::shared_subplan::ShareRepeatedAggregates;
 
 /// An open database, shared by its sessions.
 #[derive(Debug, Clone)]
@@ -1021,24 +1022,28 @@ fn writes(statement: &Statement) -> bool {
     )
 }
 
-/// DataFusion's physical rules and Basalt's. Two of Basalt's must see a
-/// join's final keys before DataFusion pushes its dynamic filters down;
-/// the others work on the finished plan.
+/// DataFusion's physical rules and Basalt's. Basalt's run before
+/// DataFusion pushes its dynamic filters down, which must see a join's
+/// final keys and the final plan, except the one that links build keys
+/// to the filters pushed.
 fn physical_optimizer_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
     let mut rules = PhysicalOptimizer::new().rules;
     let dynamic_filter_pushdown = rules
         .iter()
         .position(|rule| rule.name() == "FilterPushdown(Post)")
         .unwrap_or(rules.len());
-    let before_dynamic_filters: [Arc<dyn PhysicalOptimizerRule + Send + Sync>; 2] = [
+    let before_dynamic_filters: [Arc<dyn PhysicalOptimizerRule + Send + Sync>; 4] = [
         Arc::new(AggregateResultKeysToFilter),
         Arc::new(CollectBuildKeys),
+        Arc::new(NarrowDecimalArithmetic),
+        // Last, so that no rule after it rewrites one copy of a shared
+        // subtree and not the other.
+        Arc::new(ShareRepeatedAggregates),
     ];
     rules.splice(
         dynamic_filter_pushdown..dynamic_filter_pushdown,
         before_dynamic_filters,
     );
     rules.push(Arc::new(LinkBuildKeys));
-    rules.push(Arc::new(NarrowDecimalArithmetic));
     rules
 }
