@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::rows;
+use common::{plan_text, rows};
 
 use basalt::Database;
 
@@ -242,12 +242,7 @@ fn size_7_offer_costs() -> impl Iterator<Item = (i64, Vec<i64>)> {
 }
 
 async fn explain_analyze(session: &mut basalt::Session, query: &str) -> String {
-    let lines: Vec<String> = rows(session, &format!("EXPLAIN ANALYZE {query}"))
-        .await
-        .into_iter()
-        .filter_map(|r| r[1].clone())
-        .collect();
-    lines.join("\n")
+    plan_text(session, &format!("EXPLAIN ANALYZE {query}")).await
 }
 
 fn scan_of<'a>(table: &str, plan: &'a str) -> &'a str {

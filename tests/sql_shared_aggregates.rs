@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::rows;
+use common::{plan_text, rows};
 
 use basalt::Database;
 
@@ -29,12 +29,7 @@ fn total(region: i64) -> i64 {
 }
 
 async fn plan(session: &mut basalt::Session, query: &str) -> String {
-    let lines: Vec<String> = rows(session, &format!("EXPLAIN {query}"))
-        .await
-        .into_iter()
-        .filter_map(|r| r[1].clone())
-        .collect();
-    lines.join("\n")
+    plan_text(session, &format!("EXPLAIN {query}")).await
 }
 
 #[tokio::test]

@@ -35,7 +35,6 @@ use datafusion::physical_plan::filter_pushdown::{
 use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PhysicalExpr,
-    PlanProperties,
 };
 use futures::{Stream, StreamExt};
 
@@ -200,37 +199,11 @@ impl ExecutionPlan for BuildKeysExec {
         "BuildKeysExec"
     }
 
-    fn properties(&self) -> &Arc<PlanProperties> {
-        self.input.properties()
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    #[allow(deprecated)]
-    fn with_new_children(
-        self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let input = children.pop().unwrap_or_else(|| self.input.clone());
-        Ok(Arc::new(BuildKeysExec {
-            input,
-            key: self.key,
-            keys: self.keys.clone(),
-        }))
-    }
-
-    fn maintains_input_order(&self) -> Vec<bool> {
-        vec![true]
-    }
+    pass_through_plan_methods!(|plan, input| BuildKeysExec {
+        input,
+        key: plan.key,
+        keys: plan.keys.clone(),
+    });
 
     fn gather_filters_for_pushdown(
         &self,

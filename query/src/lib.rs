@@ -59,6 +59,47 @@ macro_rules! leaf_plan_methods {
     };
 }
 
+/// The `ExecutionPlan` methods of a node that passes its one input's
+/// batches through in order: the input's properties, no expressions of its
+/// own, and for new children `$rebuild`, a copy of `$plan` over `$input`.
+macro_rules! pass_through_plan_methods {
+    (|$plan:ident, $input:ident| $rebuild:expr) => {
+        fn properties(&self) -> &std::sync::Arc<datafusion::physical_plan::PlanProperties> {
+            self.input.properties()
+        }
+
+        fn children(&self) -> Vec<&std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+            vec![&self.input]
+        }
+
+        fn apply_expressions(
+            &self,
+            _f: &mut dyn FnMut(
+                &std::sync::Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+            ) -> datafusion::common::Result<
+                datafusion::common::tree_node::TreeNodeRecursion,
+            >,
+        ) -> datafusion::common::Result<datafusion::common::tree_node::TreeNodeRecursion> {
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        }
+
+        #[allow(deprecated)]
+        fn with_new_children(
+            self: std::sync::Arc<Self>,
+            mut children: Vec<std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>>,
+        ) -> datafusion::common::Result<std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>>
+        {
+            let $input = children.pop().unwrap_or_else(|| self.input.clone());
+            let $plan = &self;
+            Ok(std::sync::Arc::new($rebuild))
+        }
+
+        fn maintains_input_order(&self) -> Vec<bool> {
+            vec![true]
+        }
+    };
+}
+
 mod ann;
 mod build_keys;
 mod catalog;

@@ -28,7 +28,6 @@ use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     common::collect, displayable, DisplayAs, DisplayFormatType, ExecutionPlan, PhysicalExpr,
-    PlanProperties,
 };
 use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, StreamExt};
@@ -167,38 +166,12 @@ impl ExecutionPlan for SharedExec {
         "SharedExec"
     }
 
-    fn properties(&self) -> &Arc<PlanProperties> {
-        self.input.properties()
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    /// Keeps the shared runs: the rules after this one only fill in the
-    /// subtree's own dynamic filters, which every copy computes alike.
-    #[allow(deprecated)]
-    fn with_new_children(
-        self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let input = children.pop().unwrap_or_else(|| self.input.clone());
-        Ok(Arc::new(SharedExec {
-            input,
-            runs: self.runs.clone(),
-        }))
-    }
-
-    fn maintains_input_order(&self) -> Vec<bool> {
-        vec![true]
-    }
+    // A copy keeps the shared runs: the rules after this one only fill in
+    // the subtree's own dynamic filters, which every copy computes alike.
+    pass_through_plan_methods!(|plan, input| SharedExec {
+        input,
+        runs: plan.runs.clone(),
+    });
 
     fn execute(
         &self,

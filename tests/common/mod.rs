@@ -45,3 +45,14 @@ pub async fn rows(session: &mut basalt::Session, sql: &str) -> Vec<Vec<Option<St
     }
     out
 }
+
+/// The plan text of `explain` (an `EXPLAIN` or `EXPLAIN ANALYZE`
+/// statement), one line per plan line.
+pub async fn plan_text(session: &mut basalt::Session, explain: &str) -> String {
+    let lines: Vec<String> = rows(session, explain)
+        .await
+        .into_iter()
+        .filter_map(|r| r[1].clone())
+        .collect();
+    lines.join("\n")
+}
