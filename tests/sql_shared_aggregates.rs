@@ -82,3 +82,37 @@ async fn an_aggregate_of_something_volatile_is_computed_per_reader() {
     let plan = plan(&mut session, query).await;
     assert!(!plan.contains("SharedExec"), "{plan}");
 }
+
+/// Aggregates over rows a scan of storage does not produce (here VALUES
+/// lists, whose plan text does not show the values) are never shared.
+#[tokio::test]
+async fn aggregates_of_different_values_lists_stay_apart() {
+    let (_dir, mut session) = sales().await;
+    let query = "WITH a AS (SELECT x % 10 AS g, sum(x) AS s FROM (VALUES (1), (2), (12)) t(x) GROUP BY x % 10), \
+                 b AS (SELECT x % 10 AS g, sum(x) AS s FROM (VALUES (3), (4), (14)) t(x) GROUP BY x % 10) \
+                 SELECT (SELECT sum(s) FROM a), (SELECT sum(s) FROM b)";
+    assert_eq!(
+        rows(&mut session, query).await,
+        vec![vec![Some("15".to_string()), Some("21".to_string())]]
+    );
+}
+
+/// Two aggregates filtered by different scalar subqueries look alike in the
+/// plan until the subqueries have run; they are not shared.
+#[tokio::test]
+async fn aggregates_filtered_by_different_subqueries_stay_apart() {
+    let (_dir, mut session) = sales().await;
+    let query = "SELECT \
+                 (SELECT sum(s) FROM (SELECT region, sum(amount) AS s FROM sales \
+                   WHERE amount > (SELECT min(id) FROM sales) GROUP BY region) x), \
+                 (SELECT sum(s) FROM (SELECT region, sum(amount) AS s FROM sales \
+                   WHERE amount > (SELECT max(id) - 2 FROM sales) GROUP BY region) y)";
+    let above = |floor: i64| -> i64 { (floor + 1..=1000).sum() };
+    assert_eq!(
+        rows(&mut session, query).await,
+        vec![vec![
+            Some(above(1).to_string()),
+            Some(above(998).to_string())
+        ]]
+    );
+}

@@ -18,7 +18,7 @@
 
 use std::fmt;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use arrow_array::{Array, ArrayRef, RecordBatch};
@@ -37,6 +37,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PhysicalExpr,
 };
 use futures::{Stream, StreamExt};
+use parking_lot::Mutex;
 
 use crate::join_filter::integer_keys;
 use crate::table::StorageScanExec;
@@ -60,13 +61,6 @@ struct Run {
 }
 
 impl BuildKeys {
-    /// Whether these are the keys of the join that pushed `filter`.
-    pub(crate) fn answer_for(&self, filter: &Arc<dyn PhysicalExpr>) -> bool {
-        filter
-            .expression_id()
-            .is_some_and(|id| self.filter_id.get() == Some(&id))
-    }
-
     fn new(partitions: usize) -> BuildKeys {
         BuildKeys {
             filter_id: OnceLock::new(),
@@ -75,28 +69,32 @@ impl BuildKeys {
         }
     }
 
+    /// Whether these are the keys of the join that pushed `filter`.
+    pub(crate) fn answer_for(&self, filter: &Arc<dyn PhysicalExpr>) -> bool {
+        filter
+            .expression_id()
+            .is_some_and(|id| self.filter_id.get() == Some(&id))
+    }
+
     /// The complete set, once every partition's build input has ended;
     /// `None` before, or when the keys were too sparse for a bitmap.
     pub(crate) fn current(&self) -> Option<Arc<KeySet>> {
-        self.run.lock().ok()?.keys.clone()
+        self.run.lock().keys.clone()
     }
 
     /// A partition starts; one that already finished starts a new run,
     /// whose scans must not see the last run's keys.
     fn start(&self, partition: usize) {
-        if let Ok(mut run) = self.run.lock() {
-            if run.finished.contains(&partition) {
-                *run = Run::default();
-            }
+        let mut run = self.run.lock();
+        if run.finished.contains(&partition) {
+            *run = Run::default();
         }
     }
 
     /// A partition's build input ended with these key columns; the last
     /// partition to end publishes the set.
     fn finish(&self, partition: usize, seen: Vec<ArrayRef>) {
-        let Ok(mut run) = self.run.lock() else {
-            return;
-        };
+        let mut run = self.run.lock();
         if run.finished.contains(&partition) {
             return;
         }
@@ -120,9 +118,9 @@ pub(crate) struct KeySet {
 impl KeySet {
     /// At most 8 MiB of bitmap.
     const MAX_BITS: u64 = 1 << 26;
-    /// Bits allowed per key beyond a floor: 256 bits is 32 bytes per
-    /// key, under what the join's hash table holds per row (about 40
-    /// bytes for an integer key), so the bitmap is never the bigger one.
+    /// Bits allowed per build row beyond a floor: 256 bits is 32 bytes,
+    /// under what the join's hash table holds per row (about 40 bytes for
+    /// an integer key), so the bitmap is never the bigger one.
     const BITS_PER_KEY: u64 = 256;
     const FLOOR_BITS: u64 = 1 << 16;
 

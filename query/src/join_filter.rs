@@ -14,6 +14,11 @@
 //! times in lineitem. Such a filter's answers are remembered per key in a
 //! bitmap ([`KeyMemo`]), so each distinct key is hashed and looked up in
 //! the join's table once per scan partition rather than once per row.
+//!
+//! A join on one integer key whose build keys are known as a bitmap
+//! (`build_keys.rs`) is answered from the bitmap instead: the filter then
+//! passes exactly the rows whose key is among the build keys, one bit test
+//! per row.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -195,16 +200,12 @@ impl Form {
                 rows_tested,
             } => {
                 let column = batch.column(0);
-                match integer_keys(column.as_ref()) {
-                    Some(values) => Ok(BooleanArray::new(
-                        {
-                            rows_tested.add(values.len());
-                            keys.contains_each(&values, column.nulls())
-                        },
-                        None,
-                    )),
-                    None => boolean(filter.as_ref(), batch),
-                }
+                let Some(values) = integer_keys(column.as_ref()) else {
+                    return boolean(filter.as_ref(), batch);
+                };
+                rows_tested.add(values.len());
+                let found = keys.contains_each(&values, column.nulls());
+                Ok(BooleanArray::new(found, None))
             }
         }
     }

@@ -105,7 +105,8 @@ fn keys_to_move(origins: &[Origin], probe: &Arc<dyn ExecutionPlan>) -> Option<Ve
         Origin::AggregateResult { aggregate } => Some(*aggregate),
         _ => None,
     })?;
-    let group_count = aggregate_group_count(probe, aggregate)?;
+    // A global aggregate has no grouping column to keep as a key.
+    let group_count = aggregate_group_count(probe, aggregate).filter(|&count| count > 0)?;
     let covered =
         (0..group_count).all(|group| origins.contains(&Origin::Group { aggregate, group }));
     covered.then(|| {

@@ -1022,10 +1022,10 @@ fn writes(statement: &Statement) -> bool {
     )
 }
 
-/// DataFusion's physical rules and Basalt's. Basalt's run before
-/// DataFusion pushes its dynamic filters down, which must see a join's
-/// final keys and the final plan, except the one that links build keys
-/// to the filters pushed.
+/// DataFusion's physical rules with Basalt's. All but one of Basalt's run
+/// just before DataFusion pushes its dynamic filters down, since they
+/// change joins' keys and build sides, which the filters are made from.
+/// `LinkBuildKeys` runs last: it reads the filters that were pushed.
 fn physical_optimizer_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
     let mut rules = PhysicalOptimizer::new().rules;
     let dynamic_filter_pushdown = rules

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use datafusion::common::config::ConfigOptions;
@@ -22,6 +22,7 @@ use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::scalar_subquery::ScalarSubqueryExpr;
 use datafusion::physical_expr_common::physical_expr::is_volatile;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
@@ -30,7 +31,11 @@ use datafusion::physical_plan::{
     common::collect, displayable, DisplayAs, DisplayFormatType, ExecutionPlan, PhysicalExpr,
 };
 use futures::future::{BoxFuture, Shared};
+
 use futures::{FutureExt, StreamExt};
+use parking_lot::Mutex;
+
+use crate::table::StorageScanExec;
 
 /// Replaces repeated aggregates with one [`SharedExec`]; see the module
 /// documentation.
@@ -82,7 +87,10 @@ impl PhysicalOptimizerRule for ShareRepeatedAggregates {
 }
 
 /// The subtree's text, when `node` is a finished aggregate whose subtree
-/// evaluates nothing volatile.
+/// the text describes fully: it reads only storage scans (whose text names
+/// table, columns and predicates; a VALUES list's does not show its rows),
+/// evaluates nothing volatile and no scalar subquery (whose text is the
+/// same for every subquery until it has run).
 fn shareable(node: &Arc<dyn ExecutionPlan>) -> Result<Option<String>> {
     let finished = node
         .downcast_ref::<AggregateExec>()
@@ -95,15 +103,18 @@ fn shareable(node: &Arc<dyn ExecutionPlan>) -> Result<Option<String>> {
     if !finished {
         return Ok(None);
     }
-    let mut volatile = false;
+    let mut described = true;
     node.apply(|descendant| {
+        let leaf = descendant.children().is_empty();
+        described &= !leaf || descendant.is::<StorageScanExec>();
         descendant.apply_expressions(&mut |expr: &Arc<dyn PhysicalExpr>| {
-            volatile |= is_volatile(expr);
+            described &= !is_volatile(expr)
+                && !expr.exists(|e| Ok(e.downcast_ref::<ScalarSubqueryExpr>().is_some()))?;
             Ok(TreeNodeRecursion::Continue)
         })?;
         Ok(TreeNodeRecursion::Continue)
     })?;
-    Ok((!volatile).then(|| displayable(node.as_ref()).indent(true).to_string()))
+    Ok(described.then(|| displayable(node.as_ref()).indent(true).to_string()))
 }
 
 type SharedBatches =
@@ -126,10 +137,7 @@ impl SharedExec {
     /// The partition's batches, from a task started by its first reader;
     /// the task runs whether or not that reader is polled again.
     fn run(&self, partition: usize, context: Arc<TaskContext>) -> Result<SharedBatches> {
-        let mut runs = self
-            .runs
-            .lock()
-            .map_err(|_| DataFusionError::Internal("shared plan state poisoned".into()))?;
+        let mut runs = self.runs.lock();
         if let Some(run) = runs.get(&partition) {
             return Ok(run.clone());
         }
@@ -252,7 +260,7 @@ mod tests {
                 .collect();
             assert_eq!(values, [4, 5, 6]);
         }
-        let runs = shared.runs.lock().unwrap();
+        let runs = shared.runs.lock();
         assert_eq!(runs.len(), 1, "the input ran once for both readers");
     }
 }

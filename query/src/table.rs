@@ -376,7 +376,7 @@ pub struct StorageScanExec {
     dynamic_filters: Vec<Arc<dyn PhysicalExpr>>,
     /// Build keys of the joins above, for the join filters among
     /// `dynamic_filters` they answer for; set once the plan is final.
-    build_keys: Arc<std::sync::Mutex<Vec<Arc<BuildKeys>>>>,
+    build_keys: Arc<parking_lot::Mutex<Vec<Arc<BuildKeys>>>>,
 }
 
 impl StorageScanExec {
@@ -417,10 +417,7 @@ impl StorageScanExec {
     }
 
     pub(crate) fn offer_build_keys(&self, keys: &[Arc<BuildKeys>]) {
-        if let Ok(mut offered) = self.build_keys.lock() {
-            offered.clear();
-            offered.extend(keys.iter().cloned());
-        }
+        *self.build_keys.lock() = keys.to_vec();
     }
 
     fn with_dynamic_filters(&self, filters: Vec<Arc<dyn PhysicalExpr>>) -> StorageScanExec {
@@ -583,10 +580,7 @@ impl ExecutionPlan for StorageScanExec {
         let units_read = MetricBuilder::new(&self.metrics).counter("units_read", partition);
         let tested_by_build_keys =
             MetricBuilder::new(&self.metrics).counter("rows_tested_by_build_keys", partition);
-        let build_keys = match self.build_keys.lock() {
-            Ok(keys) => keys.clone(),
-            Err(_) => Vec::new(),
-        };
+        let build_keys = self.build_keys.lock().clone();
         let mut dynamic_filters: Vec<JoinFilter> = self
             .dynamic_filters
             .iter()
