@@ -1447,8 +1447,34 @@ fn rewrite_expr(expr: &mut Expr) {
             }
         }
         Expr::Function(function) => unqualify(&mut function.name),
+        Expr::Value(value) => {
+            if let ast::Value::Number(digits, _) = &value.value {
+                if let Some(numeric) = integer_beyond_u64(digits) {
+                    *expr = numeric;
+                }
+            }
+        }
         _ => {}
     }
+}
+
+/// An integer literal too large for an unsigned 64-bit integer as
+/// `numeric(38, 0)`, as Postgres types it; DataFusion would read it as a
+/// double and lose digits. Literals up to 38 digits fit.
+fn integer_beyond_u64(digits: &str) -> Option<Expr> {
+    let integer = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+    if !integer || digits.parse::<u64>().is_ok() || digits.len() > 38 {
+        return None;
+    }
+    Some(Expr::Cast {
+        kind: ast::CastKind::DoubleColon,
+        expr: Box::new(Expr::value(ast::Value::SingleQuotedString(
+            digits.to_string(),
+        ))),
+        data_type: ast::DataType::Numeric(ast::ExactNumberInfo::PrecisionAndScale(38, 0)),
+        array: false,
+        format: None,
+    })
 }
 
 /// `'{0}'` compared with an array column is the array of its items.
