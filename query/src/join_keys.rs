@@ -60,8 +60,9 @@ impl PhysicalOptimizerRule for AggregateResultKeysToFilter {
 enum Origin {
     /// Grouping column `group` of the aggregate at this address.
     Group { aggregate: usize, group: usize },
-    /// An aggregate result of the aggregate at this address.
-    AggregateResult { aggregate: usize },
+    /// An aggregate result of the aggregate at this address, which has
+    /// `groups` grouping columns.
+    AggregateResult { aggregate: usize, groups: usize },
     /// Anything else: a filter may or may not pass; the key stays.
     Other,
 }
@@ -88,7 +89,7 @@ fn rewrite_join(plan: Arc<dyn ExecutionPlan>) -> Result<Transformed<Arc<dyn Exec
             None => Origin::Other,
         })
         .collect();
-    let Some(moved) = keys_to_move(&origins, join.right()) else {
+    let Some(moved) = keys_to_move(&origins) else {
         return Ok(Transformed::no(plan));
     };
     match rewritten(join, &moved)? {
@@ -100,21 +101,16 @@ fn rewrite_join(plan: Arc<dyn ExecutionPlan>) -> Result<Transformed<Arc<dyn Exec
 /// Which keys to move: those that are results of an aggregate whose every
 /// grouping column is another key, so the probe side has one row per
 /// remaining key value and the join stays one lookup per probe row.
-fn keys_to_move(origins: &[Origin], probe: &Arc<dyn ExecutionPlan>) -> Option<Vec<bool>> {
-    let aggregate = origins.iter().find_map(|origin| match origin {
-        Origin::AggregateResult { aggregate } => Some(*aggregate),
+fn keys_to_move(origins: &[Origin]) -> Option<Vec<bool>> {
+    let (aggregate, groups) = origins.iter().find_map(|origin| match *origin {
+        Origin::AggregateResult { aggregate, groups } => Some((aggregate, groups)),
         _ => None,
     })?;
+    let result = Origin::AggregateResult { aggregate, groups };
     // A global aggregate has no grouping column to keep as a key.
-    let group_count = aggregate_group_count(probe, aggregate).filter(|&count| count > 0)?;
-    let covered =
-        (0..group_count).all(|group| origins.contains(&Origin::Group { aggregate, group }));
-    covered.then(|| {
-        origins
-            .iter()
-            .map(|origin| *origin == Origin::AggregateResult { aggregate })
-            .collect()
-    })
+    let covered = groups > 0
+        && (0..groups).all(|group| origins.contains(&Origin::Group { aggregate, group }));
+    covered.then(|| origins.iter().map(|origin| *origin == result).collect())
 }
 
 fn origin(plan: &Arc<dyn ExecutionPlan>, index: usize) -> Origin {
@@ -160,24 +156,18 @@ fn aggregate_origin(
         return Origin::Other;
     }
     let address = Arc::as_ptr(plan) as *const () as usize;
-    if index < aggregate.group_expr().expr().len() {
+    let groups = aggregate.group_expr().expr().len();
+    if index < groups {
         Origin::Group {
             aggregate: address,
             group: index,
         }
     } else {
-        Origin::AggregateResult { aggregate: address }
+        Origin::AggregateResult {
+            aggregate: address,
+            groups,
+        }
     }
-}
-
-fn aggregate_group_count(plan: &Arc<dyn ExecutionPlan>, address: usize) -> Option<usize> {
-    if Arc::as_ptr(plan) as *const () as usize == address {
-        let aggregate = plan.downcast_ref::<AggregateExec>()?;
-        return Some(aggregate.group_expr().expr().len());
-    }
-    plan.children()
-        .into_iter()
-        .find_map(|child| aggregate_group_count(child, address))
 }
 
 /// The join with the `moved` keys checked by its filter instead, or `None`
