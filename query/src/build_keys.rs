@@ -40,6 +40,7 @@ use futures::{Stream, StreamExt};
 use parking_lot::Mutex;
 
 use crate::join_filter::integer_keys;
+use crate::shared_subplan::runs_again;
 use crate::table::StorageScanExec;
 
 /// The keys one join's build side produced, once every partition of it
@@ -344,14 +345,8 @@ impl PhysicalOptimizerRule for LinkBuildKeys {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        // A recursive query runs its plan again per iteration, resetting
-        // the joins; their keys are left to the hash tables.
-        let mut recursive = false;
-        plan.apply(|node| {
-            recursive |= node.name() == "RecursiveQueryExec";
-            Ok(TreeNodeRecursion::Continue)
-        })?;
-        if recursive {
+        // Joins run again are reset; their keys are left to the hash tables.
+        if runs_again(&plan)? {
             return Ok(plan);
         }
         let mut linked = Vec::new();

@@ -48,18 +48,18 @@ impl PhysicalOptimizerRule for ShareRepeatedAggregates {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        if runs_again(&plan)? {
+            return Ok(plan);
+        }
         let mut occurrences: HashMap<String, usize> = HashMap::new();
-        let mut runs_again = false;
         plan.apply(|node| {
-            // A recursive query runs parts of its plan once per iteration.
-            runs_again |= matches!(node.name(), "RecursiveQueryExec" | "WorkTableExec");
             if let Some(fingerprint) = shareable(node)? {
                 *occurrences.entry(fingerprint).or_default() += 1;
             }
             Ok(TreeNodeRecursion::Continue)
         })?;
         occurrences.retain(|_, count| *count > 1);
-        if runs_again || occurrences.is_empty() {
+        if occurrences.is_empty() {
             return Ok(plan);
         }
         let mut shared: HashMap<String, Arc<dyn ExecutionPlan>> = HashMap::new();
@@ -84,6 +84,17 @@ impl PhysicalOptimizerRule for ShareRepeatedAggregates {
     fn schema_check(&self) -> bool {
         true
     }
+}
+
+/// Whether parts of `plan` run more than once: a recursive query runs its
+/// recursive term again per iteration, resetting the nodes in it.
+pub(crate) fn runs_again(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
+    plan.exists(|node| {
+        Ok(matches!(
+            node.name(),
+            "RecursiveQueryExec" | "WorkTableExec"
+        ))
+    })
 }
 
 /// The subtree's text, when `node` is a finished aggregate whose subtree
