@@ -4,15 +4,11 @@
 
 mod common;
 
-use common::{plan_text, rows};
-
-use basalt::Database;
+use common::{plan_text, rows, temp_session};
 
 #[tokio::test]
 async fn probe_scan_drops_rows_the_join_cannot_match() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Database::open(dir.path().join("db")).unwrap();
-    let mut session = db.session();
+    let (_dir, mut session) = temp_session();
     load(&mut session).await;
     let plan = answer_and_plan(&mut session).await;
     assert!(plan.contains("mode=CollectLeft"), "{plan}");
@@ -28,9 +24,7 @@ async fn probe_scan_drops_rows_the_join_cannot_match() {
 /// evaluates itself.
 #[tokio::test]
 async fn probe_scan_drops_rows_a_partitioned_join_cannot_match() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Database::open(dir.path().join("db")).unwrap();
-    let mut session = db.session();
+    let (_dir, mut session) = temp_session();
     load(&mut session).await;
     for sql in [
         "SET datafusion.execution.target_partitions = 3",
@@ -52,9 +46,7 @@ async fn probe_scan_drops_rows_a_partitioned_join_cannot_match() {
 /// side's keys as a bitmap.
 #[tokio::test]
 async fn null_keys_match_nothing_through_the_build_key_bitmap() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Database::open(dir.path().join("db")).unwrap();
-    let mut session = db.session();
+    let (_dir, mut session) = temp_session();
     for sql in [
         "CREATE TABLE probe (id bigint PRIMARY KEY, k int)",
         "CREATE TABLE build (id bigint PRIMARY KEY, k int)",
@@ -139,9 +131,7 @@ async fn answer_and_plan(session: &mut basalt::Session) -> String {
 /// reaches the subquery's own scan, and the answer is unchanged.
 #[tokio::test]
 async fn a_subquery_aggregate_reads_only_the_groups_the_outer_query_needs() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Database::open(dir.path().join("db")).unwrap();
-    let mut session = db.session();
+    let (_dir, mut session) = temp_session();
     load_offers(&mut session).await;
     let query = "SELECT count(*), sum(p.id * 10 + o.supplier) FROM parts p, offers o \
                  WHERE p.id = o.part AND p.size = 7 \
@@ -172,9 +162,7 @@ async fn a_subquery_aggregate_reads_only_the_groups_the_outer_query_needs() {
 /// probe row per key is not assured, and both keys stay hash keys.
 #[tokio::test]
 async fn an_aggregate_grouped_beyond_the_join_keys_keeps_both_keys() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Database::open(dir.path().join("db")).unwrap();
-    let mut session = db.session();
+    let (_dir, mut session) = temp_session();
     load_offers(&mut session).await;
     let query = "SELECT count(*), sum(p.id * 10 + o.supplier) FROM parts p \
                  JOIN offers o ON p.id = o.part \

@@ -3,17 +3,13 @@
 
 mod common;
 
-use common::{plan_text, rows};
-
-use basalt::Database;
+use common::{plan_text, rows, temp_session};
 
 const TOTALS: &str =
     "WITH totals AS (SELECT region, sum(amount) AS total FROM sales GROUP BY region) ";
 
 async fn sales() -> (tempfile::TempDir, basalt::Session) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Database::open(dir.path().join("db")).unwrap();
-    let mut session = db.session();
+    let (dir, mut session) = temp_session();
     for sql in [
         "CREATE TABLE sales (id bigint PRIMARY KEY, region int, amount bigint)",
         "INSERT INTO sales SELECT value, value % 4, value * 1 FROM generate_series(1, 1000)",

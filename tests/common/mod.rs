@@ -56,3 +56,11 @@ pub async fn plan_text(session: &mut basalt::Session, explain: &str) -> String {
         .collect();
     lines.join("\n")
 }
+
+/// A session on a new database in a temporary directory, which lives as
+/// long as the returned guard.
+pub fn temp_session() -> (tempfile::TempDir, basalt::Session) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let db = basalt::Database::open(dir.path().join("db")).expect("opening the database");
+    (dir, db.session())
+}
