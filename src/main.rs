@@ -156,14 +156,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             .with_query_memory_limit(bytes)
             .map_err(|e| e.to_string())?;
     }
-    let queries = tokio::runtime::Builder::new_multi_thread()
-        .thread_name("basalt-query")
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the query runtime: {e}"))?;
-    db = db.with_executor(queries.handle().clone());
     // Accepts and signals only: connections are served on the server's
-    // network threads, queries on `queries`.
+    // network threads, queries on its query threads.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -189,7 +183,6 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             .map_err(|e| e.to_string())
     })?;
     drop(runtime);
-    queries.shutdown_background();
     db.close()
         .map_err(|e| format!("error closing {}: {e}", data.display()))?;
     say(format_args!("basalt: shut down cleanly"));

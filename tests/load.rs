@@ -510,7 +510,8 @@ async fn server_side_files_are_confined_to_the_allowed_directory() {
     std::fs::write(dir.path().join("secret.csv"), "3\n").unwrap();
     let db = Database::open_temporary()
         .unwrap()
-        .with_file_access(basalt::query::FileAccess::Within(allowed.clone()));
+        .with_file_access(basalt::query::FileAccess::Within(allowed.clone()))
+        .unwrap();
     let mut s = db.session();
     s.execute("CREATE TABLE t (id int)").await.unwrap();
     s.execute("COPY t FROM 'in.csv'").await.unwrap();
@@ -529,7 +530,8 @@ async fn server_side_files_are_confined_to_the_allowed_directory() {
     }
     let denied = Database::open_temporary()
         .unwrap()
-        .with_file_access(basalt::query::FileAccess::Denied);
+        .with_file_access(basalt::query::FileAccess::Denied)
+        .unwrap();
     let mut s = denied.session();
     s.execute("CREATE TABLE t (id int)").await.unwrap();
     let err = s
@@ -662,7 +664,8 @@ async fn files_are_queried_in_place() {
     assert_eq!(err.sqlstate(), "42883", "{err}");
     let denied = Database::open_temporary()
         .unwrap()
-        .with_file_access(basalt::query::FileAccess::Denied);
+        .with_file_access(basalt::query::FileAccess::Denied)
+        .unwrap();
     let err = denied
         .session()
         .execute(&format!("SELECT * FROM read_csv('{}')", csv.display()))

@@ -7,7 +7,8 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -93,6 +94,125 @@ impl ByteCounter {
     }
 }
 
+/// An input file opened once and read by position: each reader of it has
+/// its own cursor, so threads share one descriptor and nothing opens the
+/// file by its name again, by which time the name could point elsewhere.
+#[derive(Debug, Clone)]
+pub struct InputFile {
+    file: Arc<File>,
+    /// The name the user gave, for messages.
+    path: Arc<Path>,
+    len: u64,
+}
+
+impl InputFile {
+    /// Opens `path` as it stands (for callers who trust the name).
+    pub fn open(path: &Path) -> std::io::Result<InputFile> {
+        InputFile::from_file(File::open(path)?, path.to_path_buf())
+    }
+
+    /// An input over a file already opened, shown to the user as `path`.
+    pub fn from_file(file: File, path: PathBuf) -> std::io::Result<InputFile> {
+        let len = file.metadata()?.len();
+        Ok(InputFile {
+            file: Arc::new(file),
+            path: path.into(),
+            len,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file's size when it was opened.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// A reader from the start, with a cursor of its own.
+    pub fn reader(&self) -> FileCursor {
+        FileCursor {
+            file: self.file.clone(),
+            position: 0,
+            end: self.len,
+        }
+    }
+
+    /// A reader of bytes `start..end` only.
+    pub fn range_reader(&self, start: u64, end: u64) -> FileCursor {
+        FileCursor {
+            file: self.file.clone(),
+            position: start,
+            end: end.min(self.len),
+        }
+    }
+}
+
+/// A cursor over an [`InputFile`], reading by position up to its end.
+#[derive(Debug)]
+pub struct FileCursor {
+    file: Arc<File>,
+    position: u64,
+    end: u64,
+}
+
+impl Read for FileCursor {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.end.saturating_sub(self.position);
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.position)?;
+        self.position += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for FileCursor {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        let target = match to {
+            SeekFrom::Start(at) => Some(at),
+            SeekFrom::End(delta) => self.end.checked_add_signed(delta),
+            SeekFrom::Current(delta) => self.position.checked_add_signed(delta),
+        };
+        self.position = target.ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "seek before the start of the file",
+            )
+        })?;
+        Ok(self.position)
+    }
+}
+
+impl parquet::file::reader::Length for InputFile {
+    fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+impl parquet::file::reader::ChunkReader for InputFile {
+    type T = FileCursor;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<FileCursor> {
+        Ok(self.range_reader(start, self.len))
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<bytes::Bytes> {
+        let mut buffer = vec![0u8; length];
+        self.file
+            .read_exact_at(&mut buffer, start)
+            .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))?;
+        Ok(buffer.into())
+    }
+}
+
 /// A reader that counts the bytes taken from the file under it.
 struct Counting<R> {
     inner: R,
@@ -113,8 +233,8 @@ const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
 /// Opens a file for reading as a byte stream, decompressing gzip or zstd
 /// (recognised by their magic numbers, whatever the name says). The
 /// counter sees the bytes of the file itself.
-pub fn open_stream(path: &Path, counter: &ByteCounter) -> Result<Box<dyn BufRead + Send>> {
-    let mut file = File::open(path)?;
+pub fn open_stream(input: &InputFile, counter: &ByteCounter) -> Result<Box<dyn BufRead + Send>> {
+    let mut file = input.reader();
     let mut magic = [0u8; 4];
     let got = read_up_to(&mut file, &mut magic)?;
     file.seek(SeekFrom::Start(0))?;
@@ -136,7 +256,7 @@ pub fn open_stream(path: &Path, counter: &ByteCounter) -> Result<Box<dyn BufRead
     })
 }
 
-fn read_up_to(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+fn read_up_to(file: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut got = 0;
     while got < buf.len() {
         match file.read(&mut buf[got..])? {
@@ -148,9 +268,9 @@ fn read_up_to(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
 }
 
 /// Rows in each row group of a Parquet file.
-pub fn parquet_row_groups(path: &Path) -> Result<Vec<u64>> {
+pub fn parquet_row_groups(input: &InputFile) -> Result<Vec<u64>> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
-    let reader = SerializedFileReader::new(File::open(path)?)?;
+    let reader = SerializedFileReader::new(input.clone())?;
     Ok(reader
         .metadata()
         .row_groups()
@@ -172,14 +292,14 @@ pub struct ParquetPart {
 /// Record batches from a Parquet file (or part of one), with the file's
 /// Arrow schema.
 pub fn parquet_reader(
-    path: &Path,
+    input: &InputFile,
     counter: &ByteCounter,
     part: Option<&ParquetPart>,
 ) -> Result<Box<dyn BatchSource>> {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    let file = File::open(path)?;
-    let mut total = file.metadata()?.len();
-    let mut builder = ParquetRecordBatchReaderBuilder::try_new(file)?.with_batch_size(BATCH_ROWS);
+    let mut total = input.len();
+    let mut builder =
+        ParquetRecordBatchReaderBuilder::try_new(input.clone())?.with_batch_size(BATCH_ROWS);
     let mut done = 0;
     if let Some(part) = part {
         builder = builder.with_row_groups(part.row_groups.clone());
@@ -195,9 +315,9 @@ pub fn parquet_reader(
 }
 
 /// Record batches from an Arrow IPC file, or an IPC stream.
-pub fn arrow_reader(path: &Path, counter: &ByteCounter) -> Result<Box<dyn BatchSource>> {
-    let mut file = File::open(path)?;
-    let total = file.metadata()?.len();
+pub fn arrow_reader(input: &InputFile, counter: &ByteCounter) -> Result<Box<dyn BatchSource>> {
+    let mut file = input.reader();
+    let total = input.len();
     let mut magic = [0u8; 6];
     let got = read_up_to(&mut file, &mut magic)?;
     file.seek(SeekFrom::Start(0))?;
@@ -278,13 +398,14 @@ pub trait BatchWriter: Send {
     fn finish(self: Box<Self>) -> Result<()>;
 }
 
-/// A writer for `format` (Parquet, JSON lines or Arrow IPC) creating `path`.
+/// A writer for `format` (Parquet, JSON lines or Arrow IPC) into `file`,
+/// which the caller created.
 pub fn batch_writer(
-    path: &Path,
+    file: File,
     format: FileFormat,
     schema: SchemaRef,
 ) -> Result<Box<dyn BatchWriter>> {
-    let file = std::io::BufWriter::with_capacity(1 << 20, File::create(path)?);
+    let file = std::io::BufWriter::with_capacity(1 << 20, file);
     Ok(match format {
         FileFormat::Parquet => {
             let properties = parquet::file::properties::WriterProperties::builder()
@@ -392,7 +513,7 @@ mod tests {
         for path in [gz, zst] {
             let counter = ByteCounter::default();
             let mut out = Vec::new();
-            open_stream(&path, &counter)
+            open_stream(&InputFile::open(&path).unwrap(), &counter)
                 .unwrap()
                 .read_to_end(&mut out)
                 .unwrap();
@@ -418,13 +539,15 @@ mod tests {
         .unwrap();
         for format in [FileFormat::Parquet, FileFormat::Arrow] {
             let path = dir.path().join(format!("t.{}", format.name()));
-            let mut writer = batch_writer(&path, format, schema.clone()).unwrap();
+            let file = File::create(&path).unwrap();
+            let mut writer = batch_writer(file, format, schema.clone()).unwrap();
             writer.write(&batch).unwrap();
             writer.finish().unwrap();
             let counter = ByteCounter::default();
+            let input = InputFile::open(&path).unwrap();
             let mut source = match format {
-                FileFormat::Parquet => parquet_reader(&path, &counter, None).unwrap(),
-                _ => arrow_reader(&path, &counter).unwrap(),
+                FileFormat::Parquet => parquet_reader(&input, &counter, None).unwrap(),
+                _ => arrow_reader(&input, &counter).unwrap(),
             };
             let (first, read) = source.next_batch().unwrap().unwrap();
             assert_eq!((first, &read), (0, &batch));
@@ -438,9 +561,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.parquet");
         std::fs::write(&path, b"PAR1 not really").unwrap();
-        let err = parquet_reader(&path, &ByteCounter::default(), None)
-            .err()
-            .unwrap();
+        let err = parquet_reader(
+            &InputFile::open(&path).unwrap(),
+            &ByteCounter::default(),
+            None,
+        )
+        .err()
+        .unwrap();
         assert!(err.to_string().contains("arrow error"), "{err}");
     }
 }

@@ -1199,7 +1199,7 @@ impl Session {
         if copy.autocommit {
             let txn = self.shared.txn.lock().take();
             if let Some(txn) = txn {
-                crate::session::commit_off_worker(txn).await?;
+                crate::session::commit_off_worker(&self.interrupt, txn).await?;
             }
         }
         Ok(copy.rows)

@@ -100,14 +100,17 @@ macro_rules! pass_through_plan_methods {
     };
 }
 
+mod access;
 mod ann;
 mod build_keys;
 mod catalog;
+mod cooperative;
 mod copy;
 mod ddl;
 mod decimal_arith;
 mod dml;
 mod error;
+mod interrupt;
 mod join_filter;
 mod join_keys;
 mod json;
@@ -133,9 +136,9 @@ pub use catalog::{CATALOG, PG_TYPE_KEY, SCHEMA};
 pub use copy::CopyStream;
 pub use copy::Reject;
 pub use error::{Error, Result};
+pub use interrupt::Interrupt;
 pub use load::{
-    expand_sources, FileAccess, FileFormat, LoadOptions, LoadProgress, LoadReport, OnError,
-    ProgressFn,
+    FileAccess, FileFormat, LoadOptions, LoadProgress, LoadReport, OnError, ProgressFn,
 };
 pub use oltp::PreparedStatement;
 pub use prepare::{bind, Description, Param};

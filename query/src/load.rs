@@ -11,7 +11,7 @@
 //! be used (inside a transaction block, or when a column left out of the
 //! input has a DEFAULT to evaluate) the rows go through INSERT instead.
 
-use std::io::{BufRead, Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use arrow_array::{new_null_array, Array, ArrayRef, BooleanArray, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use basalt_formats::files::{self, ByteCounter};
+use basalt_formats::files::{self, ByteCounter, InputFile};
 use basalt_storage::Db;
 use datafusion::arrow::compute::{cast_with_options, filter_record_batch, CastOptions};
 use datafusion::sql::sqlparser::ast::{self, ObjectName};
@@ -28,6 +28,8 @@ use datafusion::sql::sqlparser::parser::Parser;
 use futures::{StreamExt, TryStreamExt};
 
 pub use basalt_formats::files::FileFormat;
+
+pub use crate::access::FileAccess;
 
 use crate::catalog::DEFAULT_KEY;
 use crate::copy::{parse_text_column, CopyFormat, FormatSpec, Origin, RecordReader, Reject};
@@ -151,32 +153,32 @@ impl Session {
                 "a bulk load cannot run inside a transaction block",
             ));
         }
-        let paths = expand_sources(sources)?;
+        let inputs = self.file_access.open_inputs(sources)?;
         let name = parse_table_name(table)?;
         let created = options.create && self.target(&name, None).is_err();
         if created {
-            let first = &paths[0];
+            let first = &inputs[0];
             let sql = create_table_sql(&name, first, &options)?;
             self.execute(&sql).await?;
         }
-        let mut report = self.load_paths(&name, &paths, &options).await?;
+        let mut report = self.load_paths(&name, &inputs, &options).await?;
         report.created = created;
         Ok(report)
     }
 
-    /// Loads `paths` into an existing table: the bulk path when it can be
+    /// Loads `inputs` into an existing table: the bulk path when it can be
     /// used, INSERT otherwise.
     pub(crate) async fn load_paths(
         &mut self,
         name: &ObjectName,
-        paths: &[PathBuf],
+        inputs: &[InputFile],
         options: &LoadOptions,
     ) -> Result<LoadReport> {
         let target = self.target(name, None)?;
         let plan = LoadPlan::new(
             target.def.schema.clone(),
             target.alias.clone(),
-            paths,
+            inputs,
             options,
         )?;
         if self.in_transaction() || plan.needs_defaults() {
@@ -221,7 +223,7 @@ impl Session {
         if autocommit {
             let txn = self.shared.txn.lock().take();
             if let Some(txn) = txn {
-                crate::session::commit_off_worker(txn).await?;
+                crate::session::commit_off_worker(&self.interrupt, txn).await?;
             }
         }
         plan.write_rejects(&rejects)?;
@@ -242,55 +244,6 @@ fn parse_table_name(table: &str) -> Result<ObjectName> {
         .try_with_sql(table)
         .and_then(|mut p| p.parse_object_name(false))
         .map_err(|e| Error::sql("42601", format!("invalid table name \"{table}\": {e}")))
-}
-
-/// The files named by paths, directories (their files, sorted) and glob
-/// patterns, in the order given.
-pub fn expand_sources(sources: &[String]) -> Result<Vec<PathBuf>> {
-    let mut paths = Vec::new();
-    for source in sources {
-        if source.contains(['*', '?', '[']) {
-            let matches = glob::glob(source)
-                .map_err(|e| Error::sql("22023", format!("invalid pattern \"{source}\": {e}")))?
-                .filter_map(std::result::Result::ok)
-                .filter(|p| p.is_file())
-                .collect::<Vec<_>>();
-            if matches.is_empty() {
-                return Err(Error::sql("58P01", format!("no file matches \"{source}\"")));
-            }
-            paths.extend(matches);
-            continue;
-        }
-        let path = PathBuf::from(source);
-        if path.is_dir() {
-            let mut files = std::fs::read_dir(&path)
-                .map_err(|e| io_error(&path, &e))?
-                .filter_map(|entry| entry.ok().map(|e| e.path()))
-                .filter(|p| {
-                    p.is_file()
-                        && !p
-                            .file_name()
-                            .and_then(|n| n.to_str())
-                            .is_some_and(|n| n.starts_with('.'))
-                })
-                .collect::<Vec<_>>();
-            files.sort();
-            if files.is_empty() {
-                return Err(Error::sql(
-                    "58P01",
-                    format!("directory \"{}\" holds no files", path.display()),
-                ));
-            }
-            paths.extend(files);
-        } else {
-            std::fs::metadata(&path).map_err(|e| io_error(&path, &e))?;
-            paths.push(path);
-        }
-    }
-    if paths.is_empty() {
-        return Err(Error::sql("22023", "no files to load"));
-    }
-    Ok(paths)
 }
 
 fn io_error(path: &Path, e: &std::io::Error) -> Error {
@@ -342,7 +295,7 @@ fn format_of(path: &Path, options: &LoadOptions) -> Result<FileFormat> {
 /// plain CSV/text file whose records are lines.
 #[derive(Debug, Clone)]
 struct Item {
-    path: PathBuf,
+    input: InputFile,
     format: FileFormat,
     range: Option<ByteRange>,
     /// For a Parquet file read by several threads: this thread's row groups.
@@ -392,7 +345,7 @@ impl LoadPlan {
     pub(crate) fn new(
         schema: SchemaRef,
         table_name: String,
-        paths: &[PathBuf],
+        inputs: &[InputFile],
         options: &LoadOptions,
     ) -> Result<LoadPlan> {
         let listed = if options.columns.is_empty() {
@@ -422,13 +375,10 @@ impl LoadPlan {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut items = Vec::new();
         let mut total_bytes = 0;
-        for path in paths {
-            let format = format_of(path, options)?;
-            let size = std::fs::metadata(path)
-                .map_err(|e| io_error(path, &e))?
-                .len();
-            total_bytes += size;
-            items.extend(split_file(path, format, size, threads, options)?);
+        for input in inputs {
+            let format = format_of(input.path(), options)?;
+            total_bytes += input.len();
+            items.extend(split_file(input, format, threads, options)?);
         }
         Ok(LoadPlan {
             table_name,
@@ -444,7 +394,7 @@ impl LoadPlan {
 
     /// Files read (a file split across threads counts once).
     fn items_files(&self) -> usize {
-        let mut paths: Vec<&PathBuf> = self.items.iter().map(|i| &i.path).collect();
+        let mut paths: Vec<&Path> = self.items.iter().map(|i| i.input.path()).collect();
         paths.dedup();
         paths.len()
     }
@@ -583,26 +533,27 @@ impl LoadPlan {
 
     /// Parses one item, sending its pieces; stops early when `send` fails.
     fn parse_item(&self, item: &Item, send: &mut dyn FnMut(Message) -> bool) -> Result<()> {
-        let path: Arc<str> = Arc::from(item.path.display().to_string());
+        let path: Arc<str> = Arc::from(item.input.path().display().to_string());
+        let file = item.input.path();
         if item.format.is_delimited_text() {
             self.parse_delimited(item, path, send)
         } else {
             let mut source: Box<dyn RowSource> = match item.format {
                 FileFormat::Parquet => Box::new(FileRows(
-                    files::parquet_reader(&item.path, &self.counter, item.part.as_ref())
-                        .map_err(|e| format_error(&item.path, e))?,
+                    files::parquet_reader(&item.input, &self.counter, item.part.as_ref())
+                        .map_err(|e| format_error(file, e))?,
                 )),
                 FileFormat::Arrow => Box::new(FileRows(
-                    files::arrow_reader(&item.path, &self.counter)
-                        .map_err(|e| format_error(&item.path, e))?,
+                    files::arrow_reader(&item.input, &self.counter)
+                        .map_err(|e| format_error(file, e))?,
                 )),
                 _ => Box::new(JsonLines::open(item, self, path.clone())?),
             };
-            let mapping = self.map_columns(&source.schema(), &item.path)?;
+            let mapping = self.map_columns(&source.schema(), file)?;
             let origin = Origin::Rows {
                 path: path.to_string(),
             };
-            while let Some((batch, lines)) = source.next_rows(&item.path)? {
+            while let Some((batch, lines)) = source.next_rows(file)? {
                 let mut rejects = source.take_rejects();
                 let (batch, lines) =
                     self.conform(&batch, &mapping, lines, &origin, &mut rejects)?;
@@ -645,11 +596,11 @@ impl LoadPlan {
             reader.rejects = Some(Vec::new());
         }
         let mut input: Box<dyn Read> = match item.range {
-            None => files::open_stream(&item.path, &self.counter)
-                .map_err(|e| io_error(&item.path, &std::io::Error::other(e.to_string())))?,
+            None => files::open_stream(&item.input, &self.counter)
+                .map_err(|e| io_error(item.input.path(), &std::io::Error::other(e.to_string())))?,
             Some(range) => {
                 reader.set_line(range.first_line);
-                Box::new(RangeReader::open(&item.path, range, self.counter.clone())?)
+                Box::new(RangeReader::open(&item.input, range, self.counter.clone()))
             }
         };
         let mut buffer = vec![0u8; 1 << 20];
@@ -969,27 +920,29 @@ fn convert(
 /// The items a file is read as: byte ranges of a large, plain CSV/text file
 /// whose records are all single lines; the whole file otherwise.
 fn split_file(
-    path: &Path,
+    input: &InputFile,
     format: FileFormat,
-    size: u64,
     threads: usize,
     options: &LoadOptions,
 ) -> Result<Vec<Item>> {
+    let (path, size) = (input.path(), input.len());
     let whole = vec![Item {
-        path: path.to_path_buf(),
+        input: input.clone(),
         format,
         range: None,
         part: None,
     }];
     if format == FileFormat::Parquet && threads > 1 && size >= SPLIT_BYTES {
-        return split_parquet(path, size, threads).map(|parts| parts.unwrap_or(whole));
+        return split_parquet(input, threads).map(|parts| parts.unwrap_or(whole));
     }
     if !format.is_delimited_text() || threads < 2 || size < SPLIT_BYTES {
         return Ok(whole);
     }
-    let mut file = std::fs::File::open(path).map_err(|e| io_error(path, &e))?;
     let mut magic = [0u8; 4];
-    let got = file.read(&mut magic).map_err(|e| io_error(path, &e))?;
+    let got = input
+        .reader()
+        .read(&mut magic)
+        .map_err(|e| io_error(path, &e))?;
     if magic[..got].starts_with(&[0x1f, 0x8b])
         || magic[..got].starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
     {
@@ -1000,7 +953,7 @@ fn split_file(
     let quote = (format != FileFormat::Text).then(|| options.quote.unwrap_or('"') as u8);
     let pieces = (threads as u64 * 4).max(size.div_ceil(PIECE_BYTES));
     let targets: Vec<u64> = (1..pieces).map(|i| size * i / pieces).collect();
-    let scan = scan_lines(path, &targets, quote)?;
+    let scan = scan_lines(input, &targets, quote)?;
     let Some(starts) = scan else {
         return Ok(whole);
     };
@@ -1012,7 +965,7 @@ fn split_file(
         let end = bounds.get(i + 1).map_or(size, |b| b.0);
         if end > start {
             items.push(Item {
-                path: path.to_path_buf(),
+                input: input.clone(),
                 format,
                 range: Some(ByteRange {
                     start,
@@ -1028,8 +981,9 @@ fn split_file(
 
 /// A large Parquet file as runs of consecutive row groups, one item each;
 /// `None` when it has too few row groups to share.
-fn split_parquet(path: &Path, size: u64, threads: usize) -> Result<Option<Vec<Item>>> {
-    let groups = files::parquet_row_groups(path).map_err(|e| format_error(path, e))?;
+fn split_parquet(input: &InputFile, threads: usize) -> Result<Option<Vec<Item>>> {
+    let size = input.len();
+    let groups = files::parquet_row_groups(input).map_err(|e| format_error(input.path(), e))?;
     let pieces = (threads * 2).min(groups.len());
     let total_rows: u64 = groups.iter().sum();
     if pieces < 2 || total_rows == 0 {
@@ -1046,7 +1000,7 @@ fn split_parquet(path: &Path, size: u64, threads: usize) -> Result<Option<Vec<It
             size * (first_row + rows) / total_rows - credited
         };
         items.push(Item {
-            path: path.to_path_buf(),
+            input: input.clone(),
             format: FileFormat::Parquet,
             range: None,
             part: Some(files::ParquetPart {
@@ -1064,8 +1018,13 @@ fn split_parquet(path: &Path, size: u64, threads: usize) -> Result<Option<Vec<It
 /// One pass over a file: for each target offset, the start of the first
 /// line at or after it and that line's number. `None` if the file holds
 /// the quote byte.
-fn scan_lines(path: &Path, targets: &[u64], quote: Option<u8>) -> Result<Option<Vec<(u64, u64)>>> {
-    let mut file = std::fs::File::open(path).map_err(|e| io_error(path, &e))?;
+fn scan_lines(
+    input: &InputFile,
+    targets: &[u64],
+    quote: Option<u8>,
+) -> Result<Option<Vec<(u64, u64)>>> {
+    let path = input.path();
+    let mut file = input.reader();
     let mut buffer = vec![0u8; 8 << 20];
     let mut offset = 0u64;
     let mut lines = 1u64;
@@ -1130,19 +1089,16 @@ impl Window {
 
 /// A byte range of a file, read as a stream.
 struct RangeReader {
-    file: std::io::Take<std::fs::File>,
+    file: files::FileCursor,
     counter: ByteCounter,
 }
 
 impl RangeReader {
-    fn open(path: &Path, range: ByteRange, counter: ByteCounter) -> Result<RangeReader> {
-        let mut file = std::fs::File::open(path).map_err(|e| io_error(path, &e))?;
-        file.seek(SeekFrom::Start(range.start))
-            .map_err(|e| io_error(path, &e))?;
-        Ok(RangeReader {
-            file: file.take(range.end - range.start),
+    fn open(input: &InputFile, range: ByteRange, counter: ByteCounter) -> RangeReader {
+        RangeReader {
+            file: input.range_reader(range.start, range.end),
             counter,
-        })
+        }
     }
 }
 
@@ -1167,8 +1123,8 @@ struct JsonLines {
 
 impl JsonLines {
     fn open(item: &Item, plan: &LoadPlan, path: Arc<str>) -> Result<JsonLines> {
-        let input = files::open_stream(&item.path, &plan.counter)
-            .map_err(|e| io_error(&item.path, &std::io::Error::other(e.to_string())))?;
+        let input = files::open_stream(&item.input, &plan.counter)
+            .map_err(|e| io_error(item.input.path(), &std::io::Error::other(e.to_string())))?;
         // JSON carries text, numbers, booleans and arrays; other types
         // arrive as text and are read as Postgres reads them.
         let fields: Vec<Field> = plan
@@ -1325,8 +1281,8 @@ fn joined(lines: &[(u64, Vec<u8>)]) -> Vec<u8> {
 }
 
 /// `CREATE TABLE` for a file's columns (see [`infer_fields`]).
-fn create_table_sql(name: &ObjectName, path: &Path, options: &LoadOptions) -> Result<String> {
-    let fields = infer_fields(path, options)?;
+fn create_table_sql(name: &ObjectName, input: &InputFile, options: &LoadOptions) -> Result<String> {
+    let fields = infer_fields(input, options)?;
     let mut columns: Vec<String> = fields
         .iter()
         .map(|field| {
@@ -1353,16 +1309,17 @@ fn create_table_sql(name: &ObjectName, path: &Path, options: &LoadOptions) -> Re
 /// The columns a file holds, in types a table can hold: a self-describing
 /// file's own, or for CSV/text the narrowest of bigint, double precision,
 /// boolean, date, timestamp and text that reads every sampled value.
-pub(crate) fn infer_fields(path: &Path, options: &LoadOptions) -> Result<Vec<Field>> {
+pub(crate) fn infer_fields(input: &InputFile, options: &LoadOptions) -> Result<Vec<Field>> {
+    let path = input.path();
     let format = format_of(path, options)?;
     if format.is_delimited_text() {
-        return infer_text_fields(path, format, options);
+        return infer_text_fields(input, format, options);
     }
     let counter = ByteCounter::default();
     let schema = match format {
-        FileFormat::Parquet => files::parquet_reader(path, &counter, None).map(|s| s.schema()),
-        FileFormat::Arrow => files::arrow_reader(path, &counter).map(|s| s.schema()),
-        _ => files::open_stream(path, &counter)
+        FileFormat::Parquet => files::parquet_reader(input, &counter, None).map(|s| s.schema()),
+        FileFormat::Arrow => files::arrow_reader(input, &counter).map(|s| s.schema()),
+        _ => files::open_stream(input, &counter)
             .and_then(|input| files::infer_json_schema(input, INFER_RECORDS)),
     }
     .map_err(|e| format_error(path, e))?;
@@ -1396,10 +1353,15 @@ fn storable(field: &Field) -> Field {
 
 /// Column names (the header's, or column1...) and guessed types of a
 /// CSV/text file, from its first records.
-fn infer_text_fields(path: &Path, format: FileFormat, options: &LoadOptions) -> Result<Vec<Field>> {
+fn infer_text_fields(
+    file: &InputFile,
+    format: FileFormat,
+    options: &LoadOptions,
+) -> Result<Vec<Field>> {
+    let path = file.path();
     let header = options.header.unwrap_or(true);
     let copy_format = text_dialect(options, format, false)?;
-    let mut input = files::open_stream(path, &ByteCounter::default())
+    let mut input = files::open_stream(file, &ByteCounter::default())
         .map_err(|e| io_error(path, &std::io::Error::other(e.to_string())))?;
     let mut first = Vec::new();
     input
@@ -1472,72 +1434,6 @@ fn guess_type(column: &ArrayRef) -> DataType {
             parse_text_column(text, &Field::new("c", candidate.clone(), true)).is_ok()
         })
         .unwrap_or(DataType::Utf8)
-}
-
-/// Which server-side files `COPY ... FROM/TO 'path'` may read and write.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum FileAccess {
-    /// Any path the process can reach: the embedded default.
-    #[default]
-    Any,
-    /// None: a server's default, as a client's SQL must not reach the
-    /// server's files.
-    Denied,
-    /// Only paths inside this directory; relative paths start there.
-    Within(PathBuf),
-}
-
-impl FileAccess {
-    /// The path `filename` names, if this access allows it.
-    pub(crate) fn check(&self, filename: &str, writing: bool) -> Result<PathBuf> {
-        let dir = match self {
-            FileAccess::Any => return Ok(PathBuf::from(filename)),
-            FileAccess::Denied => {
-                return Err(Error::sql(
-                    "42501",
-                    "COPY to or from a file is not allowed on this server; start it with --allow-files DIR",
-                ))
-            }
-            FileAccess::Within(dir) => dir,
-        };
-        let denied = || {
-            Error::sql(
-                "42501",
-                format!(
-                    "path \"{filename}\" is outside the directory the server allows ({})",
-                    dir.display()
-                ),
-            )
-        };
-        let root = dir.canonicalize().map_err(|e| io_error(dir, &e))?;
-        let path = root.join(filename);
-        // Refused before the file system is asked, so that a refusal says
-        // nothing about what exists outside.
-        let escapes = Path::new(filename)
-            .components()
-            .any(|c| matches!(c, std::path::Component::ParentDir));
-        if escapes || !path.starts_with(&root) {
-            return Err(denied());
-        }
-        // The file (or, for a new file, its directory) must resolve inside.
-        let resolved = if writing && !path.exists() {
-            let parent = path.parent().ok_or_else(denied)?;
-            let name = path.file_name().ok_or_else(denied)?;
-            parent
-                .canonicalize()
-                .map_err(|e| io_error(parent, &e))?
-                .join(name)
-        } else if filename.contains(['*', '?', '[']) {
-            path.clone()
-        } else {
-            path.canonicalize().map_err(|e| io_error(&path, &e))?
-        };
-        // A symbolic link inside may still point outside.
-        if !resolved.starts_with(&root) {
-            return Err(denied());
-        }
-        Ok(resolved)
-    }
 }
 
 /// The load options a COPY's option list gives, with the format named by
@@ -1687,12 +1583,8 @@ impl Session {
             text_dialect(&load, load.format.unwrap_or(FileFormat::Text), false)?;
         }
         load.columns = columns.iter().map(normalize).collect();
-        let path = self.file_access.check(filename, false)?;
-        let paths = expand_sources(&[path.display().to_string()])?;
-        for path in &paths {
-            self.file_access.check(&path.display().to_string(), false)?;
-        }
-        let report = self.load_paths(table_name, &paths, &load).await?;
+        let inputs = self.file_access.open_inputs(&[filename.to_string()])?;
+        let report = self.load_paths(table_name, &inputs, &load).await?;
         Ok(QueryResult::Command {
             tag: format!("COPY {}", report.rows),
             rows: report.rows,
@@ -1715,7 +1607,7 @@ impl Session {
         } else {
             None
         };
-        let path = self.file_access.check(filename, true)?;
+        let (file, path) = self.file_access.create_output(filename)?;
         let statement = self
             .parse(&crate::copy::source_query(source))?
             .pop()
@@ -1731,7 +1623,6 @@ impl Session {
         };
         let rows = match dialect {
             Some(dialect) => {
-                let file = std::fs::File::create(&path).map_err(|e| io_error(&path, &e))?;
                 let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
                 let mut encoded = crate::copy::encode(&schema, stream, dialect);
                 let mut rows = 0u64;
@@ -1744,7 +1635,7 @@ impl Session {
             }
             None => {
                 let out_schema = export_schema(&schema, format);
-                let mut writer = files::batch_writer(&path, format, out_schema.clone())
+                let mut writer = files::batch_writer(file, format, out_schema.clone())
                     .map_err(|e| write_error(&e))?;
                 let mut stream = stream;
                 let mut rows = 0u64;

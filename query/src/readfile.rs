@@ -6,7 +6,7 @@
 //! `read_csv(path [, header boolean [, delimiter text]])`; the others take
 //! the path only. A path may be a directory or a glob pattern.
 
-use std::path::PathBuf;
+use basalt_formats::files::InputFile;
 use std::sync::Arc;
 
 use arrow_schema::{Schema, SchemaRef};
@@ -19,9 +19,7 @@ use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
 use datafusion::physical_plan::streaming::PartitionStream;
 
 use crate::error::Error;
-use crate::load::{
-    expand_sources, infer_fields, FileAccess, FileFormat, LoadOptions, LoadPlan, Message,
-};
+use crate::load::{infer_fields, FileAccess, FileFormat, LoadOptions, LoadPlan, Message};
 
 /// The table functions, confined to what `access` allows.
 pub(crate) fn functions(access: &FileAccess) -> Vec<(&'static str, Arc<dyn TableFunctionImpl>)> {
@@ -113,18 +111,12 @@ impl TableFunctionImpl for ReadFile {
         args: TableFunctionArgs,
     ) -> datafusion::error::Result<Arc<dyn TableProvider>> {
         let (path, options) = self.options(args.exprs())?;
-        let path = self.access.check(&path, false).map_err(external)?;
-        let paths = expand_sources(&[path.display().to_string()]).map_err(external)?;
-        for path in &paths {
-            self.access
-                .check(&path.display().to_string(), false)
-                .map_err(external)?;
-        }
-        let fields = infer_fields(&paths[0], &options).map_err(external)?;
+        let inputs = self.access.open_inputs(&[path]).map_err(external)?;
+        let fields = infer_fields(&inputs[0], &options).map_err(external)?;
         let schema = Arc::new(Schema::new(fields));
         let scan = FileScan {
             schema: schema.clone(),
-            paths,
+            inputs,
             options,
         };
         Ok(Arc::new(StreamingTable::try_new(
@@ -137,7 +129,7 @@ impl TableFunctionImpl for ReadFile {
 #[derive(Debug)]
 struct FileScan {
     schema: SchemaRef,
-    paths: Vec<PathBuf>,
+    inputs: Vec<InputFile>,
     options: LoadOptions,
 }
 
@@ -149,13 +141,13 @@ impl PartitionStream for FileScan {
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let mut builder = RecordBatchReceiverStreamBuilder::new(self.schema.clone(), 4);
         let tx = builder.tx();
-        let (schema, paths, options) = (
+        let (schema, inputs, options) = (
             self.schema.clone(),
-            self.paths.clone(),
+            self.inputs.clone(),
             self.options.clone(),
         );
         builder.spawn_blocking(move || {
-            let plan = LoadPlan::new(schema, "file".into(), &paths, &options).map_err(external)?;
+            let plan = LoadPlan::new(schema, "file".into(), &inputs, &options).map_err(external)?;
             plan.parse_in_parallel(|message| {
                 if let Message::Rows(piece) = message {
                     // A closed receiver means the query stopped reading.

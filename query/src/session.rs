@@ -30,6 +30,7 @@ use crate::build_keys::{CollectBuildKeys, LinkBuildKeys};
 use crate::catalog::{SessionShared, StorageCatalog, CATALOG, SCHEMA};
 use crate::decimal_arith::NarrowDecimalArithmetic;
 use crate::error::{Error, Result};
+use crate::interrupt::{guard_stream, interruptible, Deadline, Interrupt};
 use crate::join_keys::AggregateResultKeysToFilter;
 use crate::sequences::Sequences;
 use crate::settings::Settings;
@@ -75,7 +76,7 @@ impl Database {
         Database {
             db,
             sequences: Arc::new(Sequences::default()),
-            runtime: Arc::new(RuntimeEnv::default()),
+            runtime: runtime_env(None),
             file_access: crate::load::FileAccess::Any,
             executor: None,
             _scratch: None,
@@ -88,18 +89,22 @@ impl Database {
         let pool = datafusion::execution::memory_pool::FairSpillPool::new(
             usize::try_from(bytes).unwrap_or(usize::MAX),
         );
-        self.runtime = RuntimeEnvBuilder::new()
-            .with_memory_pool(Arc::new(pool))
-            .build_arc()
-            .map_err(Error::from_datafusion)?;
+        self.runtime = runtime_env(Some(Arc::new(pool)));
         Ok(self)
     }
 
-    /// Sets which server-side files `COPY ... FROM/TO 'path'` may read and
-    /// write in this database's sessions (any, by default).
-    pub fn with_file_access(mut self, access: crate::load::FileAccess) -> Database {
-        self.file_access = access;
-        self
+    /// Sets which server-side files `COPY ... FROM/TO 'path'`, the
+    /// `read_*` functions and [`Session::load`] may read and write in this
+    /// database's sessions (any, by default). A directory is refused if it
+    /// overlaps the data directory.
+    pub fn with_file_access(mut self, access: crate::load::FileAccess) -> Result<Database> {
+        self.file_access = match access {
+            crate::load::FileAccess::Within(dir) => {
+                crate::load::FileAccess::within(&dir, self.db.path())?
+            }
+            other => other,
+        };
+        Ok(self)
     }
 
     /// Runs every session's DataFusion plans (planning and execution) on
@@ -111,6 +116,12 @@ impl Database {
     pub fn with_executor(mut self, executor: tokio::runtime::Handle) -> Database {
         self.executor = Some(executor);
         self
+    }
+
+    /// Whether plans run on an executor runtime of their own
+    /// ([`Database::with_executor`]).
+    pub fn has_executor(&self) -> bool {
+        self.executor.is_some()
     }
 
     /// Closes the storage, syncing its WAL, once no session holds it; a
@@ -127,22 +138,7 @@ impl Database {
     }
 
     pub fn session(&self) -> Session {
-        let config = SessionConfig::new()
-            .with_default_catalog_and_schema(CATALOG, SCHEMA)
-            .with_create_default_catalog_and_schema(false)
-            .with_information_schema(true)
-            .set_str("datafusion.sql_parser.dialect", "PostgreSQL")
-            // Storage schemas hold Utf8, not Utf8View.
-            .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false)
-            .set_str("datafusion.execution.time_zone", "+00:00")
-            .set_usize(
-                "datafusion.optimizer.hash_join_single_partition_threshold",
-                16 << 20,
-            )
-            .set_usize(
-                "datafusion.optimizer.hash_join_single_partition_threshold_rows",
-                1 << 20,
-            );
+        let config = session_config();
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(self.runtime.clone())
@@ -207,6 +203,9 @@ impl Database {
             copy_in: None,
             file_access: self.file_access.clone(),
             executor: self.executor.clone(),
+            interrupt: Arc::new(Interrupt::default()),
+            deadline: Deadline::after(None),
+            _scratch: self._scratch.clone(),
         }
     }
 }
@@ -314,7 +313,15 @@ enum Block {
 /// in place and its durability awaited from the WAL's sync thread; one that
 /// must first wait for background work to make room runs on tokio's
 /// blocking pool instead. Outside tokio it commits in place.
-pub(crate) async fn commit_off_worker(txn: basalt_storage::Transaction) -> Result<u64> {
+///
+/// The session's `interrupt` learns that the commit has begun: from then on
+/// a cancel or timeout no longer stops the statement, which is reported as
+/// committed once it is.
+pub(crate) async fn commit_off_worker(
+    interrupt: &Interrupt,
+    txn: basalt_storage::Transaction,
+) -> Result<u64> {
+    interrupt.enter_commit();
     let runtime = match tokio::runtime::Handle::try_current() {
         Ok(runtime) if txn.waits_for_disk() => runtime,
         _ => return Ok(txn.commit()?),
@@ -338,11 +345,13 @@ async fn run_on(
     executor: &tokio::runtime::Handle,
     frame: datafusion::dataframe::DataFrame,
 ) -> Result<SendableRecordBatchStream> {
-    use futures::StreamExt;
+    use futures::{FutureExt, StreamExt};
     let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
     let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    // `None` marks the end: a channel closing without it means the task
+    // died (a panic), which must not read as the last row.
     let (batches_tx, mut batches_rx) = tokio::sync::mpsc::channel(2);
-    executor.spawn(async move {
+    let task = async move {
         let mut stream = match frame.execute_stream().await {
             Ok(stream) => stream,
             Err(e) => {
@@ -358,19 +367,50 @@ async fn run_on(
                 _ = batches_tx.closed() => return,
                 next = stream.next() => next,
             };
-            let Some(batch) = next else { return };
-            if batches_tx.send(batch).await.is_err() {
+            let end = next.is_none();
+            if batches_tx.send(next).await.is_err() || end {
                 return;
             }
+        }
+    };
+    let (panic_tx, mut panic_rx) = tokio::sync::oneshot::channel();
+    executor.spawn(async move {
+        if let Err(panic) = std::panic::AssertUnwindSafe(task).catch_unwind().await {
+            let _ = panic_tx.send(crate::interrupt::panicked(panic.as_ref()));
         }
     });
     match started_rx.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(Error::from_datafusion(e)),
-        Err(_) => return Err(Error::sql("XX000", "the query's executor stopped")),
+        Err(_) => return Err(panic_rx.try_recv().unwrap_or_else(|_| executor_stopped())),
     }
-    let batches = futures::stream::poll_fn(move |cx| batches_rx.poll_recv(cx));
+    let mut ended = false;
+    let batches = futures::stream::poll_fn(move |cx| {
+        if ended {
+            return std::task::Poll::Ready(None);
+        }
+        match batches_rx.poll_recv(cx) {
+            std::task::Poll::Ready(Some(Some(batch))) => std::task::Poll::Ready(Some(batch)),
+            std::task::Poll::Ready(Some(None)) => {
+                ended = true;
+                std::task::Poll::Ready(None)
+            }
+            std::task::Poll::Ready(None) => {
+                ended = true;
+                let error = panic_rx.try_recv().unwrap_or_else(|_| executor_stopped());
+                std::task::Poll::Ready(Some(Err(DataFusionError::External(Box::new(error)))))
+            }
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    });
     Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
+}
+
+fn executor_stopped() -> Error {
+    Error::sql(
+        "XX000",
+        "the query's executor stopped before the query ended",
+    )
 }
 
 /// Autocommit DML that loses a write conflict runs again on a fresh
@@ -410,13 +450,27 @@ pub struct Session {
     pub(crate) copy_in: Option<crate::copy::CopyIn>,
     pub(crate) file_access: crate::load::FileAccess,
     executor: Option<tokio::runtime::Handle>,
+    /// Stops the running statement on a cancel or at `statement_timeout`.
+    pub(crate) interrupt: Arc<Interrupt>,
+    /// When the running statement must stop.
+    deadline: Deadline,
+    /// A temporary database's directory lives as long as any session.
+    _scratch: Option<Arc<tempfile::TempDir>>,
 }
 
 impl Session {
+    /// The signal that stops this session's running statement (57014),
+    /// for a cancel request or a client that went away. A cancel stops
+    /// nothing once the statement's commit has begun.
+    pub fn interrupt(&self) -> Arc<Interrupt> {
+        self.interrupt.clone()
+    }
+
     /// Runs every statement in `sql` and returns the last one's result.
     /// Several statements run as one implicit transaction, as a Postgres
     /// simple query does: an error keeps none of their writes.
     pub async fn execute(&mut self, sql: &str) -> Result<QueryResult> {
+        self.interrupt.reset();
         let statements = self.parse(sql)?;
         let several = statements.len() > 1;
         let mut last = QueryResult::Empty;
@@ -459,7 +513,7 @@ impl Session {
         self.block = Block::None;
         let txn = self.shared.txn.lock().take();
         match txn {
-            Some(txn) if ok => commit_off_worker(txn).await.map(|_| ()),
+            Some(txn) if ok => commit_off_worker(&self.interrupt, txn).await.map(|_| ()),
             Some(txn) => {
                 txn.rollback();
                 Ok(())
@@ -519,6 +573,12 @@ impl Session {
         Ok(statements)
     }
 
+    /// How long the session may sit idle inside a transaction block
+    /// before its connection is closed (`idle_in_transaction_session_timeout`).
+    pub fn idle_in_transaction_timeout(&self) -> Option<std::time::Duration> {
+        self.settings.idle_in_transaction_timeout()
+    }
+
     /// Whether the session is inside BEGIN ... COMMIT (or a failed block).
     pub fn in_transaction(&self) -> bool {
         self.block != Block::None
@@ -553,7 +613,35 @@ impl Session {
         }
     }
 
+    /// Runs one statement; a cancel or `statement_timeout` stops it with
+    /// 57014 until its commit begins.
     pub async fn execute_statement(&mut self, statement: Statement) -> Result<QueryResult> {
+        let (interrupt, deadline) = self.start_statement();
+        // Boxed: a statement's future is large, and nested in the caller's
+        // it overflowed a 2 MiB thread stack in debug builds.
+        let work = Box::pin(self.run_statement(statement));
+        let outcome = interruptible(&interrupt, deadline, work).await;
+        self.guarded(outcome)
+    }
+
+    /// The interrupt and deadline of a statement starting now.
+    fn start_statement(&mut self) -> (Arc<Interrupt>, Deadline) {
+        self.interrupt.start_statement();
+        self.deadline = Deadline::after(self.settings.statement_timeout());
+        (self.interrupt.clone(), self.deadline)
+    }
+
+    /// A statement's outcome; one the interrupt stopped fails its block.
+    /// (Its rows, if any, stream through [`guard_stream`], which the plan
+    /// got in [`Session::stream_plan`].)
+    fn guarded(&mut self, outcome: Result<QueryResult>) -> Result<QueryResult> {
+        if outcome.as_ref().is_err_and(|e| e.sqlstate() == "57014") {
+            self.abort_statement();
+        }
+        outcome
+    }
+
+    async fn run_statement(&mut self, statement: Statement) -> Result<QueryResult> {
         if self.copy_in.take().is_some() {
             self.abort_statement();
             return Err(Error::sql(
@@ -599,6 +687,17 @@ impl Session {
         prepared: &crate::oltp::PreparedStatement,
         params: &[crate::prepare::Param],
     ) -> Result<QueryResult> {
+        let (interrupt, deadline) = self.start_statement();
+        let work = Box::pin(self.run_prepared(prepared, params));
+        let outcome = interruptible(&interrupt, deadline, work).await;
+        self.guarded(outcome)
+    }
+
+    async fn run_prepared(
+        &mut self,
+        prepared: &crate::oltp::PreparedStatement,
+        params: &[crate::prepare::Param],
+    ) -> Result<QueryResult> {
         if self.copy_in.is_none() && self.block != Block::Failed {
             let answered = self.point_select_prepared(prepared, params);
             if let Some(result) = self.failing_the_block(answered)? {
@@ -626,7 +725,7 @@ impl Session {
             }
         }
         let bound = prepared.bind(params)?;
-        self.execute_statement(bound).await
+        self.run_statement(bound).await
     }
 
     /// Runs a write in the open block, or else in a transaction of its own.
@@ -670,11 +769,26 @@ impl Session {
             let result = self.run_write(write).await;
             let txn = self.shared.txn.lock().take();
             let outcome = match (result, txn) {
-                (Ok(result), Some(txn)) => commit_off_worker(txn).await.map(|_| result),
+                (Ok(result), Some(txn)) => commit_off_worker(&self.interrupt, txn)
+                    .await
+                    .map(|_| result),
                 (Ok(result), None) => Ok(result),
                 (Err(e), _) => Err(e),
             };
             match outcome {
+                Err(Error::Storage(basalt_storage::Error::WriteConflict))
+                    if self
+                        .settings
+                        .lock_timeout()
+                        .is_some_and(|limit| started.elapsed() >= limit) =>
+                {
+                    // Waiting out a conflicting writer is Postgres' wait
+                    // for a row lock, which lock_timeout bounds.
+                    return Err(Error::sql(
+                        "55P03",
+                        "canceling statement due to lock timeout",
+                    ));
+                }
                 Err(Error::Storage(basalt_storage::Error::WriteConflict))
                     if attempt < AUTOCOMMIT_RETRIES
                         || started.elapsed() < AUTOCOMMIT_RETRY_TIME =>
@@ -710,7 +824,7 @@ impl Session {
                 self.block = Block::None;
                 match txn {
                     Some(txn) if !failed => {
-                        commit_off_worker(txn).await?;
+                        commit_off_worker(&self.interrupt, txn).await?;
                         "COMMIT"
                     }
                     Some(txn) => {
@@ -745,8 +859,12 @@ impl Session {
     }
 
     async fn dispatch(&mut self, statement: Statement) -> Result<QueryResult> {
-        let Statement::Statement(inner) = statement else {
-            return self.run_datafusion(statement).await;
+        let inner = match statement {
+            Statement::Statement(inner) => inner,
+            Statement::Reset(datafusion::sql::parser::ResetStatement::Variable(name)) => {
+                return self.reset(&name.to_string())
+            }
+            other => return self.run_datafusion(other).await,
         };
         match *inner {
             ast::Statement::Insert(insert) => self.insert(insert).await,
@@ -851,14 +969,21 @@ impl Session {
         &self,
         statement: Statement,
     ) -> Result<datafusion::logical_expr::LogicalPlan> {
-        self.ctx
+        crate::access::refuse_datafusion_files(&statement)?;
+        let plan = self
+            .ctx
             .state()
             .statement_to_plan(statement)
             .await
-            .map_err(Error::from_datafusion)
+            .map_err(Error::from_datafusion)?;
+        crate::access::refuse_file_plans(&plan)?;
+        Ok(plan)
     }
 
-    /// Runs a planned statement, streaming its rows.
+    /// Runs a planned statement, streaming its rows. The stream checks the
+    /// statement's interrupt and deadline at every batch, whoever reads
+    /// it (the client, or the session itself for INSERT ... SELECT and
+    /// COPY TO), and turns a panic in the plan into an error.
     pub(crate) async fn stream_plan(
         &mut self,
         plan: datafusion::logical_expr::LogicalPlan,
@@ -868,10 +993,14 @@ impl Session {
             .execute_logical_plan(plan)
             .await
             .map_err(Error::from_datafusion)?;
-        match &self.executor {
-            Some(executor) => run_on(executor, frame).await,
-            None => frame.execute_stream().await.map_err(Error::from_datafusion),
-        }
+        let stream = match &self.executor {
+            Some(executor) => run_on(executor, frame).await?,
+            None => frame
+                .execute_stream()
+                .await
+                .map_err(Error::from_datafusion)?,
+        };
+        Ok(guard_stream(stream, self.interrupt.clone(), self.deadline))
     }
 
     /// Plans and runs SQL text the session built itself, collecting rows.
@@ -945,6 +1074,44 @@ impl Session {
             *txn = Some(self.shared.db.begin());
         }
     }
+}
+
+/// The DataFusion configuration every session starts from.
+pub(crate) fn session_config() -> SessionConfig {
+    SessionConfig::new()
+        .with_default_catalog_and_schema(CATALOG, SCHEMA)
+        .with_create_default_catalog_and_schema(false)
+        .with_information_schema(true)
+        .set_str("datafusion.sql_parser.dialect", "PostgreSQL")
+        // Storage schemas hold Utf8, not Utf8View.
+        .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false)
+        .set_str("datafusion.execution.time_zone", "+00:00")
+        .set_usize(
+            "datafusion.optimizer.hash_join_single_partition_threshold",
+            16 << 20,
+        )
+        .set_usize(
+            "datafusion.optimizer.hash_join_single_partition_threshold_rows",
+            1 << 20,
+        )
+}
+
+/// The runtime every session's plans share: `pool` bounds their memory, and
+/// no object store is registered, so no plan reaches a file by itself.
+fn runtime_env(
+    pool: Option<Arc<dyn datafusion::execution::memory_pool::MemoryPool>>,
+) -> Arc<RuntimeEnv> {
+    let mut builder = RuntimeEnvBuilder::new()
+        .with_object_store_registry(Arc::new(crate::access::NoObjectStores));
+    if let Some(pool) = pool {
+        builder = builder.with_memory_pool(pool);
+    }
+    // Only a disk or cache manager configured to fail can fail the build,
+    // and these are the defaults; falling back to `RuntimeEnv::default()`
+    // would bring the local file system back.
+    builder
+        .build_arc()
+        .expect("a runtime with default disk and cache managers builds")
 }
 
 /// Postgres takes `on`/`off`/`1`/`0` for COPY's boolean options (pgbench
@@ -1045,5 +1212,7 @@ fn physical_optimizer_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync
         before_dynamic_filters,
     );
     rules.push(Arc::new(LinkBuildKeys));
+    // Last: a rule after it could take a join out from under its wrapper.
+    rules.push(Arc::new(crate::cooperative::YieldAboveJoins));
     rules
 }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow_array::StringArray;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
@@ -22,6 +23,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("default_transaction_isolation", "repeatable read"),
     ("extra_float_digits", "1"),
     ("hnsw.ef_search", "40"),
+    ("idle_in_transaction_session_timeout", "0"),
     ("integer_datetimes", "on"),
     ("intervalstyle", "postgres"),
     ("is_superuser", "on"),
@@ -75,8 +77,39 @@ impl Settings {
             .map(String::as_str)
     }
 
+    /// `statement_timeout`, if set (0 means none).
+    pub fn statement_timeout(&self) -> Option<Duration> {
+        self.duration("statement_timeout")
+    }
+
+    /// `lock_timeout`, if set (0 means none).
+    pub fn lock_timeout(&self) -> Option<Duration> {
+        self.duration("lock_timeout")
+    }
+
+    /// `idle_in_transaction_session_timeout`, if set (0 means none).
+    pub fn idle_in_transaction_timeout(&self) -> Option<Duration> {
+        self.duration("idle_in_transaction_session_timeout")
+    }
+
+    fn duration(&self, name: &str) -> Option<Duration> {
+        self.get(name)
+            .and_then(|text| parse_milliseconds(text).ok())
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis)
+    }
+
     fn set(&mut self, name: &str, value: String) -> Result<()> {
         let name = name.to_ascii_lowercase();
+        if TIMEOUTS.contains(&name.as_str()) {
+            parse_milliseconds(&value).map_err(|hint| {
+                Error::sql(
+                    "22023",
+                    format!("invalid value for parameter \"{name}\": \"{value}\""),
+                )
+                .with_detail(hint)
+            })?;
+        }
         if READ_ONLY.contains(&name.as_str()) {
             return Err(Error::sql(
                 "55P02",
@@ -90,6 +123,93 @@ impl Settings {
         self.values.insert(name, value);
         Ok(())
     }
+}
+
+/// DataFusion options a client may set: ones that shape plans, name
+/// resolution and output. Options naming files or locations, memory,
+/// spilling, threads or the string types storage reads are the server's
+/// alone.
+const ENGINE_OPTIONS: &[&str] = &[
+    "datafusion.explain.",
+    "datafusion.optimizer.",
+    "datafusion.catalog.information_schema",
+    "datafusion.catalog.default_catalog",
+    "datafusion.catalog.default_schema",
+    "datafusion.sql_parser.dialect",
+    "datafusion.execution.batch_size",
+    "datafusion.execution.target_partitions",
+    "datafusion.sql_parser.enable_ident_normalization",
+    "datafusion.sql_parser.support_varchar_with_length",
+];
+
+/// Most rows per batch a client may ask for.
+const MAX_BATCH_SIZE: u64 = 1 << 16;
+/// Most partitions a client may spread one query over.
+const MAX_TARGET_PARTITIONS: u64 = 64;
+
+fn check_engine_option(name: &str, text: &str) -> Result<()> {
+    let allowed = ENGINE_OPTIONS.iter().any(|option| {
+        if option.ends_with('.') {
+            name.starts_with(option)
+        } else {
+            name == *option
+        }
+    });
+    if !allowed {
+        return Err(Error::sql(
+            "42501",
+            format!("permission denied to set parameter \"{name}\""),
+        ));
+    }
+    let most = match name {
+        "datafusion.execution.batch_size" => MAX_BATCH_SIZE,
+        "datafusion.execution.target_partitions" => MAX_TARGET_PARTITIONS,
+        _ => return Ok(()),
+    };
+    match text.trim().parse::<u64>() {
+        Ok(n) if (1..=most).contains(&n) => Ok(()),
+        _ => Err(Error::sql(
+            "22023",
+            format!("invalid value for parameter \"{name}\": \"{text}\""),
+        )
+        .with_detail(format!("Valid values are between \"1\" and \"{most}\"."))),
+    }
+}
+
+/// Settings that are durations in milliseconds.
+const TIMEOUTS: &[&str] = &[
+    "statement_timeout",
+    "lock_timeout",
+    "idle_in_transaction_session_timeout",
+];
+
+/// A Postgres time setting in milliseconds: a number (of milliseconds) or a
+/// number with a unit (`us`, `ms`, `s`, `min`, `h`, `d`), as `SET
+/// statement_timeout = '5s'` takes it.
+fn parse_milliseconds(text: &str) -> std::result::Result<u64, &'static str> {
+    const HINT: &str =
+        "Valid units for this parameter are \"us\", \"ms\", \"s\", \"min\", \"h\", and \"d\".";
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().map_err(|_| HINT)?;
+    let per_unit = match unit.trim() {
+        "" | "ms" => 1.0,
+        "us" => 0.001,
+        "s" => 1_000.0,
+        "min" => 60_000.0,
+        "h" => 3_600_000.0,
+        "d" => 86_400_000.0,
+        _ => return Err(HINT),
+    };
+    let ms = (number * per_unit).round();
+    // Postgres' limit for these settings: INT_MAX milliseconds.
+    if !(0.0..=2_147_483_647.0).contains(&ms) {
+        return Err("Value exceeds the allowed range of 0 .. 2147483647 milliseconds.");
+    }
+    Ok(ms as u64)
 }
 
 fn unrecognized(name: &str) -> Error {
@@ -131,13 +251,7 @@ impl Session {
         let lower = name.to_ascii_lowercase();
         if lower.starts_with("datafusion.") {
             let text = values.iter().map(value_text).collect::<Vec<_>>().join(",");
-            let state = self.ctx.state_ref();
-            let mut state = state.write();
-            state
-                .config_mut()
-                .options_mut()
-                .set(&lower, &text)
-                .map_err(Error::from_datafusion)?;
+            self.set_engine_option(&lower, &text)?;
             return Ok(QueryResult::command("SET"));
         }
         let text = match values.as_slice() {
@@ -171,6 +285,70 @@ impl Session {
         }
         self.settings.set(&lower, text)?;
         Ok(QueryResult::command("SET"))
+    }
+
+    /// Sets one of DataFusion's options, if a client may: only those on
+    /// [`ENGINE_OPTIONS`], within their bounds.
+    fn set_engine_option(&mut self, name: &str, text: &str) -> Result<()> {
+        check_engine_option(name, text)?;
+        let state = self.ctx.state_ref();
+        let mut state = state.write();
+        state
+            .config_mut()
+            .options_mut()
+            .set(name, text)
+            .map_err(Error::from_datafusion)
+    }
+
+    /// `RESET name` and `RESET ALL`: back to the value a new session has.
+    pub(crate) fn reset(&mut self, name: &str) -> Result<QueryResult> {
+        let lower = name.to_ascii_lowercase();
+        if lower == "all" {
+            let fresh = Settings::default();
+            for (name, _) in DEFAULTS {
+                if !READ_ONLY.contains(name) && self.settings.get(name) != fresh.get(name) {
+                    self.reset(name)?;
+                }
+            }
+            self.settings
+                .values
+                .retain(|name, _| fresh.values.contains_key(name));
+            return Ok(QueryResult::command("RESET"));
+        }
+        if lower.starts_with("datafusion.") {
+            let initial = crate::session::session_config();
+            let value = initial
+                .options()
+                .entries()
+                .into_iter()
+                .find(|entry| entry.key == lower)
+                .ok_or_else(|| unrecognized(&lower))?
+                .value
+                .unwrap_or_default();
+            self.set_engine_option(&lower, &value)?;
+            return Ok(QueryResult::command("RESET"));
+        }
+        let default = DEFAULTS
+            .iter()
+            .find(|(k, _)| *k == lower)
+            .map(|(_, v)| v.to_string());
+        match default {
+            Some(value) => {
+                let set = ast::Set::SingleAssignment {
+                    scope: None,
+                    hivevar: false,
+                    variable: ast::ObjectName::from(vec![Ident::new(lower)]),
+                    values: vec![Expr::value(Value::SingleQuotedString(value))],
+                };
+                self.set(set)?;
+            }
+            // A custom setting goes away.
+            None if lower.contains('.') => {
+                self.settings.values.remove(&lower);
+            }
+            None => return Err(unrecognized(&lower)),
+        }
+        Ok(QueryResult::command("RESET"))
     }
 
     /// Time zones DataFusion evaluates in are offsets; `UTC` and `+hh:mm`

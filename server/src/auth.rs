@@ -20,6 +20,8 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::startup::PasswordMessageFamily;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
+use crate::admission::Admission;
+
 /// PBKDF2 rounds of a SCRAM verifier, as Postgres' default.
 const SCRAM_ITERATIONS: usize = 4096;
 
@@ -27,11 +29,13 @@ const SCRAM_ITERATIONS: usize = 4096;
 pub struct Startup {
     driver: AuthDriver<Arc<DefaultServerParameterProvider>>,
     mechanisms: Box<dyn AuthMechanismFactory + Send + Sync>,
+    admission: Arc<Admission>,
 }
 
 impl Startup {
-    /// Trust when `users` is empty, else SCRAM against their passwords.
-    pub fn new(users: BTreeMap<String, String>) -> Startup {
+    /// Trust when `users` is empty, else SCRAM against their passwords. A
+    /// client that logs in takes a session slot from `admission`.
+    pub fn new(users: BTreeMap<String, String>, admission: Arc<Admission>) -> Startup {
         let mut parameters = DefaultServerParameterProvider::default();
         parameters.server_version = "15.0".to_string();
         parameters.date_style = "ISO, MDY".to_string();
@@ -46,7 +50,11 @@ impl Startup {
             // configured, pgwire 0.42 rejected psql's correct password over TLS.
             Box::new(SaslMechanisms::new(vec![Arc::new(scram)]))
         };
-        Startup { driver, mechanisms }
+        Startup {
+            driver,
+            mechanisms,
+            admission,
+        }
     }
 }
 
@@ -94,6 +102,13 @@ impl StartupHandler for Startup {
         match outcome {
             AuthOutcome::InProgress => Ok(()),
             AuthOutcome::Authenticated { final_message, .. } => {
+                let slot = self
+                    .admission
+                    .admit()
+                    .ok_or_else(|| fatal("53300", "sorry, too many clients already".to_string()))?;
+                // Kept with the connection's state, it is given back when
+                // the connection ends, on whichever thread that is.
+                client.session_extensions().insert(slot);
                 self.driver
                     .complete_authentication(client, final_message)
                     .await

@@ -6,11 +6,17 @@ use std::sync::{Arc, OnceLock};
 use async_trait::async_trait;
 use basalt_query::arrow::datatypes::SchemaRef;
 use basalt_query::arrow::record_batch::RecordBatch;
-use basalt_query::{Description, Param, PreparedStatement, QueryResult, Session, Statement};
+use basalt_query::{
+    Description, Interrupt, Param, PreparedStatement, QueryResult, Session, Statement,
+};
 use futures::{stream, Sink, SinkExt, Stream, StreamExt};
 use pgwire::api::copy::CopyHandler;
+use pgwire::api::copy::{send_copy_both_response, send_copy_in_response, send_copy_out_response};
 use pgwire::api::portal::{Format, Portal};
-use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::query::{
+    send_execution_response, send_query_response, send_ready_for_query, ExtendedQueryHandler,
+    SimpleQueryHandler,
+};
 use pgwire::api::results::{
     CopyResponse, DescribePortalResponse, DescribeResponse, DescribeStatementResponse, FieldInfo,
     QueryResponse, Response, Tag,
@@ -26,11 +32,12 @@ use pgwire::messages::data::{NoData, ParameterDescription, RowDescription};
 use pgwire::messages::extendedquery::{
     Bind, BindComplete, Describe, Execute, TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
 };
-use pgwire::messages::response::TransactionStatus;
+use pgwire::messages::response::{EmptyQueryResponse, ReadyForQuery, TransactionStatus};
+use pgwire::messages::simplequery::Query;
 use pgwire::messages::PgWireBackendMessage;
 use tokio::sync::Mutex;
 
-use crate::cancel::{CancelRegistry, CancelSignal};
+use crate::cancel::CancelRegistry;
 use crate::error::{to_pgwire, Error};
 use crate::held::HeldFlushes;
 use crate::types;
@@ -60,12 +67,16 @@ enum Work<'a> {
 pub struct Connection {
     session: Arc<Mutex<Session>>,
     registry: Arc<CancelRegistry>,
-    signal: OnceLock<Arc<CancelSignal>>,
+    /// Stops the session's running statement (a cancel request, a client
+    /// gone away).
+    interrupt: Arc<Interrupt>,
+    registered: OnceLock<()>,
     parser: Arc<Parser>,
 }
 
 impl Connection {
     pub fn new(session: Session, registry: Arc<CancelRegistry>) -> Connection {
+        let interrupt = session.interrupt();
         let session = Arc::new(Mutex::new(session));
         Connection {
             parser: Arc::new(Parser {
@@ -73,56 +84,51 @@ impl Connection {
             }),
             session,
             registry,
-            signal: OnceLock::new(),
+            interrupt,
+            registered: OnceLock::new(),
         }
     }
 
-    /// This connection's cancel signal, registered under the key the
-    /// client was given at startup.
-    fn signal<C: ClientInfo>(&self, client: &C) -> Arc<CancelSignal> {
-        self.signal
-            .get_or_init(|| {
-                let (pid, key) = client.pid_and_secret_key();
-                self.registry.register(pid, &key)
-            })
-            .clone()
+    /// The session's stop signal, for the connection's disconnect watch.
+    pub fn interrupt(&self) -> &Arc<Interrupt> {
+        &self.interrupt
     }
 
-    /// Runs one statement, stopping it if a cancel arrives first.
-    async fn run(
-        &self,
-        session: &mut Session,
-        signal: &CancelSignal,
-        work: Work<'_>,
-    ) -> Result<QueryResult, Error> {
-        let execution = async {
-            match work {
-                Work::Statement(statement) => session.execute_statement(statement).await,
-                Work::Prepared(statement, params) => {
-                    session.execute_prepared(statement, params).await
-                }
-            }
-        };
-        tokio::select! {
-            result = execution => result.map_err(Error::from),
-            () = signal.cancelled() => {
-                session.abort_statement();
-                Err(cancelled_error())
-            }
+    /// The connection's session, for what the serving loop reads of it
+    /// between messages.
+    pub fn session(&self) -> &Mutex<Session> {
+        &self.session
+    }
+
+    /// Readies the stop signal for a new request, registered under the
+    /// cancel key the client was given at startup.
+    fn start_request<C: ClientInfo>(&self, client: &C) {
+        self.registered.get_or_init(|| {
+            let (pid, key) = client.pid_and_secret_key();
+            self.registry.register(pid, &key, &self.interrupt);
+        });
+        self.interrupt.reset();
+    }
+
+    /// Runs one statement; the session stops it on a cancel, at its
+    /// statement timeout, or not at all once it is committing.
+    async fn run(&self, session: &mut Session, work: Work<'_>) -> Result<QueryResult, Error> {
+        match work {
+            Work::Statement(statement) => session.execute_statement(statement).await,
+            Work::Prepared(statement, params) => session.execute_prepared(statement, params).await,
         }
+        .map_err(Error::from)
+    }
+
+    /// The transaction status the session is in, as ReadyForQuery gives it.
+    async fn status(&self) -> TransactionStatus {
+        status_of(&*self.session.lock().await)
     }
 
     /// The wire response for a statement's result. `before` is the
     /// transaction status before it ran, so BEGIN/COMMIT move the status
     /// the client sees.
-    fn response(
-        &self,
-        result: QueryResult,
-        before: u8,
-        after: u8,
-        format: &Format,
-        signal: Arc<CancelSignal>,
-    ) -> Response {
+    fn response(&self, result: QueryResult, before: u8, after: u8, format: &Format) -> Response {
         match result {
             QueryResult::Rows {
                 command,
@@ -130,7 +136,7 @@ impl Connection {
                 stream,
             } => {
                 let fields = Arc::new(fields(&schema, format));
-                let rows = encode_rows(stream, fields.clone(), self.session.clone(), signal);
+                let rows = encode_rows(stream, fields.clone(), self.session.clone());
                 let mut response = QueryResponse::new(fields, rows);
                 response.set_command_tag(if command == "INSERT" {
                     "INSERT 0"
@@ -164,16 +170,16 @@ impl Connection {
     /// Tells pgwire the session's transaction status, for the
     /// ReadyForQuery that ends a COPY FROM STDIN.
     fn report_status<C: ClientInfo>(client: &mut C, session: &Session) {
-        client.set_transaction_status(match session.transaction_status() {
-            b'T' => TransactionStatus::Transaction,
-            b'E' => TransactionStatus::Error,
-            _ => TransactionStatus::Idle,
-        });
+        client.set_transaction_status(status_of(session));
     }
 }
 
-fn cancelled_error() -> Error {
-    Error::sql("57014", "canceling statement due to user request")
+fn status_of(session: &Session) -> TransactionStatus {
+    match session.transaction_status() {
+        b'T' => TransactionStatus::Transaction,
+        b'E' => TransactionStatus::Error,
+        _ => TransactionStatus::Idle,
+    }
 }
 
 /// RowDescription fields of a result.
@@ -194,26 +200,16 @@ fn fields(schema: &SchemaRef, format: &Format) -> Vec<FieldInfo> {
         .collect()
 }
 
-/// Encodes each batch into DataRows as it arrives. A failure midway (or a
-/// cancel) fails the session's open block, as Postgres aborts it.
+/// Encodes each batch into DataRows as it arrives. A failure midway (a
+/// cancel or timeout among them: the session's stream ends with 57014)
+/// fails the session's open block, as Postgres aborts it.
 fn encode_rows(
     batches: basalt_query::stream::SendableRecordBatchStream,
     fields: Arc<Vec<FieldInfo>>,
     session: Arc<Mutex<Session>>,
-    signal: Arc<CancelSignal>,
 ) -> RowStream {
-    // A cancel stops polling the plan at once, even inside a long
-    // aggregation that has produced no batch yet.
-    let stop = {
-        let signal = signal.clone();
-        async move { signal.cancelled().await }
-    };
-    let tail = stream::once(async move { signal.is_cancelled() })
-        .filter_map(|cancelled| async move { cancelled.then(|| Err(cancelled_error())) });
     let rows = batches
         .map(|batch| batch.map_err(|e| Error::from(basalt_query::Error::from_datafusion(e))))
-        .take_until(Box::pin(stop))
-        .chain(tail)
         .map(move |batch| {
             let rows: Vec<PgWireResult<DataRow>> = match batch {
                 Ok(batch) => batch_rows(&batch, &fields).into_iter().map(Ok).collect(),
@@ -249,6 +245,68 @@ fn batch_rows(batch: &RecordBatch, fields: &[FieldInfo]) -> Vec<DataRow> {
 
 #[async_trait]
 impl SimpleQueryHandler for Connection {
+    /// pgwire's own Query handling, except that ReadyForQuery carries the
+    /// session's transaction status. pgwire works the status out from the
+    /// responses, and an error response would leave a transaction that a
+    /// failed COMMIT ended reported as failed ('E') rather than idle.
+    async fn on_query<C>(&self, client: &mut C, query: Query) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return Err(PgWireError::NotReadyForQuery);
+        }
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let responses = SimpleQueryHandler::do_query(self, client, &query.query).await?;
+        if responses.is_empty() {
+            client
+                .feed(PgWireBackendMessage::EmptyQueryResponse(
+                    EmptyQueryResponse::new(),
+                ))
+                .await?;
+        }
+        for response in responses {
+            match response {
+                Response::EmptyQuery => {
+                    client
+                        .feed(PgWireBackendMessage::EmptyQueryResponse(
+                            EmptyQueryResponse::new(),
+                        ))
+                        .await?;
+                }
+                Response::Query(results) => send_query_response(client, results, true).await?,
+                Response::Execution(tag)
+                | Response::TransactionStart(tag)
+                | Response::TransactionEnd(tag) => send_execution_response(client, tag).await?,
+                Response::Error(e) => {
+                    client
+                        .feed(PgWireBackendMessage::ErrorResponse((*e).into()))
+                        .await?;
+                }
+                Response::CopyIn(result) => {
+                    send_copy_in_response(client, result).await?;
+                    client.set_state(PgWireConnectionState::CopyInProgress(false));
+                }
+                Response::CopyOut(result) => send_copy_out_response(client, result).await?,
+                Response::CopyBoth(result) => {
+                    send_copy_both_response(client, result).await?;
+                    client.set_state(PgWireConnectionState::CopyInProgress(false));
+                }
+            }
+        }
+        // During COPY FROM STDIN, ReadyForQuery waits for the copy's end.
+        if !matches!(client.state(), PgWireConnectionState::CopyInProgress(_)) {
+            client.set_state(PgWireConnectionState::ReadyForQuery);
+            let status = self.status().await;
+            client.set_transaction_status(status);
+            send_ready_for_query(client, status).await?;
+        }
+        Ok(())
+    }
+
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -256,10 +314,19 @@ impl SimpleQueryHandler for Connection {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let signal = self.signal(client);
-        signal.reset();
+        self.start_request(client);
         let mut session = self.session.lock().await;
-        let statements = session.parse(query).map_err(to_pgwire)?;
+        let statements = match session.parse(query) {
+            Ok(statements) => statements,
+            Err(e) => {
+                // As in Postgres, a statement that does not parse fails
+                // the transaction block it was sent in.
+                session.abort_statement();
+                return Ok(vec![Response::Error(Box::new(
+                    Error::from(e).to_error_info(),
+                ))]);
+            }
+        };
         let count = statements.len();
         let mut responses = Vec::with_capacity(count);
         let mut failed = false;
@@ -270,10 +337,7 @@ impl SimpleQueryHandler for Connection {
                 session.begin_implicit();
             }
             let before = session.transaction_status();
-            let outcome = match self
-                .run(&mut session, &signal, Work::Statement(statement))
-                .await
-            {
+            let outcome = match self.run(&mut session, Work::Statement(statement)).await {
                 Ok(result) if count > 1 => result.materialized().await.map_err(Error::from),
                 other => other,
             };
@@ -283,19 +347,14 @@ impl SimpleQueryHandler for Connection {
                     // data, which ends this message's processing.
                     let copying = matches!(result, QueryResult::CopyIn { .. });
                     let after = session.transaction_status();
-                    responses.push(self.response(
-                        result,
-                        before,
-                        after,
-                        &Format::UnifiedText,
-                        signal.clone(),
-                    ));
+                    responses.push(self.response(result, before, after, &Format::UnifiedText));
                     if copying {
                         break;
                     }
                 }
                 Err(e) => {
                     // Postgres stops a multi-statement query at its first error.
+                    session.abort_statement();
                     responses.push(Response::Error(Box::new(e.to_error_info())));
                     failed = true;
                     break;
@@ -374,16 +433,15 @@ impl ExtendedQueryHandler for Connection {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let signal = self.signal(client);
-        signal.reset();
+        self.start_request(client);
         let prepared = &portal.statement.statement;
         let params = bound_params(portal)?;
         let mut session = self.session.lock().await;
         let before = session.transaction_status();
         let work = Work::Prepared(&prepared.statement, &params);
-        let result = self.run(&mut session, &signal, work).await?;
+        let result = self.run(&mut session, work).await?;
         let after = session.transaction_status();
-        Ok(self.response(result, before, after, &portal.result_column_format, signal))
+        Ok(self.response(result, before, after, &portal.result_column_format))
     }
 
     /// pgwire's own Execute, with what it writes queued for the Sync's
@@ -401,6 +459,32 @@ impl ExtendedQueryHandler for Connection {
             client.flush().await?;
         }
         executed
+    }
+
+    /// pgwire's own Sync, with the session's transaction status: pgwire
+    /// moves an open transaction to failed on any error, also when the
+    /// error (a failed COMMIT) ended the transaction.
+    async fn on_sync<C>(
+        &self,
+        client: &mut C,
+        _message: pgwire::messages::extendedquery::Sync,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        client.portal_store().rm_portal(DEFAULT_NAME);
+        let status = self.status().await;
+        client.set_transaction_status(status);
+        client
+            .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
+                status,
+            )))
+            .await?;
+        client.flush().await?;
+        Ok(())
     }
 
     /// pgwire's own Describe, except that the answer is queued for the

@@ -4,12 +4,14 @@
 //! state); simple and extended query protocols, text and binary formats,
 //! trust or SCRAM-SHA-256 authentication, TLS and cancel requests.
 
+mod admission;
 mod auth;
 mod cancel;
 pub mod config;
 mod error;
 mod handler;
 mod held;
+mod preauth;
 mod serve;
 mod server;
 mod shards;

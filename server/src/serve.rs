@@ -24,11 +24,17 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::codec::{Framed, FramedParts};
 
+use crate::admission::StartupSlot;
 use crate::handler::Prepared;
+use crate::preauth::Capped;
 use crate::server::Handlers;
 use crate::shards::Placement;
 
-type Socket = Framed<MaybeTls, PgWireMessageServerCodec<Prepared>>;
+type Socket = Framed<Capped, PgWireMessageServerCodec<Prepared>>;
+
+/// How often a running statement's connection is checked for a client that
+/// has gone away (Postgres' `client_connection_check_interval`).
+const CLIENT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// pgwire's limit for finishing the startup handshake.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -44,6 +50,8 @@ pub(crate) struct ConnectionTask {
     pub tls: Option<TlsAcceptor>,
     pub stopping: watch::Receiver<bool>,
     pub placement: Placement,
+    /// The startup slot the connection holds until it has logged in.
+    pub starting: std::sync::Mutex<Option<StartupSlot>>,
 }
 
 /// A connection between two network threads: its socket registered with
@@ -138,7 +146,7 @@ impl ConnectionTask {
         let socket = TcpStream::from_std(socket)?;
         let negotiated = negotiate_tls::<Prepared>(socket, self.tls.clone());
         match tokio::time::timeout_at(deadline, negotiated).await {
-            Ok(negotiated) => Ok(negotiated?.map(|socket| (socket, deadline))),
+            Ok(negotiated) => Ok(negotiated?.map(|socket| (capped(socket), deadline))),
             Err(_) => Ok(None),
         }
     }
@@ -159,15 +167,32 @@ impl ConnectionTask {
         let errors = handlers.error_handler();
         let mut affinity = Affinity::default();
         let mut stopping = self.stopping.clone();
+        // A second descriptor of the socket, polled for a hangup while a
+        // statement runs (the socket itself is busy with the statement).
+        let watch = client_socket(socket).and_then(|fd| fd.try_clone_to_owned().ok());
+        let eviction = self
+            .starting
+            .lock()
+            .ok()
+            .and_then(|slot| slot.as_ref().map(StartupSlot::eviction));
         loop {
             if let Some(to) = affinity.move_to(socket, shard, &self.placement) {
                 return Ok(Some(to));
             }
+            let idle_limit = self.idle_in_transaction_limit(socket).await;
             let next = tokio::select! {
                 _ = tokio::time::sleep_until(startup_deadline), if in_startup(socket) => None,
+                () = evicted(eviction.as_deref()), if in_startup(socket) => {
+                    tracing::debug!("a newer connection took this one's startup slot");
+                    None
+                }
                 message = socket.next() => message,
                 () = stopped(&mut stopping) => {
-                    terminate(socket).await;
+                    terminate(socket, "57P01", "terminating connection due to administrator command").await;
+                    return Ok(None);
+                }
+                () = sleep_for(idle_limit), if idle_limit.is_some() => {
+                    terminate(socket, "25P03", "terminating connection due to idle-in-transaction timeout").await;
                     return Ok(None);
                 }
             };
@@ -188,7 +213,8 @@ impl ConnectionTask {
                 _ => message.is_extended_query(),
             };
             let is_cancel_request = matches!(message, PgWireFrontendMessage::CancelRequest(_));
-            let processed = process_message(
+            let was_starting = in_startup(socket);
+            let processing = process_message(
                 message,
                 socket,
                 startup.clone(),
@@ -196,8 +222,14 @@ impl ConnectionTask {
                 session.clone(),
                 session.clone(),
                 cancel.clone(),
-            )
-            .await;
+            );
+            let processed =
+                until_client_gone(processing, watch.as_ref(), session.interrupt()).await;
+            if was_starting && !in_startup(socket) {
+                // Logged in: the session slot is held now, not this one.
+                self.starting.lock().map(|mut slot| slot.take()).ok();
+                socket.get_mut().lift();
+            }
             if let Err(mut e) = processed {
                 errors.on_error(socket, &mut e);
                 // A FATAL error ends the session, as in PostgreSQL.
@@ -214,6 +246,95 @@ impl ConnectionTask {
     }
 }
 
+impl ConnectionTask {
+    /// How long the connection may stay idle before its next message: the
+    /// session's `idle_in_transaction_session_timeout` while it is inside
+    /// a transaction block, else without limit.
+    async fn idle_in_transaction_limit(&self, socket: &Socket) -> Option<Duration> {
+        if in_startup(socket) {
+            return None;
+        }
+        let session = self.handlers.connection.session().lock().await;
+        match session.transaction_status() {
+            b'T' | b'E' => session.idle_in_transaction_timeout(),
+            _ => None,
+        }
+    }
+}
+
+async fn evicted(eviction: Option<&tokio::sync::Notify>) {
+    match eviction {
+        Some(eviction) => eviction.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_for(limit: Option<Duration>) {
+    match limit {
+        Some(limit) => tokio::time::sleep(limit).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The framed socket around a negotiated stream, capped until login.
+fn capped(socket: Framed<MaybeTls, PgWireMessageServerCodec<Prepared>>) -> Socket {
+    let parts = socket.into_parts();
+    let mut capped = FramedParts::new(Capped::new(parts.io, false), parts.codec);
+    capped.read_buf = parts.read_buf;
+    capped.write_buf = parts.write_buf;
+    Framed::from_parts(capped)
+}
+
+/// The TCP socket under a connection, TLS or not.
+fn client_socket(socket: &Socket) -> Option<std::os::fd::BorrowedFd<'_>> {
+    use std::os::fd::AsFd;
+    match socket.get_ref().get_ref() {
+        MaybeTls::Plain(tcp) => Some(tcp.as_fd()),
+        MaybeTls::Tls(tls) => Some(tls.get_ref().0.as_fd()),
+        MaybeTls::Unix(unix) => Some(unix.as_fd()),
+        _ => None,
+    }
+}
+
+/// Runs `work` (one message's processing); meanwhile, every
+/// [`CLIENT_CHECK_INTERVAL`], looks whether the client has closed its end,
+/// and if so stops the statement, whose results nobody would read.
+async fn until_client_gone<T>(
+    work: impl std::future::Future<Output = T>,
+    watch: Option<&std::os::fd::OwnedFd>,
+    interrupt: &basalt_query::Interrupt,
+) -> T {
+    let mut work = std::pin::pin!(work);
+    let Some(fd) = watch else {
+        return work.await;
+    };
+    loop {
+        tokio::select! {
+            output = &mut work => return output,
+            () = tokio::time::sleep(CLIENT_CHECK_INTERVAL) => {
+                if client_gone(fd) {
+                    tracing::debug!("client went away; cancelling its statement");
+                    interrupt.cancel();
+                    return work.await;
+                }
+            }
+        }
+    }
+}
+
+/// Whether the peer has closed or reset the connection: poll(2) reports
+/// POLLRDHUP, POLLHUP or POLLERR, as Postgres checks it.
+fn client_gone(fd: &std::os::fd::OwnedFd) -> bool {
+    use rustix::event::{poll, PollFd, PollFlags};
+    let mut fds = [PollFd::new(fd, PollFlags::RDHUP)];
+    match poll(&mut fds, Some(&rustix::event::Timespec::default())) {
+        Ok(n) if n > 0 => fds[0]
+            .revents()
+            .intersects(PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR),
+        _ => false,
+    }
+}
+
 /// Resolves once the server shuts down (or is gone).
 async fn stopped(stopping: &mut watch::Receiver<bool>) {
     let _ = stopping.wait_for(|stop| *stop).await;
@@ -226,18 +347,15 @@ fn in_startup(socket: &Socket) -> bool {
     )
 }
 
-/// Shutdown reached this connection between messages: as PostgreSQL's fast
-/// shutdown, a FATAL 57P01 before the socket closes (an open transaction
-/// is rolled back with the session).
-async fn terminate(socket: &mut Socket) {
+/// The connection ends between messages, with a FATAL error before the
+/// socket closes (an open transaction is rolled back with the session):
+/// 57P01 at shutdown, as PostgreSQL's fast shutdown, or 25P03 after idling
+/// too long inside a transaction.
+async fn terminate(socket: &mut Socket, code: &str, message: &str) {
     if in_startup(socket) {
         return;
     }
-    let info = ErrorInfo::new(
-        "FATAL".to_owned(),
-        "57P01".to_owned(),
-        "terminating connection due to administrator command".to_owned(),
-    );
+    let info = ErrorInfo::new("FATAL".to_owned(), code.to_owned(), message.to_owned());
     let _ = socket
         .send(PgWireBackendMessage::ErrorResponse(info.into()))
         .await;
@@ -264,7 +382,7 @@ impl Affinity {
         }
         self.messages = 0;
         // A TLS stream's state is not ours to move.
-        let MaybeTls::Plain(tcp) = socket.get_ref() else {
+        let MaybeTls::Plain(tcp) = socket.get_ref().get_ref() else {
             return None;
         };
         // On loopback the kernel receives a packet on the sender's core.
@@ -296,7 +414,7 @@ fn idle_between_messages(socket: &Socket) -> bool {
 
 fn park(socket: Socket) -> io::Result<Parked> {
     let parts = socket.into_parts();
-    let MaybeTls::Plain(tcp) = parts.io else {
+    let MaybeTls::Plain(tcp) = parts.io.into_inner() else {
         return Err(io::Error::other("only a plain TCP connection can move"));
     };
     Ok(Parked {
@@ -311,10 +429,10 @@ impl Parked {
     /// The connection registered with the runtime of the calling thread.
     fn resume(self) -> io::Result<Option<(Socket, Instant)>> {
         let tcp = TcpStream::from_std(self.socket)?;
-        let mut parts = FramedParts::new(MaybeTls::Plain(tcp), self.codec);
+        // Only a connection past its startup moves.
+        let mut parts = FramedParts::new(Capped::new(MaybeTls::Plain(tcp), true), self.codec);
         parts.read_buf = self.read_buf;
         parts.write_buf = self.write_buf;
-        // Only a connection past its startup moves.
         Ok(Some((Framed::from_parts(parts), Instant::now())))
     }
 }

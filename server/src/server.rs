@@ -3,18 +3,17 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use basalt_query::{Database, FileAccess};
 use pgwire::api::PgWireServerHandlers;
 use pgwire::tokio::TlsAcceptor;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::admission::Admission;
 use crate::auth::Startup;
 use crate::cancel::CancelRegistry;
 use crate::config::Config;
@@ -30,10 +29,12 @@ pub struct Server {
     startup: Arc<Startup>,
     registry: Arc<CancelRegistry>,
     tls: Option<TlsAcceptor>,
-    max_connections: usize,
+    admission: Arc<Admission>,
     shutdown_timeout: Duration,
     /// The network threads connections are dealt out to.
     shards: Shards,
+    /// The query threads, when the server made them.
+    queries: QueryThreads,
 }
 
 impl Server {
@@ -46,20 +47,43 @@ impl Server {
             (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
             _ => None,
         };
+        // Queries run on a pool of their own, so that one spreading over
+        // every core never holds up the threads answering clients (and
+        // their checks for clients that went away).
+        let (db, queries) = if db.has_executor() {
+            (db, QueryThreads(None))
+        } else {
+            let queries = tokio::runtime::Builder::new_multi_thread()
+                .thread_name("basalt-query")
+                .enable_all()
+                .build()
+                .map_err(|e| Error::io("starting the query threads", e))?;
+            (
+                db.with_executor(queries.handle().clone()),
+                QueryThreads(Some(queries)),
+            )
+        };
         // A client's SQL must not reach the server's files unless allowed.
-        let db = db.with_file_access(match &config.allow_files {
-            Some(dir) => FileAccess::Within(dir.clone()),
-            None => FileAccess::Denied,
-        });
+        let db = db
+            .with_file_access(match &config.allow_files {
+                Some(dir) => FileAccess::Within(dir.clone()),
+                None => FileAccess::Denied,
+            })
+            .map_err(|e| Error::Config(format!("allow_files: {e}")))?;
+        let admission = Admission::new(
+            config.max_connections,
+            config.max_connections.max(MIN_STARTUP_SLOTS),
+        );
         Ok(Server {
             listener,
             db,
-            startup: Arc::new(Startup::new(config.users.clone())),
+            startup: Arc::new(Startup::new(config.users.clone(), admission.clone())),
             registry: Arc::new(CancelRegistry::default()),
             tls,
-            max_connections: config.max_connections,
+            admission,
             shutdown_timeout: Duration::from_secs(config.shutdown_timeout_secs),
             shards: Shards::start(config.network_threads())?,
+            queries,
         })
     }
 
@@ -87,39 +111,48 @@ impl Server {
     /// connection. Returns the database so the caller can close it.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<Database> {
         let (stop, stopping) = watch::channel(false);
-        let open = Arc::new(AtomicUsize::new(0));
         let mut connections = JoinSet::new();
+        let mut accept_errors = 0u32;
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
                 accepted = self.listener.accept() => {
-                    let Ok((socket, peer)) = accepted else { continue };
+                    let (socket, peer) = match accepted {
+                        Ok(accepted) => {
+                            accept_errors = 0;
+                            accepted
+                        }
+                        Err(e) => {
+                            // Out of descriptors (EMFILE) or memory: accept
+                            // would fail again at once, so wait a little
+                            // instead of spinning, as Postgres' postmaster does.
+                            accept_errors = accept_errors.saturating_add(1);
+                            let pause = accept_backoff(accept_errors);
+                            tracing::warn!(error = %e, ?pause, "could not accept a connection");
+                            tokio::time::sleep(pause).await;
+                            continue;
+                        }
+                    };
                     let _ = socket.set_nodelay(true);
-                    if open.load(Ordering::SeqCst) >= self.max_connections {
-                        tokio::spawn(refuse(socket));
-                        continue;
-                    }
+                    let starting = self.admission.start();
                     tracing::debug!(%peer, "connection");
                     let handlers = Arc::new(Handlers {
                         connection: Arc::new(Connection::new(self.db.session(), self.registry.clone())),
                         startup: self.startup.clone(),
                         registry: self.registry.clone(),
                     });
-                    let guard = OpenGuard::new(open.clone());
                     let task = ConnectionTask {
                         handlers,
                         tls: self.tls.clone(),
                         stopping: stopping.clone(),
                         placement: self.shards.placement().clone(),
+                        starting: std::sync::Mutex::new(Some(starting)),
                     };
                     // A socket belongs to the runtime that registered it: it
                     // moves as a plain socket and is registered again there.
                     let Ok(socket) = socket.into_std() else { continue };
-                    connections.spawn(async move {
-                        let _guard = guard;
-                        serve(socket, task).await;
-                    });
+                    connections.spawn(serve(socket, task));
                 }
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
             }
@@ -135,44 +168,31 @@ impl Server {
         let shards = self.shards;
         // Joining the threads blocks; they have nothing left to run.
         let _ = tokio::task::spawn_blocking(move || shards.stop()).await;
+        drop(self.queries);
         Ok(self.db)
     }
 }
 
-/// Postgres' answer past max_connections, sent before closing.
-async fn refuse(mut socket: TcpStream) {
-    let mut body = Vec::new();
-    for (field, value) in [
-        (b'S', "FATAL"),
-        (b'V', "FATAL"),
-        (b'C', "53300"),
-        (b'M', "sorry, too many clients already"),
-    ] {
-        body.push(field);
-        body.extend_from_slice(value.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut message = vec![b'E'];
-    message.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
-    message.extend_from_slice(&body);
-    let _ = socket.write_all(&message).await;
-    let _ = socket.shutdown().await;
+/// The pause after `errors` accept failures in a row: growing from 10 ms
+/// to a second.
+fn accept_backoff(errors: u32) -> Duration {
+    Duration::from_millis((10u64 << errors.min(7)).min(1000))
 }
 
-/// Counts a connection as open while it lives.
-struct OpenGuard(Arc<AtomicUsize>);
+/// Connections that may be logging in at once, at the least: a server with
+/// few sessions still lets several clients log in side by side.
+const MIN_STARTUP_SLOTS: usize = 16;
 
-impl OpenGuard {
-    fn new(open: Arc<AtomicUsize>) -> OpenGuard {
-        open.fetch_add(1, Ordering::SeqCst);
-        OpenGuard(open)
-    }
-}
+/// The runtime queries run on, stopped without waiting when dropped: it
+/// may be dropped inside the caller's runtime, where a plain drop (which
+/// waits for its threads) is not allowed.
+struct QueryThreads(Option<tokio::runtime::Runtime>);
 
-impl Drop for OpenGuard {
+impl Drop for QueryThreads {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        if let Some(queries) = self.0.take() {
+            queries.shutdown_background();
+        }
     }
 }
 
