@@ -78,6 +78,10 @@ struct ServeArgs {
     /// a thread per core.
     #[arg(long)]
     network_threads: Option<usize>,
+    /// What to log to stderr: error, warn, info, debug or trace, or a filter
+    /// such as `basalt_storage=debug` [default: info; env BASALT_LOG].
+    #[arg(long)]
+    log_level: Option<String>,
 }
 
 fn parse_on_off(value: &str) -> Result<bool, String> {
@@ -90,8 +94,15 @@ fn parse_on_off(value: &str) -> Result<bool, String> {
 
 fn main() -> ExitCode {
     let outcome = match Cli::parse().command {
-        Command::Serve(args) => serve(args),
-        Command::Load(args) => load::run(args),
+        Command::Serve(args) => {
+            init_logging(args.log_level.as_deref(), "info");
+            serve(args)
+        }
+        Command::Load(args) => {
+            // The progress bar owns the terminal; only problems are logged.
+            init_logging(None, "warn");
+            load::run(args)
+        }
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -100,6 +111,42 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs to stderr: recovery decisions (a cut WAL tail, an ignored manifest
+/// tail, files kept aside or removed), write failures and retries. `level`
+/// (the flag), else `BASALT_LOG`, else `default`; a bare level applies to
+/// Basalt's own crates, with dependencies at warn.
+fn init_logging(level: Option<&str>, default: &str) {
+    use tracing_subscriber::EnvFilter;
+    let spec = level
+        .map(str::to_owned)
+        .or_else(|| std::env::var("BASALT_LOG").ok())
+        .unwrap_or_else(|| default.to_owned());
+    let spec = if spec.contains(['=', ',']) {
+        spec
+    } else {
+        [
+            "basalt",
+            "basalt_storage",
+            "basalt_query",
+            "basalt_server",
+            "basalt_formats",
+        ]
+        .iter()
+        .fold("warn".to_owned(), |acc, krate| {
+            format!("{acc},{krate}={spec}")
+        })
+    };
+    let filter = EnvFilter::try_new(&spec).unwrap_or_else(|e| {
+        eprintln!("basalt: ignoring log filter {spec:?}: {e}");
+        EnvFilter::new(default)
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
 }
 
 /// The configuration file, then the flags over it.

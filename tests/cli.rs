@@ -466,3 +466,60 @@ fn serve_refuses_a_directory_another_process_holds() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("in use by another process"), "{stderr}");
 }
+
+/// Recovery decisions reach the log: a torn WAL tail cut at open is reported
+/// on stderr with its file, and the server still starts.
+#[test]
+fn serve_logs_the_torn_wal_tail_it_cuts() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let schema = Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
+            "k",
+            arrow_schema::DataType::Int64,
+            false,
+        )]));
+        let db = Db::open(dir.path(), Options::default()).unwrap();
+        db.create_table("t", schema.clone(), &["k"]).unwrap();
+        for k in 0..3 {
+            let mut txn = db.begin();
+            let column = Arc::new(arrow_array::Int64Array::from(vec![k]));
+            txn.put(
+                "t",
+                &arrow_array::RecordBatch::try_new(schema.clone(), vec![column]).unwrap(),
+            )
+            .unwrap();
+            txn.commit().unwrap();
+        }
+    }
+    let wal = std::fs::read_dir(dir.path().join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(&wal).unwrap();
+    let len = file.metadata().unwrap().len();
+    file.set_len(len - 5).unwrap();
+    let mut child = basalt()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.contains("serving"), "{line}");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cutting torn WAL tail"), "{stderr}");
+    assert!(
+        stderr.contains(&*wal.file_name().unwrap().to_string_lossy()),
+        "{stderr}"
+    );
+}

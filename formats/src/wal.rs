@@ -1,5 +1,7 @@
-//! WAL record payloads (FORMAT.md, "WAL record"). Each committed write batch is
-//! one framed record (see [`crate::frame`]).
+//! WAL files and record payloads (FORMAT.md, "WAL file and WAL record"). Each
+//! committed write batch is one framed record (see [`crate::frame`]). A version
+//! 2 file opens with a [`WAL_FILE_HEADER_LEN`]-byte header and holds synced
+//! frames; a version 1 file has no header and holds plain frames.
 //!
 //! ```text
 //! seq: u64 | n_tables: u32 | n_tables x table write
@@ -18,7 +20,93 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use crate::array::{decode_array, encode_array_into, ArrayScratch};
 use crate::codec::{Decoder, Encoder};
 use crate::error::{Error, Result};
+use crate::frame::{read_log, read_synced_log, LogEnd, FRAME_HEADER_LEN, SYNCED_FRAME_HEADER_LEN};
 use crate::segment::{KEY_COLUMN, OP_COLUMN};
+
+pub const WAL_MAGIC: [u8; 4] = *b"BWAL";
+/// The version new WAL files are written in.
+pub const WAL_FILE_VERSION: u32 = 2;
+/// `magic [4] | version u32 | reserved u32 (0) | crc32 of bytes 0..12`.
+pub const WAL_FILE_HEADER_LEN: usize = 16;
+
+pub fn encode_wal_file_header() -> [u8; WAL_FILE_HEADER_LEN] {
+    let mut header = [0u8; WAL_FILE_HEADER_LEN];
+    header[..4].copy_from_slice(&WAL_MAGIC);
+    header[4..8].copy_from_slice(&WAL_FILE_VERSION.to_le_bytes());
+    let crc = crc32fast::hash(&header[..12]);
+    header[12..].copy_from_slice(&crc.to_le_bytes());
+    header
+}
+
+/// A WAL file's records (offset of each frame and its payload) and how it ends.
+#[derive(Debug)]
+pub struct WalFileContents<'a> {
+    pub version: u32,
+    pub records: Vec<(usize, &'a [u8])>,
+    pub end: LogEnd,
+    /// Where a record's payload starts relative to its frame's offset.
+    pub payload_offset: usize,
+}
+
+/// Reads a WAL file of either version. A file too short to hold a header
+/// whose bytes are a header's beginning was torn while being created.
+pub fn read_wal_file_contents(data: &[u8]) -> Result<WalFileContents<'_>> {
+    let magic_len = data.len().min(WAL_MAGIC.len());
+    if magic_len == 0 || data[..magic_len] != WAL_MAGIC[..magic_len] {
+        // Version 1: no header. A v1 frame cannot start with the magic, whose
+        // length field (0x4c415742) exceeds the largest frame.
+        let (records, end) = read_log(data);
+        return Ok(WalFileContents {
+            version: 1,
+            records,
+            end,
+            payload_offset: FRAME_HEADER_LEN,
+        });
+    }
+    if data.len() < WAL_FILE_HEADER_LEN {
+        let expected = encode_wal_file_header();
+        let end = if data == &expected[..data.len()] {
+            LogEnd::TornTail {
+                offset: 0,
+                reason: "truncated WAL file header".into(),
+            }
+        } else {
+            LogEnd::Corrupt {
+                offset: 0,
+                reason: "damaged WAL file header".into(),
+            }
+        };
+        return Ok(WalFileContents {
+            version: WAL_FILE_VERSION,
+            records: Vec::new(),
+            end,
+            payload_offset: SYNCED_FRAME_HEADER_LEN,
+        });
+    }
+    let stored = u32::from_le_bytes([data[12], data[13], data[14], data[15]]);
+    let computed = crc32fast::hash(&data[..12]);
+    if stored != computed {
+        return Err(Error::Checksum {
+            offset: 12,
+            stored,
+            computed,
+        });
+    }
+    let version = u32::from_le_bytes([data[4], data[5], data[6], data[7]]);
+    if version != WAL_FILE_VERSION {
+        return Err(Error::corrupt(
+            4,
+            format!("WAL file version {version} is not one this build reads (1, 2)"),
+        ));
+    }
+    let (records, end) = read_synced_log(data, WAL_FILE_HEADER_LEN);
+    Ok(WalFileContents {
+        version,
+        records,
+        end,
+        payload_offset: SYNCED_FRAME_HEADER_LEN,
+    })
+}
 
 /// The schema of a table write: `_key`, `_op`, then the table's columns nullable.
 pub fn wal_batch_schema(table_schema: &Schema) -> SchemaRef {
@@ -193,5 +281,43 @@ mod tests {
                 decode_wal_record(&bytes[..cut], &mut |_, _| Ok(Some(schema.clone()))).is_err()
             );
         }
+    }
+
+    #[test]
+    fn both_file_versions_are_read() {
+        let (record, _) = sample();
+        let payload = encode_wal_record(&record).unwrap();
+        let mut v1 = Vec::new();
+        crate::frame::encode_frame(&payload, &mut v1);
+        let contents = read_wal_file_contents(&v1).unwrap();
+        assert_eq!((contents.version, contents.records.len()), (1, 1));
+        assert_eq!(contents.records[0].1, &payload[..]);
+
+        let mut v2 = encode_wal_file_header().to_vec();
+        crate::frame::encode_synced_frame(&payload, 16, &mut v2);
+        v2.resize(4096, 0);
+        let contents = read_wal_file_contents(&v2).unwrap();
+        assert_eq!((contents.version, contents.records.len()), (2, 1));
+        assert_eq!(contents.records[0], (WAL_FILE_HEADER_LEN, &payload[..]));
+        assert_eq!(contents.end, LogEnd::Clean);
+    }
+
+    #[test]
+    fn a_damaged_or_unknown_header_is_an_error_and_a_torn_one_a_torn_tail() {
+        let header = encode_wal_file_header();
+        let mut flipped = header.to_vec();
+        flipped[5] ^= 1;
+        assert!(matches!(
+            read_wal_file_contents(&flipped),
+            Err(Error::Checksum { offset: 12, .. })
+        ));
+        let torn = read_wal_file_contents(&header[..6]).unwrap();
+        assert!(matches!(torn.end, LogEnd::TornTail { offset: 0, .. }));
+        let mut future = header.to_vec();
+        future[4] = 3;
+        let crc = crc32fast::hash(&future[..12]);
+        future[12..].copy_from_slice(&crc.to_le_bytes());
+        let err = read_wal_file_contents(&future).unwrap_err().to_string();
+        assert!(err.contains("version 3"), "{err}");
     }
 }

@@ -9,6 +9,7 @@ use datafusion::common::{DataFusionError, SchemaError};
 pub fn of_storage(err: &StorageError) -> &'static str {
     match err {
         StorageError::Corruption { .. } => "XX001", // data_corrupted
+        StorageError::Io { source, .. } if is_disk_full(source) => "53100", // disk_full
         StorageError::Io { .. } => "58030",         // io_error
         StorageError::Locked(_) => "55006",         // object_in_use
         StorageError::TableNotFound(_) => "42P01",  // undefined_table
@@ -26,6 +27,11 @@ pub fn of_storage(err: &StorageError) -> &'static str {
     }
 }
 
+/// Out of space or over quota: the write may succeed once space is freed.
+fn is_disk_full(err: &std::io::Error) -> bool {
+    err.kind() == std::io::ErrorKind::StorageFull || err.kind() == std::io::ErrorKind::QuotaExceeded
+}
+
 /// SQLSTATE of an error from encoding or decoding a byte layout.
 pub fn of_format(err: &basalt_storage::FormatError) -> &'static str {
     use basalt_storage::FormatError as F;
@@ -33,6 +39,7 @@ pub fn of_format(err: &basalt_storage::FormatError) -> &'static str {
         F::Corrupt { .. } | F::Checksum { .. } => "XX001", // data_corrupted
         F::UnsupportedType(_) => "0A000",                  // feature_not_supported
         F::InvalidKey(_) => "23502",                       // a null key value
+        F::Io(e) if is_disk_full(e) => "53100",            // disk_full
         F::Io(_) => "58030",                               // io_error
         F::Arrow(_) => "XX000",
         _ => "XX000",

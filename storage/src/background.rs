@@ -19,6 +19,50 @@ use crate::segment::{write_segment, SegmentBuilder, SegmentFile};
 /// How often the background thread looks for retired memtables it can free.
 const RETIRED_MEMTABLE_CHECK: Duration = Duration::from_millis(100);
 
+/// How long failed background work waits before it is tried again.
+const BACKGROUND_RETRY: Duration = Duration::from_secs(1);
+
+/// The last background failure, kept as its parts (errors are not Clone).
+pub(crate) struct BackgroundFailure {
+    path: Option<std::path::PathBuf>,
+    kind: std::io::ErrorKind,
+    raw_os_error: Option<i32>,
+    message: String,
+}
+
+impl BackgroundFailure {
+    fn of(err: &crate::error::Error) -> Self {
+        match err {
+            crate::error::Error::Io { path, source } => BackgroundFailure {
+                path: Some(path.clone()),
+                kind: source.kind(),
+                raw_os_error: source.raw_os_error(),
+                message: source.to_string(),
+            },
+            other => BackgroundFailure {
+                path: None,
+                kind: std::io::ErrorKind::Other,
+                raw_os_error: None,
+                message: other.to_string(),
+            },
+        }
+    }
+
+    fn to_error(&self) -> crate::error::Error {
+        let source = match self.raw_os_error {
+            Some(code) => std::io::Error::from_raw_os_error(code),
+            None => std::io::Error::new(self.kind, self.message.clone()),
+        };
+        match &self.path {
+            Some(path) => crate::error::Error::io(path, source),
+            None => crate::error::Error::InvalidArgument(format!(
+                "background work is failing: {}",
+                self.message
+            )),
+        }
+    }
+}
+
 impl Inner {
     pub(crate) fn background_loop(self: Arc<Self>) {
         loop {
@@ -47,10 +91,19 @@ impl Inner {
                 .run_flushes()
                 .and_then(|()| self.run_compactions())
                 .and_then(|()| self.prepare_wal());
-            if let Err(e) = work {
-                self.poison(&e);
-            }
+            // A failed flush or compaction changed nothing the manifest
+            // records (a failed manifest write poisons on its own): retry,
+            // so that the database recovers once, say, disk space returns.
+            let failed = work.is_err();
+            self.note_background_outcome(work);
             self.progress_cv.notify_all();
+            if failed {
+                let mut flags = self.work.lock();
+                if !flags.shutdown {
+                    self.work_cv.wait_for(&mut flags, BACKGROUND_RETRY);
+                }
+                flags.requested = true;
+            }
         }
     }
 
@@ -302,6 +355,26 @@ impl Inner {
             })
     }
 
+    /// Syncs the WAL every `delay` until shutdown, for commits that do not
+    /// wait for their own sync, and makes what it synced visible.
+    pub(crate) fn run_wal_writer(&self, delay: Duration) {
+        loop {
+            {
+                let mut flags = self.work.lock();
+                if !flags.shutdown {
+                    self.wal_writer_cv.wait_for(&mut flags, delay);
+                }
+                if flags.shutdown {
+                    return;
+                }
+            }
+            if let Err(e) = self.wal.sync_to(self.wal.appended()) {
+                self.poison(&e);
+                return;
+            }
+        }
+    }
+
     /// Starts the thread that syncs the WAL for async committers, once.
     pub(crate) fn start_syncer(self: &Arc<Self>) {
         let mut syncer = self.syncer.lock();
@@ -321,13 +394,29 @@ impl Inner {
         }
     }
 
+    /// Remembers why background work last failed, for writers that wait on it.
+    fn note_background_outcome(&self, outcome: Result<()>) {
+        let mut last = self.background_failure.lock();
+        match outcome {
+            Ok(()) => *last = None,
+            Err(e) => {
+                tracing::warn!(error = %e, "background flush or compaction failed; retrying");
+                *last = Some(BackgroundFailure::of(&e));
+            }
+        }
+    }
+
     /// Waits while a table has more pending flushes or level-0 segments than
-    /// the limits allow; writers slow down rather than fail.
+    /// the limits allow; writers slow down rather than fail, unless the
+    /// background work they wait for is failing: then they get its error.
     pub(crate) fn wait_for_room(&self, table_ids: &[u32]) -> Result<()> {
         loop {
             self.check_poisoned()?;
             if !self.is_behind(table_ids) {
                 return Ok(());
+            }
+            if let Some(failure) = &*self.background_failure.lock() {
+                return Err(failure.to_error());
             }
             self.write_stalls.fetch_add(1, Ordering::Relaxed);
             if !self.options.background_work {

@@ -26,7 +26,7 @@ use crate::manifest::{read_manifest, ManifestLog};
 use crate::memtable::Memtable;
 use crate::options::Options;
 use crate::segment::{new_cache, segment_path, ChunkCache, SegmentFile};
-use crate::wal::{list_wal_files, read_wal_file, ClosedWal, Wal};
+use crate::wal::{first_record_seq, list_wal_files, read_wal_file, ClosedWal, Wal};
 
 const LOCK_FILE: &str = "LOCK";
 const WAL_DIR: &str = "wal";
@@ -151,8 +151,14 @@ pub(crate) struct Inner {
     /// Held while flushing or compacting, so one thread does it at a time.
     pub work_lock: Mutex<()>,
     pub poisoned: Mutex<Option<String>>,
+    /// Why background work last failed, while it keeps failing.
+    pub background_failure: Mutex<Option<crate::background::BackgroundFailure>>,
     /// The WAL sync thread for async committers, started on first use.
     pub syncer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Syncs the WAL on a timer when commits do not wait for it.
+    pub wal_writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Wakes the WAL writer at shutdown.
+    pub wal_writer_cv: Condvar,
     /// Times a committer waited for flushes or compactions to catch up.
     pub write_stalls: AtomicU64,
     /// Flushed memtables still held by snapshots or transactions, dropped
@@ -345,13 +351,15 @@ impl Db {
         }
         let lock = take_lock(&dir)?;
         let mut recovered = Recovered::default();
-        if let Some((number, edits)) = read_manifest(&dir)? {
-            recovered.manifest_number = Some(number);
-            recovered.next_file = number + 1;
-            edits.into_iter().for_each(|e| recovered.apply(e));
+        let mut keep_orphans = false;
+        if let Some(manifest) = read_manifest(&dir)? {
+            recovered.manifest_number = Some(manifest.number);
+            recovered.next_file = manifest.number + 1;
+            keep_orphans = manifest.tail_cut;
+            manifest.edits.into_iter().for_each(|e| recovered.apply(e));
         }
         let cache = Arc::new(new_cache(options.cache_bytes));
-        let mut state = load_segments(&recovered, &seg_dir, &cache)?;
+        let mut state = load_segments(&recovered, &dir, keep_orphans, &cache)?;
         let closed = replay_wal(&wal_dir, &mut state, &mut recovered)?;
 
         let wal_number = recovered.next_file;
@@ -382,7 +390,10 @@ impl Db {
             progress_cv: Condvar::new(),
             work_lock: Mutex::new(()),
             poisoned: Mutex::new(None),
+            background_failure: Mutex::new(None),
             syncer: Mutex::new(None),
+            wal_writer: Mutex::new(None),
+            wal_writer_cv: Condvar::new(),
             write_stalls: AtomicU64::new(0),
             retired: Mutex::new(Vec::new()),
             options,
@@ -399,6 +410,17 @@ impl Db {
         } else {
             None
         };
+        if let (false, Some(delay)) = (
+            inner.options.synchronous_commit,
+            inner.options.wal_writer_delay,
+        ) {
+            let writer = inner.clone();
+            let handle = std::thread::Builder::new()
+                .name("basalt-wal-writer".into())
+                .spawn(move || writer.run_wal_writer(delay))
+                .at(&inner.dir)?;
+            *inner.wal_writer.lock() = Some(handle);
+        }
         inner.request_work();
         Ok(Db { inner, background })
     }
@@ -740,6 +762,12 @@ impl Db {
         }
         self.inner.work.lock().shutdown = true;
         self.inner.work_cv.notify_all();
+        self.inner.wal_writer_cv.notify_all();
+        if let Some(handle) = self.inner.wal_writer.lock().take() {
+            if handle.join().is_err() {
+                tracing::error!("WAL writer thread panicked");
+            }
+        }
         if let Some(handle) = self.background.take() {
             if handle.join().is_err() {
                 tracing::error!("background thread panicked");
@@ -816,11 +844,17 @@ fn validate_table(name: &str, schema: &Schema, key_columns: &[&str]) -> Result<(
     Ok(())
 }
 
+/// Where files that may hold data but that the manifest does not list are
+/// moved, never to be deleted by Basalt.
+pub const LOST_AND_FOUND_DIR: &str = "lost+found";
+
 fn load_segments(
     recovered: &Recovered,
-    seg_dir: &Path,
+    dir: &Path,
+    keep_orphans: bool,
     cache: &Arc<ChunkCache>,
 ) -> Result<DbState> {
+    let seg_dir = &dir.join(SEGMENT_DIR);
     let mut state = DbState::default();
     let mut live = std::collections::HashSet::new();
     for table in recovered.tables.values() {
@@ -855,9 +889,21 @@ fn load_segments(
         state = state.with_table(t);
     }
     // Files a crash left behind: written but never recorded, or half written.
+    // When the manifest's last batch was cut, a file it would have recorded
+    // is kept aside rather than trusted to be unacknowledged.
     for entry in fs::read_dir(seg_dir).at(seg_dir)? {
         let path = entry.at(seg_dir)?.path();
-        if !live.contains(&path) {
+        if live.contains(&path) {
+            continue;
+        }
+        let finished = !path.to_string_lossy().ends_with(".tmp");
+        if keep_orphans && finished {
+            let aside_dir = dir.join(LOST_AND_FOUND_DIR);
+            fs::create_dir_all(&aside_dir).at(&aside_dir)?;
+            let aside = aside_dir.join(path.file_name().unwrap_or_default());
+            tracing::warn!(file = %path.display(), moved_to = %aside.display(), "segment file not in the manifest after its torn tail was cut; kept aside");
+            fs::rename(&path, &aside).at(&path)?;
+        } else {
             tracing::info!(file = %path.display(), "removing orphaned segment file");
             fs::remove_file(&path).at(&path)?;
         }
@@ -871,14 +917,17 @@ fn replay_wal(
     state: &mut DbState,
     recovered: &mut Recovered,
 ) -> Result<Vec<ClosedWal>> {
-    let files = list_wal_files(wal_dir)?;
+    let files = wal_files_in_write_order(wal_dir)?;
     // Files after the one being written when the process stopped were
     // prepared ahead and hold nothing; only that one may have a torn tail.
     let mut last_written = 0;
     for (i, (_, path)) in files.iter().enumerate() {
-        if wal_has_records(path)? {
+        if first_record_seq(path)?.is_some() {
             last_written = i;
         }
+    }
+    if !files.is_empty() {
+        tracing::info!(files = files.len(), "replaying the WAL");
     }
     let mut closed = Vec::new();
     for (i, (number, path)) in files.iter().enumerate() {
@@ -886,7 +935,7 @@ fn replay_wal(
         let is_last = i >= last_written;
         let mut file_max_seq = 0;
         for (offset, payload) in read_wal_file(path, is_last)? {
-            let seq = wal_record_seq(&payload).map_err(|e| Error::in_file(path, offset + 8, e))?;
+            let seq = wal_record_seq(&payload).map_err(|e| Error::corrupt_in(path, offset, e))?;
             let record = decode_wal_record(&payload, &mut |table_id, version| {
                 let Some(t) = state.tables.get(&table_id) else { return Ok(None) };
                 if seq <= t.flushed_seq {
@@ -900,7 +949,7 @@ fn replay_wal(
                 }
                 Ok(Some(t.wal_schema.clone()))
             })
-            .map_err(|e| Error::in_file(path, offset + 8, e))?;
+            .map_err(|e| Error::corrupt_in(path, offset, e))?;
             for write in record.tables {
                 if let Some(t) = state.tables.get(&write.table_id) {
                     if t.is_keyless() {
@@ -921,12 +970,20 @@ fn replay_wal(
     Ok(closed)
 }
 
-fn wal_has_records(path: &Path) -> Result<bool> {
-    let data = fs::read(path).at(path)?;
-    Ok(!matches!(
-        basalt_formats::frame::read_frame(&data, 0),
-        basalt_formats::frame::Frame::End
-    ))
+/// WAL files in the order they were written: by their first record's
+/// sequence, then files holding no record. File numbers are not enough: a
+/// file prepared ahead takes its number before a file created meanwhile.
+fn wal_files_in_write_order(wal_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut files = Vec::new();
+    for (number, path) in list_wal_files(wal_dir)? {
+        let first = first_record_seq(&path)?;
+        files.push((first.is_none(), first, number, path));
+    }
+    files.sort();
+    Ok(files
+        .into_iter()
+        .map(|(_, _, number, path)| (number, path))
+        .collect())
 }
 
 /// Edits that recreate `state` in a fresh manifest.

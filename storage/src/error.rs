@@ -67,6 +67,19 @@ impl Error {
     }
 }
 
+impl Error {
+    /// Like [`Error::in_file`], but a decode error without an offset of its
+    /// own is still corruption at `base`: damage always names file and offset.
+    pub fn corrupt_in(path: impl Into<PathBuf>, base: u64, err: basalt_formats::Error) -> Self {
+        let offset = err.offset().map_or(base, |at| at + base);
+        Error::Corruption {
+            file: path.into(),
+            offset,
+            reason: err.to_string(),
+        }
+    }
+}
+
 pub(crate) trait IoContext<T> {
     fn at(self, path: &std::path::Path) -> Result<T>;
 }

@@ -22,8 +22,17 @@ fn manifest_name(number: u64) -> String {
     format!("MANIFEST-{number:06}")
 }
 
+/// The live manifest as read at open.
+pub(crate) struct ReadManifest {
+    pub number: u64,
+    pub edits: Vec<Edit>,
+    /// An unacknowledged last batch was cut off: files it would have
+    /// recorded may exist and must not be deleted as orphans.
+    pub tail_cut: bool,
+}
+
 /// Reads every edit of the live manifest, or `None` for a new database.
-pub(crate) fn read_manifest(dir: &Path) -> Result<Option<(u64, Vec<Edit>)>> {
+pub(crate) fn read_manifest(dir: &Path) -> Result<Option<ReadManifest>> {
     let current = dir.join(CURRENT_FILE);
     let name = match fs::read_to_string(&current) {
         Ok(name) => name,
@@ -42,12 +51,15 @@ pub(crate) fn read_manifest(dir: &Path) -> Result<Option<(u64, Vec<Edit>)>> {
     let path = dir.join(name);
     let data = fs::read(&path).at(&path)?;
     let (records, end) = read_log(&data);
+    let mut tail_cut = false;
     match end {
         LogEnd::Clean => {}
-        // A torn last batch was never acknowledged: its work is redone or its
-        // files are orphans. A manifest must start with a whole snapshot.
-        LogEnd::TornTail { offset, reason } if offset > 0 => {
-            tracing::warn!(file = %path.display(), offset, %reason, "ignoring torn manifest tail");
+        // A last batch whose write was cut short was never acknowledged: its
+        // work is redone. A manifest must start with a whole snapshot, and a
+        // whole frame that fails its checksum is damage, not a torn write.
+        LogEnd::TornTail { offset, reason } if offset > 0 && is_torn_write(&data, offset) => {
+            tracing::warn!(file = %path.display(), offset, %reason, "ignoring the manifest's torn last batch");
+            tail_cut = true;
         }
         LogEnd::TornTail { offset, reason } | LogEnd::Corrupt { offset, reason } => {
             return Err(Error::Corruption {
@@ -59,11 +71,37 @@ pub(crate) fn read_manifest(dir: &Path) -> Result<Option<(u64, Vec<Edit>)>> {
     }
     let mut edits = Vec::new();
     for (at, payload) in records {
-        let decoded = decode_edits(payload)
-            .map_err(|e| Error::in_file(&path, (at + FRAME_HEADER_LEN) as u64, e))?;
+        let base = (at + FRAME_HEADER_LEN) as u64;
+        let decoded = decode_edits(payload).map_err(|e| Error::corrupt_in(&path, base, e))?;
         edits.extend(decoded);
     }
-    Ok(Some((number, edits)))
+    Ok(Some(ReadManifest {
+        number,
+        edits,
+        tail_cut,
+    }))
+}
+
+/// Whether the damaged last frame at `offset` looks like an append that a
+/// crash cut short: the file ends inside it, or its end is still zero fill
+/// from a page boundary on. A frame complete to its length whose checksum
+/// fails, or whose length field alone is damaged (the bytes to the end of
+/// the file match the stored checksum), is damage to an acknowledged batch.
+fn is_torn_write(data: &[u8], offset: usize) -> bool {
+    const PAGE: usize = 4096;
+    let rest = &data[offset..];
+    if rest.len() < FRAME_HEADER_LEN {
+        return true;
+    }
+    let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+    let stored_crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
+    let available = &rest[FRAME_HEADER_LEN..];
+    if len > available.len() {
+        return crc32fast::hash(available) != stored_crc;
+    }
+    let frame_end = offset + FRAME_HEADER_LEN + len;
+    let first_page = (offset + FRAME_HEADER_LEN).div_ceil(PAGE) * PAGE;
+    first_page < frame_end && data[first_page..frame_end].iter().all(|b| *b == 0)
 }
 
 impl ManifestLog {

@@ -5,6 +5,10 @@ pub struct Options {
     pub flush_threshold_bytes: usize,
     /// Acknowledge a commit only after its WAL record is fsynced.
     pub synchronous_commit: bool,
+    /// Without `synchronous_commit`, how often the WAL is synced anyway, so
+    /// that a crash loses at most about this much; `None` never syncs on a
+    /// timer (PostgreSQL's `wal_writer_delay`).
+    pub wal_writer_delay: Option<std::time::Duration>,
     /// Level-0 segments of a table that start a compaction.
     pub l0_compaction_trigger: usize,
     /// Level-0 segments of a table past which writers wait for compaction.
@@ -30,6 +34,7 @@ impl Default for Options {
         Options {
             flush_threshold_bytes: 64 << 20,
             synchronous_commit: true,
+            wal_writer_delay: Some(std::time::Duration::from_millis(200)),
             l0_compaction_trigger: 4,
             l0_stall_limit: 20,
             max_immutable_memtables: 4,

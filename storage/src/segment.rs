@@ -281,8 +281,18 @@ pub(crate) struct SegmentBuilder {
     dir: PathBuf,
     path: PathBuf,
     tmp: PathBuf,
-    writer: SegmentWriter<BufWriter<File>>,
+    /// Taken by `finish`; a builder dropped with it still here failed, and
+    /// its unfinished file is removed rather than left to fill the disk.
+    writer: Option<SegmentWriter<BufWriter<File>>>,
     rows: usize,
+}
+
+impl Drop for SegmentBuilder {
+    fn drop(&mut self) {
+        if self.writer.is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 impl SegmentBuilder {
@@ -296,13 +306,16 @@ impl SegmentBuilder {
             dir: dir.to_path_buf(),
             path,
             tmp,
-            writer,
+            writer: Some(writer),
             rows: 0,
         })
     }
 
     pub fn add_row_group(&mut self, rows: &RecordBatch) -> Result<()> {
-        self.writer
+        let Some(writer) = self.writer.as_mut() else {
+            return Err(Error::InvalidArgument("segment already finished".into()));
+        };
+        writer
             .write_row_group(rows)
             .map_err(|e| Error::in_file(&self.tmp, 0, e))?;
         self.rows += rows.num_rows();
@@ -313,18 +326,30 @@ impl SegmentBuilder {
         self.rows
     }
 
-    pub fn finish(self) -> Result<PathBuf> {
-        let (_, out) = self
-            .writer
-            .finish()
-            .map_err(|e| Error::in_file(&self.tmp, 0, e))?;
+    pub fn finish(mut self) -> Result<PathBuf> {
+        let Some(writer) = self.writer.take() else {
+            return Err(Error::InvalidArgument("segment already finished".into()));
+        };
+        let outcome = Self::write_out(writer, &self.tmp, &self.path, &self.dir);
+        if outcome.is_err() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+        outcome.map(|()| self.path.clone())
+    }
+
+    fn write_out(
+        writer: SegmentWriter<BufWriter<File>>,
+        tmp: &Path,
+        path: &Path,
+        dir: &Path,
+    ) -> Result<()> {
+        let (_, out) = writer.finish().map_err(|e| Error::in_file(tmp, 0, e))?;
         let file = out
             .into_inner()
-            .map_err(|e| Error::io(&self.tmp, e.into_error()))?;
-        file.sync_all().at(&self.tmp)?;
-        fs::rename(&self.tmp, &self.path).at(&self.path)?;
-        sync_dir(&self.dir)?;
-        Ok(self.path)
+            .map_err(|e| Error::io(tmp, e.into_error()))?;
+        file.sync_all().at(tmp)?;
+        fs::rename(tmp, path).at(path)?;
+        sync_dir(dir)
     }
 }
 

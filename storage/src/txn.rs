@@ -441,17 +441,23 @@ impl Transaction {
             }
             let seq = *last_seq + 1;
             payload[..8].copy_from_slice(&seq.to_le_bytes());
-            let position = inner
-                .wal
-                .append(&payload, seq)
-                .inspect_err(|e| inner.poison(e))?;
+            // A failed append leaves the log's position unchanged (the next
+            // record overwrites what part of this one was written): the
+            // commit failed and nothing needs poisoning.
+            let position = inner.wal.append(&payload, seq)?;
             *last_seq = seq;
             for write in record.tables {
                 if let Some(t) = state.tables.get(&write.table_id) {
                     t.active.insert_batch(Arc::new(write.batch), seq);
                 }
             }
-            freeze_if_needed(&inner, &state, &ids)?;
+            // The record is in the log and the memtable: from here on the
+            // commit stands, and is reported by its sync alone. A failed
+            // freeze or rotation is retried by a later commit; a failed
+            // fsync inside it has made the log refuse further syncs.
+            if let Err(e) = freeze_if_needed(&inner, &state, &ids) {
+                tracing::warn!(error = %e, "could not start a new WAL file; will retry");
+            }
             (seq, position)
         };
         if !inner.options.synchronous_commit {

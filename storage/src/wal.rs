@@ -1,13 +1,17 @@
-//! Write-ahead log files: `wal/NNNNNN.wal`, each a framed log of WAL records
-//! (FORMAT.md, "WAL file"). Committers append under the commit lock and then
-//! share fsyncs: one committer at a time syncs, covering every record
-//! appended before it started, while the others sleep until it is done.
+//! Write-ahead log files: `wal/NNNNNN.wal`, each a header and a log of synced
+//! frames holding WAL records (FORMAT.md, "WAL file"). Committers append under
+//! the commit lock and then share fsyncs: one committer at a time syncs,
+//! covering every record appended before it started, while the others sleep
+//! until it is done.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Seek, SeekFrom, Write};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use basalt_formats::frame::{encode_frame, read_log, LogEnd, FRAME_HEADER_LEN};
+use basalt_formats::frame::{encode_synced_frame, LogEnd, SYNCED_FRAME_HEADER_LEN};
+use basalt_formats::wal::{encode_wal_file_header, read_wal_file_contents, WAL_FILE_HEADER_LEN};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
@@ -47,7 +51,29 @@ struct Active {
     path: Arc<Path>,
     /// Bytes appended (a logical position across files: never reset).
     appended: u64,
+    /// The logical position at which this file's first frame starts.
+    base: u64,
     last_seq: u64,
+}
+
+impl Active {
+    /// The file offset of logical position `position` (at or after `base`).
+    fn offset_of(&self, position: u64) -> u64 {
+        WAL_FILE_HEADER_LEN as u64 + position.saturating_sub(self.base)
+    }
+}
+
+/// Creates a WAL file holding only its header, synced with its directory.
+fn create_wal_file(dir: &Path, path: &Path) -> Result<File> {
+    let mut file = OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .open(path)
+        .at(path)?;
+    file.write_all(&encode_wal_file_header()).at(path)?;
+    file.sync_all().at(path)?;
+    sync_dir(dir)?;
+    Ok(file)
 }
 
 /// A WAL file written full of zeros and synced ahead of use. Overwriting
@@ -94,7 +120,10 @@ pub(crate) struct Wal {
     /// Signalled when a waiter arrives or the syncer should stop.
     waiters_changed: Condvar,
     closed: Mutex<Vec<ClosedWal>>,
-    syncs: std::sync::atomic::AtomicU64,
+    syncs: AtomicU64,
+    /// `SyncState::synced`, readable without the sync lock: each frame records
+    /// how much of its file was durable when it was appended.
+    durable: AtomicU64,
     spare: Mutex<Option<Spare>>,
     preallocate_bytes: u64,
 }
@@ -107,12 +136,7 @@ impl Wal {
         preallocate_bytes: u64,
     ) -> Result<Wal> {
         let path = wal_path(dir, number);
-        let file = OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .open(&path)
-            .at(&path)?;
-        sync_dir(dir)?;
+        let file = create_wal_file(dir, &path)?;
         Ok(Wal {
             dir: dir.to_path_buf(),
             active: Mutex::new(Active {
@@ -120,6 +144,7 @@ impl Wal {
                 number,
                 path: path.into(),
                 appended: 0,
+                base: 0,
                 last_seq: 0,
             }),
             sync: Mutex::new(SyncState::default()),
@@ -127,23 +152,33 @@ impl Wal {
             waiters: Mutex::new(Waiters::default()),
             waiters_changed: Condvar::new(),
             closed: Mutex::new(closed),
-            syncs: std::sync::atomic::AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
+            durable: AtomicU64::new(0),
             spare: Mutex::new(None),
             preallocate_bytes,
         })
     }
 
-    /// Appends one record; returns the position to sync up to.
+    /// Appends one record; returns the position to sync up to. A failed
+    /// write leaves the position where it was, so the next record overwrites
+    /// the partial one instead of following it.
     pub fn append(&self, payload: &[u8], seq: u64) -> Result<u64> {
-        let mut frame = Vec::with_capacity(payload.len() + FRAME_HEADER_LEN);
-        encode_frame(payload, &mut frame);
+        let mut frame = Vec::with_capacity(payload.len() + SYNCED_FRAME_HEADER_LEN);
         let mut active = self.active.lock();
-        // Not O_APPEND: a prepared file is overwritten from its start.
-        let Active { file, path, .. } = &mut *active;
-        file.as_ref().write_all(&frame).at(path)?;
+        let durable = self.durable.load(Ordering::SeqCst).min(active.appended);
+        encode_synced_frame(payload, active.offset_of(durable), &mut frame);
+        // Positioned writes, not O_APPEND: a prepared file is overwritten.
+        let offset = active.offset_of(active.appended);
+        active.file.write_all_at(&frame, offset).at(&active.path)?;
         active.appended += frame.len() as u64;
         active.last_seq = seq;
         Ok(active.appended)
+    }
+
+    /// Records that everything before `position` is durable.
+    fn mark_synced(&self, state: &mut SyncState, position: u64) {
+        state.synced = state.synced.max(position);
+        self.durable.fetch_max(state.synced, Ordering::SeqCst);
     }
 
     /// Makes everything up to `position` durable. Concurrent callers share
@@ -167,7 +202,7 @@ impl Wal {
         let mut state = self.sync.lock();
         state.syncing = false;
         match &outcome {
-            Ok(appended) => state.synced = state.synced.max(*appended),
+            Ok(appended) => self.mark_synced(&mut state, *appended),
             Err(e) => state.failed = Some(e.to_string()),
         }
         drop(state);
@@ -259,40 +294,64 @@ impl Wal {
             (active.file.clone(), active.path.clone(), active.appended)
         };
         file.sync_data().at(&path)?;
-        self.syncs
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.syncs.fetch_add(1, Ordering::Relaxed);
         Ok(appended)
+    }
+
+    /// The logical position after the last appended record.
+    pub fn appended(&self) -> u64 {
+        self.active.lock().appended
     }
 
     /// How many times the log has been fsynced for commits.
     pub fn sync_count(&self) -> u64 {
-        self.syncs.load(std::sync::atomic::Ordering::Relaxed)
+        self.syncs.load(Ordering::Relaxed)
     }
 
     /// Writes the next WAL file ahead of time, unless one is ready already.
-    /// `number` is asked for only when a file is made.
+    /// `number` is asked for only when a file is made. Preallocation is an
+    /// optimisation and never the reason a write fails: it is skipped when
+    /// free space is short, and a file that could not be filled is removed.
     pub fn prepare_spare(&self, number: impl FnOnce() -> u64) -> Result<()> {
         if self.preallocate_bytes == 0 || self.spare.lock().is_some() {
             return Ok(());
         }
+        if !room_for(&self.dir, self.preallocate_bytes) {
+            tracing::debug!(dir = %self.dir.display(), "too little free space to preallocate a WAL file");
+            return Ok(());
+        }
         let number = number();
         let path = wal_path(&self.dir, number);
+        match self.fill_spare(&path) {
+            Ok(file) => {
+                *self.spare.lock() = Some(Spare { number, path, file });
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "could not preallocate a WAL file; continuing without");
+                let _ = fs::remove_file(&path);
+                Ok(())
+            }
+        }
+    }
+
+    fn fill_spare(&self, path: &Path) -> Result<File> {
         let mut file = OpenOptions::new()
             .create_new(true)
             .write(true)
-            .open(&path)
-            .at(&path)?;
+            .open(path)
+            .at(path)?;
+        file.write_all(&encode_wal_file_header()).at(path)?;
         let zeros = vec![0u8; 1 << 20];
-        let mut written = 0;
+        let mut written = WAL_FILE_HEADER_LEN as u64;
         while written < self.preallocate_bytes {
             let n = zeros.len().min((self.preallocate_bytes - written) as usize);
-            file.write_all(&zeros[..n]).at(&path)?;
+            file.write_all(&zeros[..n]).at(path)?;
             written += n as u64;
         }
-        file.sync_all().at(&path)?;
+        file.sync_all().at(path)?;
         sync_dir(&self.dir)?;
-        *self.spare.lock() = Some(Spare { number, path, file });
-        Ok(())
+        Ok(file)
     }
 
     /// Deletes the prepared file (on close; it holds nothing).
@@ -307,19 +366,10 @@ impl Wal {
     /// numbered `next_number`); the old one is synced and listed as closed.
     pub fn rotate(&self, next_number: u64) -> Result<()> {
         let (file, path, next_number) = match self.spare.lock().take() {
-            Some(mut spare) => {
-                // Writing the zeros left the position at the end.
-                spare.file.seek(SeekFrom::Start(0)).at(&spare.path)?;
-                (spare.file, spare.path, spare.number)
-            }
+            Some(spare) => (spare.file, spare.path, spare.number),
             None => {
                 let path = wal_path(&self.dir, next_number);
-                let file = OpenOptions::new()
-                    .create_new(true)
-                    .write(true)
-                    .open(&path)
-                    .at(&path)?;
-                sync_dir(&self.dir)?;
+                let file = create_wal_file(&self.dir, &path)?;
                 (file, path, next_number)
             }
         };
@@ -328,8 +378,14 @@ impl Wal {
             self.sync_ended.wait(&mut state);
         }
         let mut active = self.active.lock();
-        active.file.sync_data().at(&active.path)?;
-        state.synced = active.appended;
+        if let Err(e) = active.file.sync_data().at(&active.path) {
+            // As in sync_to: after a failed fsync nothing more may count as durable.
+            state.failed = Some(e.to_string());
+            return Err(e);
+        }
+        let appended = active.appended;
+        self.mark_synced(&mut state, appended);
+        active.base = appended;
         let old_path = std::mem::replace(&mut active.path, path.into());
         let old_number = std::mem::replace(&mut active.number, next_number);
         active.file = Arc::new(file);
@@ -365,16 +421,32 @@ impl Wal {
     }
 }
 
-/// Reads the records of one WAL file. A damaged frame with nothing valid after
-/// it is a torn tail: when `cut_torn_tail`, the file is truncated there. Damage
-/// followed by valid records is corruption.
+/// Whether the file system holding `dir` has room for `bytes` with plenty to
+/// spare for the data itself.
+fn room_for(dir: &Path, bytes: u64) -> bool {
+    match rustix::fs::statvfs(dir) {
+        Ok(stats) => stats.f_bavail.saturating_mul(stats.f_frsize) >= bytes.saturating_mul(4),
+        Err(_) => true,
+    }
+}
+
+/// Reads the records of one WAL file (either format version), each with the
+/// file offset of its payload. A damaged frame that no later frame shows was
+/// acknowledged is a torn tail: when `cut_torn_tail`, the file is truncated
+/// there. Damage to acknowledged records is corruption.
 pub(crate) fn read_wal_file(path: &Path, cut_torn_tail: bool) -> Result<Vec<(u64, Vec<u8>)>> {
     let data = fs::read(path).at(path)?;
-    let (records, end) = read_log(&data);
-    match end {
+    let contents = read_wal_file_contents(&data).map_err(|e| Error::in_file(path, 0, e))?;
+    match contents.end {
         LogEnd::Clean => {}
         LogEnd::TornTail { offset, reason } if cut_torn_tail => {
-            tracing::warn!(file = %path.display(), offset, %reason, "cutting torn WAL tail");
+            tracing::warn!(
+                file = %path.display(),
+                offset,
+                %reason,
+                records_kept = contents.records.len(),
+                "cutting torn WAL tail: the damaged record was never acknowledged"
+            );
             let file = OpenOptions::new().write(true).open(path).at(path)?;
             file.set_len(offset as u64).at(path)?;
             file.sync_all().at(path)?;
@@ -387,10 +459,42 @@ pub(crate) fn read_wal_file(path: &Path, cut_torn_tail: bool) -> Result<Vec<(u64
             });
         }
     }
-    Ok(records
+    let payload_offset = contents.payload_offset as u64;
+    Ok(contents
+        .records
         .into_iter()
-        .map(|(at, payload)| (at as u64, payload.to_vec()))
+        .map(|(at, payload)| (at as u64 + payload_offset, payload.to_vec()))
         .collect())
+}
+
+/// The sequence of a WAL file's first record, read from its first bytes
+/// only; `None` for a file without a readable first record.
+pub(crate) fn first_record_seq(path: &Path) -> Result<Option<u64>> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(64);
+    File::open(path)
+        .at(path)?
+        .take(64)
+        .read_to_end(&mut head)
+        .at(path)?;
+    let frame_at = if head.starts_with(&basalt_formats::wal::WAL_MAGIC) {
+        WAL_FILE_HEADER_LEN
+    } else {
+        0
+    };
+    let payload_at = frame_at
+        + if frame_at == 0 {
+            basalt_formats::frame::FRAME_HEADER_LEN
+        } else {
+            SYNCED_FRAME_HEADER_LEN
+        };
+    let has_frame = head
+        .get(frame_at..payload_at)
+        .is_some_and(|header| header.iter().any(|b| *b != 0));
+    Ok(head
+        .get(payload_at..payload_at + 8)
+        .filter(|_| has_frame)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default())))
 }
 
 #[cfg(test)]
