@@ -245,3 +245,31 @@ async fn idling_inside_a_transaction_past_the_limit_ends_the_connection() {
     assert_eq!(idle.until_ready().await, (b'I', vec![]));
     server.stop().await;
 }
+
+/// Statements too deep to run are refused with 54001 in both protocols, and
+/// the server (every connection, not only the sender's) goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_too_complex_is_refused_and_the_server_goes_on() {
+    let server = TestServer::start().await;
+    let bystander = server.connect().await;
+    let client = server.connect().await;
+    client
+        .batch_execute("CREATE TABLE deep (a bigint PRIMARY KEY)")
+        .await
+        .unwrap();
+    let sum = format!("SELECT {}", vec!["1"; 2000].join("+"));
+    let ands = format!(
+        "SELECT * FROM deep WHERE {}",
+        vec!["a = 1"; 200_000].join(" AND ")
+    );
+    let parens = format!("SELECT {}1{}", "(".repeat(10_000), ")".repeat(10_000));
+    for sql in [&sum, &ands, &parens] {
+        let err = client.batch_execute(sql).await.unwrap_err();
+        assert_eq!(code(&err), "54001", "{err}");
+        let err = client.query(sql.as_str(), &[]).await.unwrap_err();
+        assert_eq!(code(&err), "54001", "{err}");
+    }
+    client.batch_execute("SELECT 1").await.unwrap();
+    bystander.batch_execute("SELECT 1").await.unwrap();
+    server.stop().await;
+}

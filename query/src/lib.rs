@@ -104,6 +104,7 @@ mod access;
 mod ann;
 mod build_keys;
 mod catalog;
+mod complexity;
 mod cooperative;
 mod copy;
 mod ddl;

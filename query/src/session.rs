@@ -21,7 +21,7 @@ use datafusion::sql::parser::{DFParserBuilder, Statement};
 use datafusion::sql::sqlparser::ast::{self, ObjectName};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
-use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::Token;
 use futures::TryStreamExt;
 use parking_lot::{Mutex, RwLock};
@@ -531,8 +531,15 @@ impl Session {
     /// STDIN` and `TO STDOUT` go to sqlparser's own COPY, since DataFusion's
     /// parser reads every COPY as its file export.
     pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
-        let syntax_error =
-            |e: DataFusionError| Error::sql("42601", e.to_string().replace("SQL error: ", ""));
+        crate::complexity::check(sql)?;
+        let syntax_error = |e: DataFusionError| match e {
+            DataFusionError::SQL(inner, _)
+                if matches!(*inner, ParserError::RecursionLimitExceeded) =>
+            {
+                crate::complexity::too_complex("statement too complex: nested too deeply")
+            }
+            e => Error::sql("42601", e.to_string().replace("SQL error: ", "")),
+        };
         let sql = copy_booleans_spelled_out(sql);
         let mut parser = DFParserBuilder::new(sql.as_ref())
             .with_dialect(&PostgreSqlDialect {})

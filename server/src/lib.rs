@@ -21,3 +21,8 @@ mod types;
 pub use config::Config;
 pub use error::{Error, Result};
 pub use server::Server;
+
+/// Stack of the threads that parse, plan and run statements. Statements are
+/// bounded (54001 past a nesting limit), but the passes over a statement
+/// near that bound recurse deeply; memory is committed only as it is used.
+pub const STATEMENT_STACK_BYTES: usize = 64 << 20;

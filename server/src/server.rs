@@ -55,6 +55,7 @@ impl Server {
         } else {
             let queries = tokio::runtime::Builder::new_multi_thread()
                 .thread_name("basalt-query")
+                .thread_stack_size(crate::STATEMENT_STACK_BYTES)
                 .enable_all()
                 .build()
                 .map_err(|e| Error::io("starting the query threads", e))?;

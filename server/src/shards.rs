@@ -78,6 +78,7 @@ impl Shards {
             }
             let thread = std::thread::Builder::new()
                 .name(format!("basalt-net-{i}"))
+                .stack_size(crate::STATEMENT_STACK_BYTES)
                 .spawn(move || {
                     if let Some(core) = core {
                         if !core_affinity::set_for_current(core) {
