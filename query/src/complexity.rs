@@ -182,7 +182,7 @@ mod tests {
         assert_eq!(bound("SELECT 1"), 0);
         assert_eq!(bound("SELECT 1 + 2 + 3"), 2);
         assert_eq!(bound("SELECT a = 1 AND b = 2"), 3);
-        assert_eq!(bound("SELECT (1 + (2 + 3)) * 4"), 4);
+        assert_eq!(bound("SELECT (1 + (2 + 3)) * 4"), 5);
         assert_eq!(bound("SELECT 1 UNION SELECT 2 UNION SELECT 3"), 2);
     }
 

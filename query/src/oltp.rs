@@ -499,6 +499,8 @@ pub(crate) struct PointUpdate {
     pub(crate) target: Target,
     key: Vec<KeySource>,
     assignments: Vec<(usize, Assigned)>,
+    /// The statement's RETURNING list, answered from the row written.
+    pub(crate) returning: Option<Vec<SelectItem>>,
 }
 
 /// A prepared SET value: known without the parameters, or read from one
@@ -646,6 +648,7 @@ pub(crate) fn recognise_prepared_update(
         target,
         key,
         assignments,
+        returning: update.returning.clone(),
     })
 }
 
@@ -1386,6 +1389,58 @@ mod tests {
             }
         }
         rows
+    }
+
+    /// RETURNING on a prepared point UPDATE answers the row written, as the
+    /// literal statement does (it used to answer `UPDATE 1` with no rows).
+    #[tokio::test]
+    async fn a_prepared_point_update_returns_its_rows() {
+        use crate::prepare::Param;
+        let db = crate::Database::open_temporary().unwrap();
+        let mut session = db.session();
+        session
+            .execute("CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t VALUES (1, 10)")
+            .await
+            .unwrap();
+        let prepared = PreparedStatement::new(
+            session
+                .parse("UPDATE t SET v = v + 1 WHERE id = $1 RETURNING v, id * 2 AS twice")
+                .unwrap()
+                .pop()
+                .unwrap(),
+        );
+        let key = Param::Text {
+            text: "1".into(),
+            sql_type: Some("integer".into()),
+        };
+        for (in_block, expected) in [(false, "11"), (true, "12")] {
+            if in_block {
+                session.execute("BEGIN").await.unwrap();
+            }
+            let result = session
+                .execute_prepared(&prepared, std::slice::from_ref(&key))
+                .await
+                .unwrap();
+            assert!(prepared.update.lock().is_some(), "not the point path");
+            let batches = result.collect().await.unwrap();
+            let rows: Vec<_> = batches
+                .iter()
+                .flat_map(|b| {
+                    (0..b.num_rows()).map(move |r| {
+                        (0..b.num_columns())
+                            .map(|c| crate::pgtext::format_value(b.column(c).as_ref(), r))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            assert_eq!(
+                rows,
+                vec![vec![Some(expected.to_string()), Some("2".to_string())]]
+            );
+            if in_block {
+                session.execute("COMMIT").await.unwrap();
+            }
+        }
     }
 
     /// A prepared point UPDATE run from its parameters writes what binding

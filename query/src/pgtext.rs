@@ -230,17 +230,26 @@ pub fn parse_interval(text: &str) -> Option<(i32, i32, i64)> {
         }
         let amount: f64 = word.parse().ok()?;
         let unit = words.next()?.trim_end_matches(',').to_ascii_lowercase();
-        let whole = amount.trunc() as i64;
+        // Out of range is `None` (an invalid interval), never a wrapped value.
+        let scaled = |factor: f64| {
+            let value = (amount * factor).round();
+            (value.abs() < 9.2e18).then_some(value as i64)
+        };
+        let whole = scaled(1.0).map(|_| amount.trunc() as i64);
         match unit.as_str() {
-            "year" | "years" | "yr" | "yrs" | "y" => months += (amount * 12.0).round() as i64,
-            "mon" | "mons" | "month" | "months" => months += whole,
-            "week" | "weeks" | "w" => days += whole * 7,
-            "day" | "days" | "d" => days += whole,
-            "hour" | "hours" | "hr" | "hrs" | "h" => nanos += (amount * 3.6e12).round() as i64,
-            "minute" | "minutes" | "min" | "mins" | "m" => nanos += (amount * 6e10).round() as i64,
-            "second" | "seconds" | "sec" | "secs" | "s" => nanos += (amount * 1e9).round() as i64,
-            "millisecond" | "milliseconds" | "ms" => nanos += (amount * 1e6).round() as i64,
-            "microsecond" | "microseconds" | "us" => nanos += (amount * 1e3).round() as i64,
+            "year" | "years" | "yr" | "yrs" | "y" => months = months.checked_add(scaled(12.0)?)?,
+            "mon" | "mons" | "month" | "months" => months = months.checked_add(whole?)?,
+            "week" | "weeks" | "w" => days = days.checked_add(whole?.checked_mul(7)?)?,
+            "day" | "days" | "d" => days = days.checked_add(whole?)?,
+            "hour" | "hours" | "hr" | "hrs" | "h" => nanos = nanos.checked_add(scaled(3.6e12)?)?,
+            "minute" | "minutes" | "min" | "mins" | "m" => {
+                nanos = nanos.checked_add(scaled(6e10)?)?
+            }
+            "second" | "seconds" | "sec" | "secs" | "s" => {
+                nanos = nanos.checked_add(scaled(1e9)?)?
+            }
+            "millisecond" | "milliseconds" | "ms" => nanos = nanos.checked_add(scaled(1e6)?)?,
+            "microsecond" | "microseconds" | "us" => nanos = nanos.checked_add(scaled(1e3)?)?,
             _ => return None,
         }
     }
@@ -249,9 +258,9 @@ pub fn parse_interval(text: &str) -> Option<(i32, i32, i64)> {
     }
     let sign = if ago { -1 } else { 1 };
     Some((
-        i32::try_from(months * sign).ok()?,
-        i32::try_from(days * sign).ok()?,
-        nanos * sign,
+        i32::try_from(months.checked_mul(sign)?).ok()?,
+        i32::try_from(days.checked_mul(sign)?).ok()?,
+        nanos.checked_mul(sign)?,
     ))
 }
 
@@ -305,6 +314,20 @@ fn needs_quotes(text: &str) -> bool {
 #[cfg(test)]
 mod interval_tests {
     use super::*;
+
+    #[test]
+    fn intervals_out_of_range_are_invalid_not_wrapped() {
+        for text in [
+            "100000000000000000000 years",
+            "9223372036854775807 days 9223372036854775807 days",
+            "2562048 hours 2562048 hours",
+            "3000000000 days",
+            "1e300 seconds",
+        ] {
+            assert_eq!(parse_interval(text), None, "{text}");
+        }
+        assert_eq!(parse_interval("-2147483648 days"), Some((0, i32::MIN, 0)));
+    }
 
     #[test]
     fn intervals_read_back_as_postgres_prints_them() {

@@ -31,8 +31,9 @@ const BLOCK: i64 = 1000;
 
 #[derive(Debug, Clone, Copy)]
 struct State {
-    next: i64,
-    reserved_until: i64,
+    /// Wider than the values: one past `i64::MAX` means the sequence is spent.
+    next: i128,
+    reserved_until: i128,
 }
 
 /// The sequences of one database, shared by its sessions.
@@ -68,12 +69,18 @@ impl Sequences {
             ));
         }
         // The reserved end starts just below the first value.
+        let reserved = start.checked_sub(1).ok_or_else(|| {
+            Error::sql(
+                "22003",
+                format!("START value ({start}) is out of range for sequence \"{sequence}\""),
+            )
+        })?;
         meta_put(
             db,
             "sequence",
             &schema,
             &sequence,
-            Some(&(start - 1).to_string()),
+            Some(&reserved.to_string()),
         )?;
         self.state.lock().remove(&format!("{schema}.{sequence}"));
         Ok(())
@@ -122,18 +129,27 @@ impl Sequences {
                     )
                 })?;
                 State {
-                    next: reserved + 1,
-                    reserved_until: reserved,
+                    next: i128::from(reserved) + 1,
+                    reserved_until: i128::from(reserved),
                 }
             }
         };
         let mut state = state;
+        // As PostgreSQL: past the largest bigint, 2200H and no value.
+        let Ok(value) = i64::try_from(state.next) else {
+            return Err(Error::sql(
+                "2200H",
+                format!(
+                    "nextval: reached maximum value of sequence \"{sequence}\" ({})",
+                    i64::MAX
+                ),
+            ));
+        };
         if state.next > state.reserved_until {
-            let until = state.next + BLOCK - 1;
+            let until = value.saturating_add(BLOCK - 1);
             meta_put(db, "sequence", &schema, &sequence, Some(&until.to_string()))?;
-            state.reserved_until = until;
+            state.reserved_until = i128::from(until);
         }
-        let value = state.next;
         state.next += 1;
         states.insert(key, state);
         Ok(value)

@@ -754,7 +754,8 @@ impl Session {
             } => {
                 let target = &update.target;
                 let written = self.apply_point_update(target, key.clone(), assignments.clone())?;
-                self.finish(target, None, written, "UPDATE").await
+                self.finish(target, update.returning.clone(), written, "UPDATE")
+                    .await
             }
             Write::Insert { insert, rows } => {
                 let target = &insert.target;

@@ -83,6 +83,13 @@ pub fn of_datafusion(err: &DataFusionError) -> &'static str {
             {
                 "22003" // numeric_value_out_of_range
             }
+            ArrowError::ComputeError(m) | ArrowError::InvalidArgumentError(m)
+                if m.contains("Timestamp out of range")
+                    || m.contains("Date out of range")
+                    || m.contains("Date arithmetic overflow") =>
+            {
+                "22008" // datetime_field_overflow
+            }
             ArrowError::CastError(_) | ArrowError::ParseError(_) => "22P02", // invalid_text_representation
             ArrowError::DivideByZero => "22012",                             // division_by_zero
             ArrowError::ArithmeticOverflow(_) => "22003", // numeric_value_out_of_range
@@ -118,6 +125,13 @@ mod tests {
                     source: io(),
                 },
                 "58030",
+            ),
+            (
+                StorageError::Io {
+                    path: "p".into(),
+                    source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+                },
+                "53100",
             ),
             (StorageError::Locked("d".into()), "55006"),
             (StorageError::TableNotFound("t".into()), "42P01"),
