@@ -877,3 +877,25 @@ fn a_row_read_from_a_segment_and_written_back_holds_only_itself_in_memory() {
         vec![(42, (Some("x".repeat(100)), Some(-1)))]
     );
 }
+
+/// A bulk load finishing after its table was dropped fails and brings
+/// nothing back: not the table, not its rows, not after a restart.
+#[test]
+fn a_bulk_load_into_a_dropped_table_fails_and_the_table_stays_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = open(dir.path(), false);
+        let mut load = db.bulk_load("t").unwrap();
+        let rows: Vec<_> = (0..200).map(|k| (k, (None, Some(k)))).collect();
+        load.write(&batch(&rows)).unwrap();
+        db.drop_table("t").unwrap();
+        assert!(matches!(load.finish(), Err(Error::TableNotFound(_))));
+        assert!(db.table("t").is_err());
+    }
+    let db = Db::open(dir.path(), Options::default()).unwrap();
+    assert!(db.table("t").is_err());
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("seg")).unwrap().count(),
+        0
+    );
+}

@@ -304,3 +304,55 @@ fn a_transaction_sees_its_own_vectors_and_not_the_ones_it_replaced() {
         .create_index("items", "tag", "nope", HnswParams::new(Metric::L2))
         .is_err());
 }
+
+/// CREATE INDEX builds without the manifest lock; a DROP TABLE or ADD
+/// COLUMN logged meanwhile must stand: the dropped table must not come back
+/// after a restart, nor the added column be lost.
+#[test]
+fn create_index_racing_drop_table_or_add_column_keeps_their_effect() {
+    let mut rng = SmallRng::seed_from_u64(3);
+    for round in 0..12 {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::open(dir.path(), options()).unwrap());
+        db.create_table("items", schema(), &["k"]).unwrap();
+        let rows: Vec<(i64, Row)> = (0..3000).map(|k| (k, random_row(&mut rng))).collect();
+        for chunk in rows.chunks(500) {
+            let mut txn = db.begin();
+            txn.put("items", &batch(chunk)).unwrap();
+            txn.commit().unwrap();
+            db.flush().unwrap();
+        }
+        let drop_it = round % 2 == 0;
+        let pause = std::time::Duration::from_millis(rng.gen_range(0..40));
+        let (indexed, other) = std::thread::scope(|scope| {
+            let building = scope.spawn(|| {
+                db.create_index("items", "v", "idx", HnswParams::new(Metric::L2))
+                    .is_ok()
+            });
+            std::thread::sleep(pause);
+            let other = if drop_it {
+                db.drop_table("items").is_ok()
+            } else {
+                db.add_column("items", Field::new("extra", DataType::Int64, true))
+                    .is_ok()
+            };
+            (building.join().unwrap(), other)
+        });
+        drop(db);
+        let db = Db::open(dir.path(), options()).unwrap();
+        let table = db.table("items");
+        match (drop_it, other) {
+            (true, true) => assert!(table.is_err(), "round {round}: the dropped table came back"),
+            (false, true) => {
+                let def = table.unwrap();
+                assert!(
+                    def.schema.index_of("extra").is_ok(),
+                    "round {round}: the added column was lost (indexed: {indexed})"
+                );
+                let has_index = def.schema.field(1).metadata().contains_key("basalt.hnsw");
+                assert_eq!(has_index, indexed, "round {round}");
+            }
+            (_, false) => panic!("round {round}: the DDL failed"),
+        }
+    }
+}

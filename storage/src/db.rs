@@ -510,18 +510,23 @@ impl Db {
                 field.name()
             )));
         }
-        let mut fields: Vec<Field> = current
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
-        fields.push(field);
-        let schema = Arc::new(Schema::new_with_metadata(
-            fields,
-            current.schema.metadata().clone(),
-        ));
-        validate_table(table, &schema, &[])?;
+        // Built from the definition current under the manifest lock, so that
+        // a concurrent CREATE INDEX or ADD COLUMN is kept, not overwritten.
+        let with_field = |def: &TableDef| {
+            let mut fields: Vec<Field> = def
+                .schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .collect();
+            fields.push(field.clone());
+            let schema = Arc::new(Schema::new_with_metadata(
+                fields,
+                def.schema.metadata().clone(),
+            ));
+            validate_table(&def.name, &schema, &[]).map(|()| schema)
+        };
+        with_field(&current)?;
         loop {
             self.flush_table(current.id)?;
             let mut manifest = inner.manifest.lock();
@@ -535,7 +540,7 @@ impl Db {
                 continue; // written to since the flush
             }
             let def = TableDef {
-                schema: schema.clone(),
+                schema: with_field(&t.def)?,
                 schema_version: t.def.schema_version + 1,
                 ..t.def.clone()
             };
@@ -610,9 +615,24 @@ impl Db {
             edits.extend(index_edits(def.id, segment));
         }
         let mut manifest = inner.manifest.lock();
+        // The build ran without the manifest lock: a DROP TABLE, RENAME or
+        // ADD COLUMN may have been logged meanwhile. Logging the definition
+        // read before the build would undo it (after a restart, a dropped
+        // table would come back), so the build stands only if the table is
+        // as it was.
+        let state = inner.current();
+        let Some(current) = state.tables.get(&t.def.id) else {
+            return Err(Error::TableNotFound(table.to_string()));
+        };
+        if current.def != t.def {
+            return Err(Error::SchemaChanged(current.def.name.clone()));
+        }
         inner.log_edits(&mut manifest, &edits)?;
         let mut guard = inner.state.write();
-        let current = guard.table(table)?;
+        let current = guard
+            .tables
+            .get(&t.def.id)
+            .ok_or_else(|| Error::TableNotFound(table.to_string()))?;
         // Only the declaration changed: rows in memory keep their layout.
         let mut next = (**current).clone();
         next.def = def.clone();

@@ -274,6 +274,11 @@ fn key_order(keys: &[Vec<u8>]) -> Option<Vec<u32>> {
 /// caller to delete on failure; from then on the manifest may name them.
 fn install(inner: &Inner, loaded: &TableState, written: &mut Vec<WrittenRun>) -> Result<u64> {
     let _no_flush_or_compaction = inner.work_lock.lock();
+    // The manifest lock is taken before the table is looked up, so that a
+    // DROP TABLE (or a schema change) cannot slip in between and have its
+    // table brought back by this load's edits; and before the commit lock,
+    // in the order ADD COLUMN takes them.
+    let mut manifest = inner.manifest.lock();
     let last_seq = inner.commit.lock();
     inner.check_poisoned()?;
     let state = inner.current();
@@ -327,7 +332,6 @@ fn install(inner: &Inner, loaded: &TableState, written: &mut Vec<WrittenRun>) ->
             next: inner.next_file.load(Ordering::SeqCst),
         },
     ]);
-    let mut manifest = inner.manifest.lock();
     written.clear();
     inner.log_edits(&mut manifest, &edits)?;
     let visible = *last_seq;
