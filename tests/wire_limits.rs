@@ -273,3 +273,60 @@ async fn a_statement_too_complex_is_refused_and_the_server_goes_on() {
     bystander.batch_execute("SELECT 1").await.unwrap();
     server.stop().await;
 }
+
+/// The SASL exchange of a user that does not exist goes as a real user's
+/// (a server challenge with a salt that stays the same), failing only at
+/// the proof with the same error as a wrong password: neither the messages
+/// nor the work done tell which users exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_user_is_challenged_like_a_known_one() {
+    let server = TestServer::start_with(Config {
+        users: BTreeMap::from([("alice".to_string(), "secret".to_string())]),
+        ..Config::default()
+    })
+    .await;
+    async fn challenge(server: &TestServer, user: &str) -> String {
+        let mut raw = RawClient {
+            socket: TcpStream::connect(server.addr).await.unwrap(),
+        };
+        raw.send_startup(user).await;
+        let (kind, body) = raw.next().await.unwrap();
+        assert_eq!(
+            (kind, &body[..4]),
+            (b'R', &10i32.to_be_bytes()[..]),
+            "{user}"
+        );
+        let first = b"n,,n=,r=abcdefghijklmnopqrstuvwx";
+        let mut message = b"SCRAM-SHA-256\0".to_vec();
+        message.extend_from_slice(&(first.len() as i32).to_be_bytes());
+        message.extend_from_slice(first);
+        raw.send(b'p', &message).await;
+        let (kind, body) = raw.next().await.unwrap();
+        assert_eq!(
+            (kind, &body[..4]),
+            (b'R', &11i32.to_be_bytes()[..]),
+            "{user}"
+        );
+        let text = String::from_utf8_lossy(&body[4..]).to_string();
+        text.split(',')
+            .find_map(|part| part.strip_prefix("s="))
+            .unwrap_or_else(|| panic!("no salt in {text}"))
+            .to_string()
+    }
+    let alice = challenge(&server, "alice").await;
+    assert_eq!(alice, challenge(&server, "alice").await);
+    let mallory = challenge(&server, "mallory").await;
+    assert_eq!(mallory, challenge(&server, "mallory").await);
+    assert_ne!(mallory, alice);
+    for (user, password) in [("alice", "wrong"), ("mallory", "secret")] {
+        let err = server.try_connect(user, Some(password)).await.unwrap_err();
+        assert_eq!(code(&err), "28P01", "{err}");
+        let message = err.as_db_error().map(|e| e.message().to_string());
+        assert_eq!(
+            message.as_deref(),
+            Some(format!("password authentication failed for user \"{user}\"").as_str())
+        );
+    }
+    server.try_connect("alice", Some("secret")).await.unwrap();
+    server.stop().await;
+}

@@ -44,7 +44,7 @@ impl Startup {
         let mechanisms: Box<dyn AuthMechanismFactory + Send + Sync> = if users.is_empty() {
             Box::new(TrustLoopback)
         } else {
-            let mut scram = ScramAuth::new(Arc::new(Passwords { users }));
+            let mut scram = ScramAuth::new(Arc::new(Passwords::new(users)));
             scram.set_iterations(SCRAM_ITERATIONS);
             // No SCRAM-SHA-256-PLUS (channel binding): with the certificate
             // configured, pgwire 0.42 rejected psql's correct password over TLS.
@@ -166,24 +166,82 @@ fn fatal(code: &str, message: String) -> PgWireError {
     )))
 }
 
-/// The configured users' passwords.
-#[derive(Debug)]
+/// The configured users' SCRAM verifiers, derived once at start-up as
+/// PostgreSQL stores them: a login then costs HMACs, not PBKDF2 on a network
+/// thread. An unknown user gets a mock verifier and the same exchange,
+/// failing only at the proof, so that timing and messages do not tell which
+/// users exist.
 struct Passwords {
-    users: BTreeMap<String, String>,
+    verifiers: BTreeMap<String, Password>,
+    /// Keys the mock salts: the same unknown name always gets the same salt,
+    /// as a real user's stays the same, and nobody can predict it.
+    mock_secret: [u8; 32],
+}
+
+impl Passwords {
+    fn new(users: BTreeMap<String, String>) -> Passwords {
+        let verifiers = users
+            .into_iter()
+            .map(|(user, password)| {
+                let salt: [u8; 16] = rand::random();
+                let salted = gen_salted_password(&password, &salt, SCRAM_ITERATIONS);
+                (user, Password::new(Some(salt.to_vec()), salted))
+            })
+            .collect();
+        Passwords {
+            verifiers,
+            mock_secret: rand::random(),
+        }
+    }
+
+    fn mock(&self, user: &str) -> Password {
+        // One PBKDF2 round is an HMAC-SHA-256 keyed by the user name.
+        let secret: String = self
+            .mock_secret
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let keyed = gen_salted_password(user, secret.as_bytes(), 1);
+        let salt = keyed[..16].to_vec();
+        let unguessable: [u8; 32] = rand::random();
+        Password::new(Some(salt), unguessable.to_vec())
+    }
+}
+
+impl Debug for Passwords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Passwords")
+            .field("users", &self.verifiers.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 #[async_trait]
 impl AuthSource for Passwords {
     async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
         let user = login.user().unwrap_or_default();
-        let password = self.users.get(user).ok_or_else(|| {
-            fatal(
-                "28P01",
-                format!("password authentication failed for user \"{user}\""),
-            )
-        })?;
-        let salt: [u8; 16] = rand::random();
-        let salted = gen_salted_password(password, &salt, SCRAM_ITERATIONS);
-        Ok(Password::new(Some(salt.to_vec()), salted))
+        Ok(match self.verifiers.get(user) {
+            Some(verifier) => verifier.clone(),
+            None => self.mock(user),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_user_gets_a_stable_mock_salt_and_no_usable_verifier() {
+        let passwords = Passwords::new(BTreeMap::from([("alice".into(), "secret".into())]));
+        let first = passwords.mock("mallory");
+        let again = passwords.mock("mallory");
+        assert_eq!(first.salt(), again.salt());
+        assert_ne!(first.password(), again.password());
+        assert_ne!(first.salt(), passwords.mock("trudy").salt());
+        assert_eq!(first.salt().map(<[u8]>::len), Some(16));
+        let alice = passwords.verifiers.get("alice").unwrap();
+        let expected = gen_salted_password("secret", alice.salt().unwrap(), SCRAM_ITERATIONS);
+        assert_eq!(alice.password(), &expected[..]);
     }
 }
