@@ -330,3 +330,57 @@ async fn an_unknown_user_is_challenged_like_a_known_one() {
     server.try_connect("alice", Some("secret")).await.unwrap();
     server.stop().await;
 }
+
+/// Random protocol messages, before and after login, get an error or a
+/// closed connection; the server keeps serving everyone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_protocol_messages_never_bring_the_server_down() {
+    use rand::{Rng, SeedableRng};
+    let server = TestServer::start().await;
+    let bystander = server.connect().await;
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(9);
+    let iterations: usize = std::env::var("BASALT_FUZZ_ITERATIONS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(300);
+    let kinds = b"QPBEDSCHFXdcfpz\0";
+    for iteration in 0..iterations {
+        let mut raw = if iteration % 3 == 0 {
+            RawClient {
+                socket: TcpStream::connect(server.addr).await.unwrap(),
+            }
+        } else {
+            RawClient::connect(server.addr).await
+        };
+        for _ in 0..rng.gen_range(1..4) {
+            let kind = kinds[rng.gen_range(0..kinds.len())];
+            let len = rng.gen_range(0..200);
+            let mut body: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+            if rng.gen_bool(0.3) {
+                body = b"SELECT 1\0\0\0".to_vec();
+            }
+            let mut message = vec![kind];
+            let claimed = if rng.gen_bool(0.1) {
+                rng.gen::<i32>()
+            } else {
+                (body.len() + 4) as i32
+            };
+            message.extend_from_slice(&claimed.to_be_bytes());
+            message.extend_from_slice(&body);
+            // The server may have closed the connection already.
+            if raw.socket.write_all(&message).await.is_err() {
+                break;
+            }
+        }
+        // Whatever comes back, it comes back in bounded time.
+        let _ = tokio::time::timeout(Duration::from_millis(200), raw.next()).await;
+    }
+    bystander.batch_execute("SELECT 1").await.unwrap();
+    server
+        .connect()
+        .await
+        .batch_execute("SELECT 1")
+        .await
+        .unwrap();
+    server.stop().await;
+}
