@@ -354,7 +354,14 @@ pub(crate) struct RecordReader {
     pub(crate) rows: RowBuffer,
     /// Where each field of the record being read ends; kept to reuse.
     field_ends: Vec<usize>,
+    /// The longest record buffered while its end has not arrived: input
+    /// without a newline must not grow memory without bound.
+    max_record_bytes: usize,
 }
+
+/// The longest COPY record (line) accepted, as PostgreSQL's 1 GB field
+/// limit bounds its own; longer is 54000 (program_limit_exceeded).
+pub(crate) const MAX_RECORD_BYTES: usize = 256 << 20;
 
 impl RecordReader {
     pub(crate) fn new(format: CopyFormat, table: &str, columns: Vec<String>) -> RecordReader {
@@ -382,6 +389,7 @@ impl RecordReader {
             in_quotes: false,
             line: 1,
             ended: false,
+            max_record_bytes: MAX_RECORD_BYTES,
         }
     }
 
@@ -409,6 +417,15 @@ impl RecordReader {
         }
         pending.drain(..start);
         self.scanned -= start;
+        if pending.len() > self.max_record_bytes && !self.ended {
+            return Err(self.error(
+                "54000",
+                &format!(
+                    "COPY record longer than {} bytes without an end of line",
+                    self.max_record_bytes
+                ),
+            ));
+        }
         self.pending = pending;
         Ok(())
     }
@@ -1351,6 +1368,32 @@ mod tests {
             let arrow = cast_checked(&text, field.data_type()).map_err(|bad| bad.row);
             assert_eq!(ours, arrow, "{other}");
         }
+    }
+
+    #[test]
+    fn a_record_that_never_ends_is_refused_before_it_grows_without_bound() {
+        for format in [text(), csv()] {
+            let mut reader = RecordReader::new(format, "t", vec!["c0".into()]);
+            reader.max_record_bytes = 4096;
+            reader.feed(b"short\n").unwrap();
+            let chunk = vec![b'x'; 1000];
+            let mut outcome = Ok(());
+            for _ in 0..10 {
+                outcome = reader.feed(&chunk);
+                if outcome.is_err() {
+                    break;
+                }
+            }
+            let err = outcome.unwrap_err();
+            assert_eq!(err.sqlstate(), "54000", "{err}");
+            assert!(reader.pending.len() <= 4096 + chunk.len());
+        }
+        // A long record that does end is fine.
+        let mut reader = RecordReader::new(text(), "t", vec!["c0".into()]);
+        reader.max_record_bytes = 4096;
+        reader.feed(&[b'y'; 3000]).unwrap();
+        reader.feed(b"\n").unwrap();
+        assert_eq!(reader.rows.len(), 1);
     }
 
     #[test]
