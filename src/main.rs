@@ -62,7 +62,8 @@ struct ServeArgs {
     /// Acknowledge commits before their WAL record is on disk (on|off).
     #[arg(long, value_parser = parse_on_off)]
     synchronous_commit: Option<bool>,
-    /// Memory all running queries may hold together, e.g. 4GiB.
+    /// Memory all running queries may hold together, e.g. 4GiB [default:
+    /// half the machine's memory].
     #[arg(long)]
     query_memory_limit: Option<String>,
     /// Decoded column chunks kept in memory, e.g. 1GiB.

@@ -5,7 +5,7 @@
 //! data = "basalt-data"
 //! max_connections = 100
 //! synchronous_commit = true
-//! query_memory_limit = "4GiB"   # all running queries together
+//! query_memory_limit = "4GiB"   # all running queries together; default: half the RAM
 //! cache_size = "1GiB"           # decoded column chunks
 //! allow_files = "/srv/imports"  # COPY FROM/TO 'path' confined to here
 //! network_threads = 2           # default: one per core
@@ -101,11 +101,15 @@ impl Config {
         Ok(())
     }
 
+    /// The memory all running queries may hold together: the setting, or by
+    /// default half the machine's memory, so that a runaway query spills or
+    /// fails with 53200 instead of taking the server down. `None` only when
+    /// neither is known.
     pub fn query_memory_bytes(&self) -> Result<Option<u64>> {
-        self.query_memory_limit
-            .as_deref()
-            .map(parse_bytes)
-            .transpose()
+        match self.query_memory_limit.as_deref() {
+            Some(text) => parse_bytes(text).map(Some),
+            None => Ok(total_memory_bytes().map(|total| total / 2)),
+        }
     }
 
     /// How many threads answer clients: the setting, or one per core.
@@ -145,6 +149,14 @@ pub fn parse_bytes(text: &str) -> Result<u64> {
         .ok_or_else(|| Error::Config(format!("invalid size \"{text}\"")))
 }
 
+/// The machine's memory, from `/proc/meminfo` (Linux).
+fn total_memory_bytes() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,6 +181,11 @@ mod tests {
         assert_eq!(config.max_connections, 7);
         assert!(!config.synchronous_commit);
         assert_eq!(config.query_memory_bytes().unwrap(), Some(2 << 30));
+        // Unset, it is half the machine's memory where that is known.
+        let default = Config::default().query_memory_bytes().unwrap();
+        if let Some(total) = total_memory_bytes() {
+            assert_eq!(default, Some(total / 2));
+        }
         assert_eq!(config.cache_bytes().unwrap(), Some(64 << 20));
         assert_eq!(config.users["alice"], "pw");
         assert_eq!(config.network_threads(), 3);

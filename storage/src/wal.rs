@@ -63,14 +63,20 @@ impl Active {
     }
 }
 
-/// Creates a WAL file holding only its header, synced with its directory.
-fn create_wal_file(dir: &Path, path: &Path) -> Result<File> {
+/// A new WAL file holding only its header, not yet synced.
+fn start_wal_file(path: &Path) -> Result<File> {
     let mut file = OpenOptions::new()
         .create_new(true)
         .write(true)
         .open(path)
         .at(path)?;
     file.write_all(&encode_wal_file_header()).at(path)?;
+    Ok(file)
+}
+
+/// Creates a WAL file holding only its header, synced with its directory.
+fn create_wal_file(dir: &Path, path: &Path) -> Result<File> {
+    let file = start_wal_file(path)?;
     file.sync_all().at(path)?;
     sync_dir(dir)?;
     Ok(file)
@@ -336,12 +342,7 @@ impl Wal {
     }
 
     fn fill_spare(&self, path: &Path) -> Result<File> {
-        let mut file = OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .open(path)
-            .at(path)?;
-        file.write_all(&encode_wal_file_header()).at(path)?;
+        let mut file = start_wal_file(path)?;
         let zeros = vec![0u8; 1 << 20];
         let mut written = WAL_FILE_HEADER_LEN as u64;
         while written < self.preallocate_bytes {
