@@ -155,15 +155,48 @@ impl Session {
         }
         let inputs = self.file_access.open_inputs(sources)?;
         let name = parse_table_name(table)?;
-        let created = options.create && self.target(&name, None).is_err();
-        if created {
-            let first = &inputs[0];
-            let sql = create_table_sql(&name, first, &options)?;
-            self.execute(&sql).await?;
+        if !options.create || self.target(&name, None).is_ok() {
+            return self.load_paths(&name, &inputs, &options).await;
         }
-        let mut report = self.load_paths(&name, &inputs, &options).await?;
-        report.created = created;
-        Ok(report)
+        self.create_and_load(&name, &inputs, &options).await
+    }
+
+    /// Creates the table and loads it as one step: the rows go into a
+    /// staging table that a single rename puts in place, so that a load
+    /// killed midway leaves no table behind (the staging table is dropped
+    /// when the database next opens), never an empty one under the name.
+    async fn create_and_load(
+        &mut self,
+        name: &ObjectName,
+        inputs: &[InputFile],
+        options: &LoadOptions,
+    ) -> Result<LoadReport> {
+        let (staging, final_ident) = staging_name(name)?;
+        let sql = create_table_sql(&staging, &inputs[0], options)?;
+        self.execute(&sql).await?;
+        let mut outcome = self.load_paths(&staging, inputs, options).await;
+        if outcome.is_ok() {
+            let rename = format!("ALTER TABLE {staging} RENAME TO {final_ident}");
+            if let Err(e) = self.execute(&rename).await {
+                outcome = Err(e);
+            }
+        }
+        match outcome {
+            Ok(mut report) => {
+                report.created = true;
+                report.table = self.target(name, None)?.alias;
+                Ok(report)
+            }
+            Err(e) => {
+                if let Err(dropping) = self
+                    .execute(&format!("DROP TABLE IF EXISTS {staging}"))
+                    .await
+                {
+                    tracing::warn!(table = %staging, error = %dropping, "could not drop a failed load's staging table");
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Loads `inputs` into an existing table: the bulk path when it can be
@@ -239,6 +272,44 @@ impl Session {
 }
 
 /// The table name a user gave, as SQL would read it.
+/// Begins the name of the staging table of a `--create` load.
+pub(crate) const STAGING_MARKER: &str = "__basalt_loading_";
+
+/// The staging table's name (in the same schema as `name`) and the quoted
+/// final table name a rename gives it.
+fn staging_name(name: &ObjectName) -> Result<(ObjectName, String)> {
+    let mut staging = name.clone();
+    let Some(last) = staging.0.last_mut() else {
+        return Err(Error::sql("42601", "empty table name"));
+    };
+    let final_ident = last.to_string();
+    // Unique enough: two loads creating the same table race on the rename.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let nonce = nanos ^ (u64::from(std::process::id()) << 40);
+    *last =
+        ast::ObjectNamePart::Identifier(ast::Ident::new(format!("{STAGING_MARKER}{nonce:016x}")));
+    Ok((staging, final_ident))
+}
+
+/// Drops the staging tables of `--create` loads a crash interrupted.
+pub(crate) fn drop_abandoned_staging_tables(db: &basalt_storage::Db) {
+    for def in db.tables() {
+        let table = def.name.rsplit('.').next().unwrap_or(&def.name);
+        if table.starts_with(STAGING_MARKER) {
+            match db.drop_table(&def.name) {
+                Ok(()) => {
+                    tracing::warn!(table = %def.name, "dropped the staging table of an interrupted load")
+                }
+                Err(e) => {
+                    tracing::warn!(table = %def.name, error = %e, "could not drop an interrupted load's staging table")
+                }
+            }
+        }
+    }
+}
+
 fn parse_table_name(table: &str) -> Result<ObjectName> {
     Parser::new(&PostgreSqlDialect {})
         .try_with_sql(table)

@@ -57,7 +57,9 @@ impl Database {
     }
 
     pub fn open_with(path: impl AsRef<Path>, options: Options) -> Result<Database> {
-        Ok(Database::from_storage(Arc::new(Db::open(path, options)?)))
+        let db = Db::open(path, options)?;
+        crate::load::drop_abandoned_staging_tables(&db);
+        Ok(Database::from_storage(Arc::new(db)))
     }
 
     /// A database in a scratch directory removed when the last handle goes:
