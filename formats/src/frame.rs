@@ -26,7 +26,7 @@ pub fn encode_frame(payload: &[u8], out: &mut Vec<u8>) {
 
 /// What one step of reading a framed log found.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Frame<'a> {
+enum Frame<'a> {
     Record {
         offset: usize,
         payload: &'a [u8],
@@ -46,12 +46,8 @@ pub fn content_end(data: &[u8]) -> usize {
     data.iter().rposition(|b| *b != 0).map_or(0, |at| at + 1)
 }
 
-/// Reads the frame at `offset`.
-pub fn read_frame(data: &[u8], offset: usize) -> Frame<'_> {
-    read_frame_before(data, offset, content_end(data))
-}
-
-/// [`read_frame`] for a log whose content ends at `end` ([`content_end`]).
+/// Reads the frame at `offset` of a log whose content ends at `end`
+/// ([`content_end`]).
 fn read_frame_before(data: &[u8], offset: usize, end: usize) -> Frame<'_> {
     if offset >= end {
         return Frame::End;
@@ -129,12 +125,8 @@ pub fn read_log(data: &[u8]) -> (Vec<(usize, &[u8])>, LogEnd) {
 
 /// The offset of the first valid frame starting strictly after `offset`, if any.
 /// Distinguishes a torn tail (nothing valid follows the damage) from damage in
-/// the middle of a log (acknowledged records follow it).
-pub fn next_valid_frame_after(data: &[u8], offset: usize) -> Option<usize> {
-    next_valid_frame_between(data, offset, content_end(data))
-}
-
-/// Candidates stop at the content end: a frame cannot start in the zero tail.
+/// the middle of a log (acknowledged records follow it). Candidates stop at
+/// the content end `end`: a frame cannot start in the zero tail.
 /// A candidate's payload is checksummed only when its length fits the file;
 /// version 2 WAL files ([`read_synced_log`]) bound this scan by a header
 /// checksum instead.
@@ -311,7 +303,10 @@ mod tests {
             "{end:?}"
         );
         let third = second + FRAME_HEADER_LEN + 13;
-        assert_eq!(next_valid_frame_after(&data, second), Some(third));
+        assert_eq!(
+            next_valid_frame_between(&data, second, content_end(&data)),
+            Some(third)
+        );
     }
 
     fn synced_log(records: &[(&[u8], u64)]) -> Vec<u8> {

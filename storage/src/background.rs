@@ -25,8 +25,8 @@ const BACKGROUND_RETRY: Duration = Duration::from_secs(1);
 /// The last background failure, kept as its parts (errors are not Clone).
 pub(crate) struct BackgroundFailure {
     path: Option<std::path::PathBuf>,
+    /// What the error's SQLSTATE depends on (disk full or not).
     kind: std::io::ErrorKind,
-    raw_os_error: Option<i32>,
     message: String,
 }
 
@@ -36,25 +36,21 @@ impl BackgroundFailure {
             crate::error::Error::Io { path, source } => BackgroundFailure {
                 path: Some(path.clone()),
                 kind: source.kind(),
-                raw_os_error: source.raw_os_error(),
                 message: source.to_string(),
             },
             other => BackgroundFailure {
                 path: None,
                 kind: std::io::ErrorKind::Other,
-                raw_os_error: None,
                 message: other.to_string(),
             },
         }
     }
 
     fn to_error(&self) -> crate::error::Error {
-        let source = match self.raw_os_error {
-            Some(code) => std::io::Error::from_raw_os_error(code),
-            None => std::io::Error::new(self.kind, self.message.clone()),
-        };
         match &self.path {
-            Some(path) => crate::error::Error::io(path, source),
+            Some(path) => {
+                crate::error::Error::io(path, std::io::Error::new(self.kind, self.message.clone()))
+            }
             None => crate::error::Error::InvalidArgument(format!(
                 "background work is failing: {}",
                 self.message

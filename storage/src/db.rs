@@ -937,15 +937,10 @@ fn replay_wal(
     state: &mut DbState,
     recovered: &mut Recovered,
 ) -> Result<Vec<ClosedWal>> {
-    let files = wal_files_in_write_order(wal_dir)?;
+    let (files, with_records) = wal_files_in_write_order(wal_dir)?;
     // Files after the one being written when the process stopped were
     // prepared ahead and hold nothing; only that one may have a torn tail.
-    let mut last_written = 0;
-    for (i, (_, path)) in files.iter().enumerate() {
-        if first_record_seq(path)?.is_some() {
-            last_written = i;
-        }
-    }
+    let last_written = with_records.saturating_sub(1);
     if !files.is_empty() {
         tracing::info!(files = files.len(), "replaying the WAL");
     }
@@ -991,19 +986,22 @@ fn replay_wal(
 }
 
 /// WAL files in the order they were written: by their first record's
-/// sequence, then files holding no record. File numbers are not enough: a
-/// file prepared ahead takes its number before a file created meanwhile.
-fn wal_files_in_write_order(wal_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+/// sequence, then files holding no record; and how many hold records. File
+/// numbers are not enough: a file prepared ahead takes its number before a
+/// file created meanwhile.
+fn wal_files_in_write_order(wal_dir: &Path) -> Result<(Vec<(u64, PathBuf)>, usize)> {
     let mut files = Vec::new();
     for (number, path) in list_wal_files(wal_dir)? {
         let first = first_record_seq(&path)?;
         files.push((first.is_none(), first, number, path));
     }
     files.sort();
-    Ok(files
+    let with_records = files.iter().filter(|f| f.1.is_some()).count();
+    let files = files
         .into_iter()
         .map(|(_, _, number, path)| (number, path))
-        .collect())
+        .collect();
+    Ok((files, with_records))
 }
 
 /// Edits that recreate `state` in a fresh manifest.
