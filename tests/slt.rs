@@ -16,8 +16,16 @@ async fn sqllogictest_files() {
         "expected the slt files in {}",
         dir.display()
     );
+    // BASALT_SLT=name runs one file while iterating on it.
+    let only = std::env::var("BASALT_SLT").ok();
     let mut failures = Vec::new();
     for file in &files {
+        if only
+            .as_ref()
+            .is_some_and(|only| file.file_stem() != Some(only.as_ref()))
+        {
+            continue;
+        }
         if let Err(err) = slt_support::run_file(file).await {
             failures.push(format!("{}:\n{err}", file.display()));
         }

@@ -25,12 +25,11 @@ use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::{ColumnarValue, Operator};
 use datafusion::physical_expr::expressions::BinaryExpr;
-use datafusion::physical_expr::projection::ProjectionExpr;
 use datafusion::physical_expr_common::datum::apply;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
-use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
-use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
+
+use crate::row_exprs::rewrite_row_exprs;
 
 /// `left op right` over two Decimal128 operands, giving the type and
 /// values Arrow's kernel gives.
@@ -284,8 +283,8 @@ impl PhysicalExpr for DecimalArithExpr {
     }
 }
 
-/// Puts [`DecimalArithExpr`] in place of decimal `BinaryExpr`s in
-/// projections and in the arguments of aggregates that read their input.
+/// Puts [`DecimalArithExpr`] in place of decimal `BinaryExpr`s in the
+/// expressions evaluated per row.
 #[derive(Debug, Default)]
 pub(crate) struct NarrowDecimalArithmetic;
 
@@ -295,7 +294,8 @@ impl PhysicalOptimizerRule for NarrowDecimalArithmetic {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        plan.transform_up(rewrite_plan).data()
+        plan.transform_up(|plan| rewrite_row_exprs(plan, &narrow_decimals))
+            .data()
     }
 
     fn name(&self) -> &str {
@@ -307,72 +307,7 @@ impl PhysicalOptimizerRule for NarrowDecimalArithmetic {
     }
 }
 
-fn rewrite_plan(plan: Arc<dyn ExecutionPlan>) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
-    if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
-        let schema = projection.input().schema();
-        let mut changed = false;
-        let exprs = projection
-            .expr()
-            .iter()
-            .map(|p| {
-                let rewritten = rewrite_expr(p.expr.clone(), &schema)?;
-                changed |= rewritten.transformed;
-                Ok(ProjectionExpr::new(rewritten.data, p.alias.clone()))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        if changed {
-            let rewritten = ProjectionExec::try_new(exprs, projection.input().clone())?;
-            return Ok(Transformed::yes(Arc::new(rewritten)));
-        }
-    } else if let Some(aggregate) = plan.downcast_ref::<AggregateExec>() {
-        // Final phases merge partial states and never evaluate arguments.
-        if matches!(
-            aggregate.mode(),
-            AggregateMode::Partial | AggregateMode::Single
-        ) {
-            if let Some(rewritten) = rewrite_aggregate(aggregate)? {
-                return Ok(Transformed::yes(Arc::new(rewritten)));
-            }
-        }
-    }
-    Ok(Transformed::no(plan))
-}
-
-fn rewrite_aggregate(aggregate: &AggregateExec) -> Result<Option<AggregateExec>> {
-    let schema = aggregate.input_schema();
-    let mut changed = false;
-    let mut functions = Vec::with_capacity(aggregate.aggr_expr().len());
-    for function in aggregate.aggr_expr() {
-        let mut args_changed = false;
-        let args = function
-            .expressions()
-            .into_iter()
-            .map(|arg| {
-                let rewritten = rewrite_expr(arg, &schema)?;
-                args_changed |= rewritten.transformed;
-                Ok(rewritten.data)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let order_by = function
-            .order_bys()
-            .iter()
-            .map(|s| s.expr.clone())
-            .collect();
-        match args_changed
-            .then(|| function.with_new_expressions(args, order_by))
-            .flatten()
-        {
-            Some(rewritten) => {
-                changed = true;
-                functions.push(Arc::new(rewritten));
-            }
-            None => functions.push(function.clone()),
-        }
-    }
-    Ok(changed.then(|| aggregate.with_new_aggr_exprs(functions)))
-}
-
-fn rewrite_expr(
+fn narrow_decimals(
     expr: Arc<dyn PhysicalExpr>,
     schema: &Schema,
 ) -> Result<Transformed<Arc<dyn PhysicalExpr>>> {
@@ -496,7 +431,7 @@ mod tests {
             Operator::Multiply,
             Arc::new(inner),
         )) as Arc<dyn PhysicalExpr>;
-        let rewritten = rewrite_expr(outer.clone(), &schema).unwrap();
+        let rewritten = narrow_decimals(outer.clone(), &schema).unwrap();
         assert!(rewritten.transformed);
         assert!(rewritten.data.downcast_ref::<DecimalArithExpr>().is_some());
         assert_eq!(rewritten.data.to_string(), outer.to_string());

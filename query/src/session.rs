@@ -28,6 +28,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::build_keys::{CollectBuildKeys, LinkBuildKeys};
 use crate::catalog::{SessionShared, StorageCatalog, CATALOG, SCHEMA};
+use crate::checked_arith::CheckIntegerOverflow;
 use crate::decimal_arith::NarrowDecimalArithmetic;
 use crate::error::{Error, Result};
 use crate::interrupt::{guard_stream, interruptible, Deadline, Interrupt};
@@ -186,6 +187,7 @@ impl Database {
                 crate::ann::DEFAULT_EF_SEARCH,
             )),
         });
+        ctx.add_analyzer_rule(Arc::new(crate::checked_arith::CheckConstantOverflow));
         ctx.add_optimizer_rule(Arc::new(crate::ann::VectorSearchRule {
             ef_search: shared.ef_search.clone(),
         }));
@@ -1209,10 +1211,11 @@ fn physical_optimizer_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync
         .iter()
         .position(|rule| rule.name() == "FilterPushdown(Post)")
         .unwrap_or(rules.len());
-    let before_dynamic_filters: [Arc<dyn PhysicalOptimizerRule + Send + Sync>; 4] = [
+    let before_dynamic_filters: [Arc<dyn PhysicalOptimizerRule + Send + Sync>; 5] = [
         Arc::new(AggregateResultKeysToFilter),
         Arc::new(CollectBuildKeys),
         Arc::new(NarrowDecimalArithmetic),
+        Arc::new(CheckIntegerOverflow),
         // Last, so that no rule after it rewrites one copy of a shared
         // subtree and not the other.
         Arc::new(ShareRepeatedAggregates),
