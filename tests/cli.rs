@@ -362,6 +362,32 @@ fn psycopg_binds_parameters_and_copies() {
     server.terminate();
 }
 
+/// pgjdbc with its defaults: it prepares a statement on the server from
+/// its fifth execution and sends dates and timestamps as untyped text.
+#[test]
+fn jdbc_runs_prepared_statements_with_its_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(&dir.path().join("data"), &[]);
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/java/JdbcClient.java");
+    // Debian's libpostgresql-jdbc-java, which .ci/run installs.
+    let jar = std::env::var("BASALT_JDBC_JAR")
+        .unwrap_or_else(|_| "/usr/share/java/postgresql.jar".to_string());
+    assert!(Path::new(&jar).exists(), "pgjdbc not found at {jar}");
+    let out = Command::new("java")
+        .arg("-cp")
+        .arg(&jar)
+        .arg(&source)
+        .arg(server.port.to_string())
+        .output()
+        .expect("java is installed (.ci/run installs a JDK)");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "jdbc: all checks passed\n"
+    );
+    server.terminate();
+}
+
 #[test]
 fn serve_speaks_tls_when_given_a_certificate() {
     let dir = tempfile::tempdir().unwrap();

@@ -852,6 +852,48 @@ async fn extended_protocol_answers_go_out_with_the_sync() {
     server.stop().await;
 }
 
+/// Describe of a statement with parameters that returns no rows answers
+/// NoData, as PostgreSQL does; one that returns rows of no columns answers
+/// an empty RowDescription.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn describe_answers_no_data_for_statements_without_rows() {
+    let server = TestServer::start().await;
+    let mut socket = TcpStream::connect(server.addr).await.unwrap();
+    let mut startup = 196608i32.to_be_bytes().to_vec();
+    startup.extend_from_slice(b"user\0basalt\0database\0basalt\0\0");
+    let mut packet = ((startup.len() + 4) as i32).to_be_bytes().to_vec();
+    packet.extend_from_slice(&startup);
+    socket.write_all(&packet).await.unwrap();
+    read_until_ready(&mut socket).await;
+    let query = message(b'Q', b"CREATE TABLE described (id int PRIMARY KEY)\0");
+    socket.write_all(&query).await.unwrap();
+    read_until_ready(&mut socket).await;
+
+    let sync = message(b'S', b"");
+    for (sql, answer) in [
+        (&b"INSERT INTO described VALUES ($1)"[..], &b"1tnZ"[..]),
+        (b"SELECT id FROM described WHERE id = $1", b"1tTZ"),
+        (b"SELECT FROM described", b"1tTZ"),
+    ] {
+        // Parse a named statement, then Describe it (type 'S').
+        let parse = message(b'P', &[b"s\0", sql, b"\0\0\0"].concat());
+        let describe = message(b'D', b"Ss\0");
+        let close = message(b'C', b"Ss\0");
+        socket
+            .write_all(&[parse, describe, sync.clone()].concat())
+            .await
+            .unwrap();
+        let got = read_until_ready(&mut socket).await;
+        assert_eq!(got, answer, "{}", String::from_utf8_lossy(sql));
+        socket
+            .write_all(&[close, sync.clone()].concat())
+            .await
+            .unwrap();
+        read_until_ready(&mut socket).await;
+    }
+    server.stop().await;
+}
+
 /// Shutdown finds each connection between messages and ends it as
 /// PostgreSQL's fast shutdown does: FATAL 57P01, then the socket closes.
 #[tokio::test]

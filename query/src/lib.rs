@@ -133,6 +133,7 @@ pub mod sqlstate;
 mod table;
 #[cfg(test)]
 mod test_rng;
+mod text_datetime;
 pub mod vector;
 
 pub use catalog::{CATALOG, PG_TYPE_KEY, SCHEMA};

@@ -187,6 +187,7 @@ impl Database {
                 crate::ann::DEFAULT_EF_SEARCH,
             )),
         });
+        ctx.add_analyzer_rule(Arc::new(crate::text_datetime::PostgresDatetimeInput));
         ctx.add_analyzer_rule(Arc::new(crate::checked_arith::CheckConstantOverflow));
         ctx.add_optimizer_rule(Arc::new(crate::ann::VectorSearchRule {
             ef_search: shared.ef_search.clone(),

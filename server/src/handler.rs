@@ -501,20 +501,22 @@ impl ExtendedQueryHandler for Connection {
             TARGET_TYPE_BYTE_STATEMENT => match client.portal_store().get_statement(name) {
                 Some(Entry::Value(statement)) => {
                     let described = self.do_describe_statement(client, &statement).await?;
-                    queue_description(client, &described).await
+                    let returns_rows = statement.statement.columns.is_some();
+                    queue_description(client, &described, returns_rows).await
                 }
                 Some(Entry::Empty) => {
-                    queue_description(client, &DescribeStatementResponse::no_data()).await
+                    queue_description(client, &DescribeStatementResponse::no_data(), false).await
                 }
                 None => Err(PgWireError::StatementNotFound(name.to_owned())),
             },
             TARGET_TYPE_BYTE_PORTAL => match client.portal_store().get_portal(name) {
                 Some(Entry::Value(portal)) => {
                     let described = self.do_describe_portal(client, &portal).await?;
-                    queue_description(client, &described).await
+                    let returns_rows = portal.statement.statement.columns.is_some();
+                    queue_description(client, &described, returns_rows).await
                 }
                 Some(Entry::Empty) => {
-                    queue_description(client, &DescribePortalResponse::no_data()).await
+                    queue_description(client, &DescribePortalResponse::no_data(), false).await
                 }
                 None => Err(PgWireError::PortalNotFound(name.to_owned())),
             },
@@ -561,8 +563,17 @@ impl ExtendedQueryHandler for Connection {
 }
 
 /// ParameterDescription (for a statement) and RowDescription or NoData,
-/// queued as pgwire's `send_describe_response` sends them.
-async fn queue_description<C, D>(client: &mut C, described: &D) -> PgWireResult<()>
+/// queued. Not pgwire's `is_no_data`: for a statement it is true only
+/// without parameters, so an INSERT with parameters was described as
+/// returning rows of no columns, and pgjdbc, which describes a statement
+/// once it prepares it on the server (fifth execution), failed with "A
+/// result was returned when none was expected". A statement that returns
+/// rows of no columns (`SELECT FROM t`) still gets a RowDescription.
+async fn queue_description<C, D>(
+    client: &mut C,
+    described: &D,
+    returns_rows: bool,
+) -> PgWireResult<()>
 where
     C: Sink<PgWireBackendMessage> + Unpin,
     C::Error: std::fmt::Debug,
@@ -577,7 +588,7 @@ where
             ))
             .await?;
     }
-    let message = if described.is_no_data() {
+    let message = if !returns_rows {
         PgWireBackendMessage::NoData(NoData::new())
     } else {
         let fields = described.fields().iter().map(Into::into).collect();
