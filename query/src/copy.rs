@@ -825,6 +825,10 @@ fn parse_vectors(text: &StringArray, to: &DataType) -> std::result::Result<Array
 }
 
 fn cast_checked(text: &StringArray, to: &DataType) -> std::result::Result<ArrayRef, BadValue> {
+    // Dates and timestamps with PostgreSQL's trailing zone; the rows are
+    // the same, so a bad row's number still points into `text`.
+    let rewritten = crate::text_datetime::arrow_forms(text, to);
+    let text = rewritten.as_ref().unwrap_or(text);
     let options = CastOptions {
         safe: true,
         ..Default::default()
@@ -1338,6 +1342,38 @@ mod tests {
 
     fn row(values: &[Option<&str>]) -> Vec<Option<String>> {
         values.iter().map(|v| v.map(str::to_string)).collect()
+    }
+
+    #[test]
+    fn dates_and_timestamps_read_as_postgres_reads_them() {
+        let field = |t: DataType| Field::new("c", t, true);
+        let texts = StringArray::from(vec![
+            "2024-02-03 +00",
+            "2024-2-4",
+            "2024-01-03 08:00:00+05:30",
+        ]);
+        let dates = parse_text_column(&texts, &field(DataType::Date32)).unwrap();
+        let shown: Vec<_> = (0..3)
+            .map(|r| pgtext::format_value(dates.as_ref(), r))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                Some("2024-02-03".into()),
+                Some("2024-02-04".into()),
+                Some("2024-01-03".into())
+            ]
+        );
+        let timestamp = DataType::Timestamp(arrow_schema::TimeUnit::Microsecond, None);
+        let stamps = parse_text_column(&texts, &field(timestamp)).unwrap();
+        assert_eq!(
+            pgtext::format_value(stamps.as_ref(), 2).as_deref(),
+            Some("2024-01-03 08:00:00")
+        );
+        let bad = StringArray::from(vec!["2024-01-01", "2024-13-01 +00"]);
+        let (row, _, message) = parse_text_column(&bad, &field(DataType::Date32)).unwrap_err();
+        assert_eq!(row, 1);
+        assert!(message.contains("2024-13-01 +00"), "{message}");
     }
 
     #[test]

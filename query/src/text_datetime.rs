@@ -123,11 +123,34 @@ fn cast_text(value: &ColumnarValue, target: &DataType) -> Result<ColumnarValue> 
     }
 }
 
+/// `texts` in the forms Arrow reads as `target`, when `target` is a type
+/// whose PostgreSQL input Arrow does not read and some text needs
+/// rewriting; None when `texts` can be cast as they are. COPY and the
+/// loader read their text columns through this too.
+pub(crate) fn arrow_forms(texts: &StringArray, target: &DataType) -> Option<StringArray> {
+    let date_only = match target {
+        DataType::Date32 => true,
+        DataType::Timestamp(_, None) => false,
+        _ => return None,
+    };
+    let needs_rewrite = |t: &str| matches!(postgres_form(t, date_only), Cow::Owned(_));
+    if !texts.iter().flatten().any(needs_rewrite) {
+        return None;
+    }
+    Some(
+        texts
+            .iter()
+            .map(|text| text.map(|t| postgres_form(t, date_only)))
+            .collect(),
+    )
+}
+
 /// `text` as Arrow reads it: the date (and for a timestamp, the time of
 /// day) with PostgreSQL's trailing zone dropped. Text of any other form is
 /// returned unchanged for Arrow to read or refuse.
 fn postgres_form(text: &str, date_only: bool) -> Cow<'_, str> {
     match DatetimeText::parse(text.trim()) {
+        Some(parts) if parts.arrow_reads_as_is(date_only) => Cow::Borrowed(text),
         Some(parts) if date_only => Cow::Owned(parts.date()),
         Some(parts) => Cow::Owned(match &parts.time {
             Some(time) => format!("{} {}", parts.date(), time),
@@ -143,6 +166,8 @@ struct DatetimeText<'a> {
     month: u32,
     day: u32,
     time: Option<String>,
+    /// Already `YYYY-MM-DD[ HH:MM:SS[.f]]`, with nothing after it.
+    canonical: bool,
 }
 
 impl<'a> DatetimeText<'a> {
@@ -160,12 +185,30 @@ impl<'a> DatetimeText<'a> {
         if !is_zone(rest.trim()) {
             return None;
         }
+        let date_len = year.len() + month.len() + day.len() + 2;
+        let canonical = year.len() == 4
+            && month.len() == 2
+            && day.len() == 2
+            && rest.is_empty()
+            && match &time {
+                None => text.len() == date_len,
+                Some(time) => {
+                    text.len() == date_len + 1 + time.len() && text.as_bytes()[10] == b' '
+                }
+            };
         Some(DatetimeText {
             year,
             month: month.parse().ok()?,
             day: day.parse().ok()?,
             time,
+            canonical,
         })
+    }
+
+    /// Whether Arrow reads the text unchanged as a date (`date_only`) or
+    /// a timestamp. A date with a time of day is no date to Arrow.
+    fn arrow_reads_as_is(&self, date_only: bool) -> bool {
+        self.canonical && (!date_only || self.time.is_none())
     }
 
     fn date(&self) -> String {
@@ -243,7 +286,20 @@ mod tests {
             "2024-01-01 09:30:15.123456"
         );
         assert_eq!(timestamp("2024-01-01T10:30Z"), "2024-01-01 10:30:00");
-        assert_eq!(timestamp("2024-01-01"), "2024-01-01 00:00:00");
+        assert_eq!(timestamp("2024-01-01"), "2024-01-01");
+        // Forms Arrow reads are not copied.
+        assert!(matches!(
+            postgres_form("2024-01-01", true),
+            Cow::Borrowed(_)
+        ));
+        assert!(matches!(
+            postgres_form("2024-01-01 10:30:15.5", false),
+            Cow::Borrowed(_)
+        ));
+        assert!(matches!(
+            postgres_form("2024-01-01 10:30:15", true),
+            Cow::Owned(_)
+        ));
         // Other forms are left for Arrow to read or refuse.
         assert_eq!(date("yesterday"), "yesterday");
         assert_eq!(
