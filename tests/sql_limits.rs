@@ -92,3 +92,44 @@ fn a_chain_just_inside_the_limit_runs_on_a_statement_thread() {
     let sum = format!("SELECT {}", chain("1", "+", 990));
     assert_eq!(run_with_stack(sum, stack), ("ok".to_owned(), true));
 }
+
+/// A transaction's buffered writes are bounded: past the bound the
+/// statement fails with 53200 at once instead of growing until its
+/// commit fails, nothing it wrote is applied, and the session goes on.
+#[tokio::test]
+async fn a_transaction_past_its_write_bound_fails_with_53200_and_applies_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = basalt::storage::Options {
+        max_transaction_bytes: 1 << 20,
+        ..Default::default()
+    };
+    let db = basalt::Database::open_with(dir.path().join("db"), options).unwrap();
+    let mut session = db.session();
+    session
+        .execute("CREATE TABLE t (a bigint PRIMARY KEY, b text)")
+        .await
+        .unwrap();
+    let big = "INSERT INTO t SELECT v, repeat('x', 100) FROM generate_series(1, 100000) AS s(v)";
+    let err = session.execute(big).await.unwrap_err();
+    assert_eq!(err.sqlstate(), "53200", "{err}");
+
+    // In a block, each statement counts against the block's bound, and
+    // the failed block commits nothing.
+    session.execute("BEGIN").await.unwrap();
+    let small = "INSERT INTO t SELECT v, repeat('x', 100) FROM generate_series(1, 2000) AS s(v)";
+    session.execute(small).await.unwrap();
+    let more = "INSERT INTO t SELECT v, repeat('y', 100) FROM generate_series(2001, 30000) AS s(v)";
+    let err = session.execute(more).await.unwrap_err();
+    assert_eq!(err.sqlstate(), "53200", "{err}");
+    let err = session.execute("COMMIT").await;
+    assert!(err.is_ok(), "COMMIT of a failed block rolls back: {err:?}");
+    assert_eq!(
+        common::rows(&mut session, "SELECT count(*) FROM t").await,
+        vec![vec![Some("0".to_string())]]
+    );
+    session.execute(small).await.unwrap();
+    assert_eq!(
+        common::rows(&mut session, "SELECT count(*) FROM t").await,
+        vec![vec![Some("2000".to_string())]]
+    );
+}

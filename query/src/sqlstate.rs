@@ -19,6 +19,7 @@ pub fn of_storage(err: &StorageError) -> &'static str {
         StorageError::InvalidArgument(_) => "22023", // invalid_parameter_value
         StorageError::NullKey | StorageError::NotNull(_) => "23502", // not_null_violation
         StorageError::Poisoned(_) => "58030",        // the write failure behind it
+        StorageError::TransactionTooLarge { .. } => "53200", // out_of_memory
         StorageError::Format(inner) => of_format(inner),
         StorageError::Arrow(_) => "XX000", // internal_error
         // The enum is non_exhaustive across crates; a variant added in storage
@@ -143,6 +144,7 @@ mod tests {
             (StorageError::NullKey, "23502"),
             (StorageError::NotNull("c".into()), "23502"),
             (StorageError::Poisoned("p".into()), "58030"),
+            (StorageError::TransactionTooLarge { limit: 1 }, "53200"),
             (
                 StorageError::Format(basalt_storage::FormatError::UnsupportedType("x".into())),
                 "0A000",

@@ -34,6 +34,8 @@ pub enum Error {
     NullKey,
     #[error("null value in column \"{0}\" violates not-null constraint")]
     NotNull(String),
+    #[error("transaction writes more than {limit} bytes, the most one commit may hold; commit in parts or load the rows with COPY into a table without a primary key or basalt load")]
+    TransactionTooLarge { limit: usize },
     #[error("database is read-only after an earlier write failure: {0}")]
     Poisoned(String),
     #[error("format error: {0}")]

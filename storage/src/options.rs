@@ -25,6 +25,11 @@ pub struct Options {
     pub max_wal_files: usize,
     /// Run flushes and compactions on a background thread.
     pub background_work: bool,
+    /// Bytes of rows one transaction may buffer before it commits. A commit
+    /// is one WAL record, which may not exceed 1 GiB, so this is capped
+    /// there; a transaction past it fails at once (53200) rather than
+    /// holding everything until its commit fails.
+    pub max_transaction_bytes: usize,
     /// The manifest log is rewritten as one snapshot past this size.
     pub manifest_rewrite_bytes: u64,
 }
@@ -44,6 +49,7 @@ impl Default for Options {
             max_wal_files: 8,
             background_work: true,
             manifest_rewrite_bytes: 8 << 20,
+            max_transaction_bytes: basalt_formats::frame::MAX_FRAME_LEN,
         }
     }
 }
@@ -58,6 +64,9 @@ impl Options {
         self.l0_compaction_trigger = self.l0_compaction_trigger.clamp(1, self.l0_stall_limit);
         self.row_group_rows = self.row_group_rows.max(1);
         self.segment_max_rows = self.segment_max_rows.max(1);
+        self.max_transaction_bytes = self
+            .max_transaction_bytes
+            .min(basalt_formats::frame::MAX_FRAME_LEN);
         self
     }
 }

@@ -229,6 +229,8 @@ fn owning_only_its_rows(batch: RecordBatch) -> RecordBatch {
 pub struct Transaction {
     snapshot: Snapshot,
     pending: BTreeMap<u32, Pending>,
+    /// Bytes of the rows in `pending`, bounded by `max_transaction_bytes`.
+    pending_bytes: usize,
 }
 
 impl Db {
@@ -240,6 +242,7 @@ impl Db {
         Transaction {
             snapshot: Snapshot::new(&self.inner),
             pending: BTreeMap::new(),
+            pending_bytes: 0,
         }
     }
 }
@@ -279,7 +282,26 @@ impl Transaction {
             Arc::new(UInt8Array::from(vec![OP_PUT; batch.num_rows()])),
         ];
         columns.extend(batch.columns().iter().cloned());
-        pending.push(RecordBatch::try_new(t.wal_schema.clone(), columns)?);
+        let batch = RecordBatch::try_new(t.wal_schema.clone(), columns)?;
+        self.buffer(t.def.id, batch)
+    }
+
+    /// Adds a batch of WAL rows to the table's pending writes, within the
+    /// transaction's byte bound.
+    fn buffer(&mut self, table_id: u32, batch: RecordBatch) -> Result<()> {
+        let bytes: usize = batch
+            .columns()
+            .iter()
+            .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0))
+            .sum();
+        let limit = self.snapshot.inner.options.max_transaction_bytes;
+        if self.pending_bytes.saturating_add(bytes) > limit {
+            return Err(Error::TransactionTooLarge { limit });
+        }
+        self.pending_bytes += bytes;
+        if let Some(pending) = self.pending.get_mut(&table_id) {
+            pending.push(batch);
+        }
         Ok(())
     }
 
@@ -329,8 +351,8 @@ impl Transaction {
                 .iter()
                 .map(|f| new_null_array(f.data_type(), n)),
         );
-        pending.push(RecordBatch::try_new(t.wal_schema.clone(), columns)?);
-        Ok(())
+        let batch = RecordBatch::try_new(t.wal_schema.clone(), columns)?;
+        self.buffer(t.def.id, batch)
     }
 
     /// Scans the snapshot with this transaction's own writes applied.
