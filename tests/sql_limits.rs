@@ -133,3 +133,126 @@ async fn a_transaction_past_its_write_bound_fails_with_53200_and_applies_nothing
         vec![vec![Some("2000".to_string())]]
     );
 }
+
+fn small_transactions() -> basalt::storage::Options {
+    basalt::storage::Options {
+        max_transaction_bytes: 4 << 20,
+        ..Default::default()
+    }
+}
+
+/// `rows` lines of COPY text (`id<TAB>payload`), from `first`.
+fn copy_lines(first: u64, rows: u64) -> Vec<u8> {
+    let mut data = Vec::new();
+    for id in first..first + rows {
+        data.extend_from_slice(format!("{id}\t{}\n", "p".repeat(40)).as_bytes());
+    }
+    data
+}
+
+/// Streams `data` into `COPY table FROM STDIN` in 64 KiB messages.
+async fn copy_in(session: &mut basalt::Session, table: &str, data: &[u8]) -> basalt::Result<u64> {
+    session.execute(&format!("COPY {table} FROM STDIN")).await?;
+    for chunk in data.chunks(64 << 10) {
+        session.copy_data(chunk).await?;
+    }
+    session.copy_done().await
+}
+
+async fn count(session: &mut basalt::Session, table: &str) -> String {
+    let rows = common::rows(session, &format!("SELECT count(*) FROM {table}")).await;
+    rows[0][0].clone().unwrap_or_default()
+}
+
+/// A COPY larger than a transaction may hold succeeds when it can go to
+/// the bulk path (its own transaction, a table without a key or defaults
+/// to fill): rows stream into segments, appear all at once, and survive a
+/// reopen. Into a keyed table, whose duplicate keys only the INSERT path
+/// checks, the same COPY fails with 53200 and applies nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_past_the_transaction_bound_streams_into_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let rows = 200_000u64; // about 10 MB of text, 2.5 times the bound
+    let data = copy_lines(1, rows);
+    {
+        let db = basalt::Database::open_with(&path, small_transactions()).unwrap();
+        let mut session = db.session();
+        let mut watcher = db.session();
+        session
+            .execute("CREATE TABLE events (id bigint NOT NULL, payload text)")
+            .await
+            .unwrap();
+        session
+            .execute("CREATE TABLE keyed (id bigint PRIMARY KEY, payload text)")
+            .await
+            .unwrap();
+
+        session.execute("COPY events FROM STDIN").await.unwrap();
+        let (head, tail) = data.split_at(data.len() - 1000);
+        for chunk in head.chunks(64 << 10) {
+            session.copy_data(chunk).await.unwrap();
+        }
+        assert_eq!(
+            count(&mut watcher, "events").await,
+            "0",
+            "visible before the end"
+        );
+        session.copy_data(tail).await.unwrap();
+        assert_eq!(session.copy_done().await.unwrap(), rows);
+        assert_eq!(count(&mut watcher, "events").await, rows.to_string());
+
+        let err = copy_in(&mut session, "keyed", &data).await.unwrap_err();
+        assert_eq!(err.sqlstate(), "53200", "{err}");
+        assert_eq!(count(&mut session, "keyed").await, "0");
+
+        // A small COPY into the keyless table still goes through INSERT.
+        assert_eq!(
+            copy_in(&mut session, "events", &copy_lines(1, 10))
+                .await
+                .unwrap(),
+            10
+        );
+    }
+    let db = basalt::Database::open_with(&path, small_transactions()).unwrap();
+    let mut session = db.session();
+    assert_eq!(count(&mut session, "events").await, (rows + 10).to_string());
+    let sum = common::rows(&mut session, "SELECT sum(id) FROM events").await;
+    let want = rows * (rows + 1) / 2 + 55;
+    assert_eq!(sum[0][0].as_deref(), Some(want.to_string().as_str()));
+}
+
+/// A bulk COPY that fails part way (a NULL for a NOT NULL column after the
+/// switch to segments) applies nothing and leaves no segment behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_bulk_copy_applies_nothing_and_leaves_no_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let db = basalt::Database::open_with(&path, small_transactions()).unwrap();
+    let mut session = db.session();
+    session
+        .execute("CREATE TABLE events (id bigint NOT NULL, payload text)")
+        .await
+        .unwrap();
+    let files = |dir: &std::path::Path| walk(dir).len();
+    let before = files(&path);
+    let mut data = copy_lines(1, 200_000);
+    data.extend_from_slice(b"\\N\tlast\n");
+    let err = copy_in(&mut session, "events", &data).await.unwrap_err();
+    assert_eq!(err.sqlstate(), "23502", "{err}");
+    assert_eq!(count(&mut session, "events").await, "0");
+    assert_eq!(files(&path), before, "{:?}", walk(&path));
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else if !path.extension().is_some_and(|e| e == "log" || e == "wal") {
+            out.push(path);
+        }
+    }
+    out
+}

@@ -19,6 +19,7 @@ use crate::catalog::INTERNAL_SCHEMA;
 use crate::ddl::normalize;
 use crate::dml::quote_ident;
 use crate::error::{Error, Result};
+use crate::load::whole_rows;
 use crate::pgtext;
 use crate::session::{QueryResult, Session};
 
@@ -1128,6 +1129,44 @@ pub(crate) struct CopyIn {
     /// The COPY is its own transaction (no block was open).
     autocommit: bool,
     rows: u64,
+    sink: CopySink,
+}
+
+/// Where a COPY FROM STDIN's rows go. A transaction holds its writes in
+/// memory until it commits, so a COPY of any size cannot go through one;
+/// the bulk-load path writes segments as rows arrive and installs them in
+/// one step, which is the same outcome when nothing can tell the two apart:
+/// the COPY is its own transaction, the table has no primary key to check
+/// (the bulk path upserts by key) and no column the data leaves out has a
+/// default. Such a COPY holds its first rows back and moves to the bulk path
+/// once they pass [`bulk_threshold`]; a smaller one inserts them at the end.
+enum CopySink {
+    Insert,
+    Held {
+        batches: Vec<RecordBatch>,
+        bytes: usize,
+        target: BulkTarget,
+    },
+    Bulk {
+        load: basalt_storage::BulkLoad,
+        target: BulkTarget,
+    },
+}
+
+struct BulkTarget {
+    /// The storage table.
+    table: String,
+    table_schema: SchemaRef,
+    /// Positions of the copied columns in the table.
+    listed: Vec<usize>,
+    /// The table as the statement names it, for messages.
+    name: String,
+}
+
+/// Parsed rows past which an eligible COPY moves to the bulk path: well
+/// inside a transaction's bound, so the rows held back never hit it.
+fn bulk_threshold(options: &basalt_storage::Options) -> usize {
+    (64 << 20).min(options.max_transaction_bytes / 4)
 }
 
 /// The session-local table each chunk of COPY rows is read from.
@@ -1162,12 +1201,34 @@ impl Session {
         if autocommit {
             *self.shared.txn.lock() = Some(self.shared.db.begin());
         }
+        let needs_default = def.schema.fields().iter().any(|f| {
+            !names.contains(f.name()) && f.metadata().contains_key(crate::catalog::DEFAULT_KEY)
+        });
+        let sink = if autocommit && def.key_columns.is_empty() && !needs_default {
+            let listed = names
+                .iter()
+                .filter_map(|n| def.schema.index_of(n).ok())
+                .collect();
+            CopySink::Held {
+                batches: Vec::new(),
+                bytes: 0,
+                target: BulkTarget {
+                    table: target.full.clone(),
+                    table_schema: def.schema.clone(),
+                    listed,
+                    name: table.clone(),
+                },
+            }
+        } else {
+            CopySink::Insert
+        };
         self.copy_in = Some(CopyIn {
             reader: RecordReader::new(format, &table, names),
             schema,
             insert,
             autocommit,
             rows: 0,
+            sink,
         });
         Ok(QueryResult::CopyIn { columns })
     }
@@ -1214,6 +1275,9 @@ impl Session {
         if outcome.is_ok() {
             outcome = self.write_copied(&mut copy).await;
         }
+        if outcome.is_ok() {
+            outcome = self.finish_sink(&mut copy).await;
+        }
         if let Err(e) = outcome {
             return Err(self.fail_copy(e));
         }
@@ -1246,8 +1310,81 @@ impl Session {
         }
         let origin = copy.reader.origin.clone();
         let (batch, _) = copy.reader.rows.take_lines(&origin, &copy.schema, None)?;
-        copy.rows += self.insert_copied(&copy.insert, batch).await?;
+        let rows = batch.num_rows() as u64;
+        match &mut copy.sink {
+            CopySink::Insert => {
+                self.insert_copied(&copy.insert, batch).await?;
+            }
+            CopySink::Held { batches, bytes, .. } => {
+                *bytes += batch.get_array_memory_size();
+                batches.push(batch);
+                if *bytes >= bulk_threshold(self.shared.db.options()) {
+                    self.start_bulk(copy).await?;
+                }
+            }
+            CopySink::Bulk { .. } => self.write_bulk(copy, vec![batch]).await?,
+        }
+        copy.rows += rows;
         Ok(())
+    }
+
+    /// Moves a COPY's held rows, and the rows after them, to a bulk load.
+    async fn start_bulk(&mut self, copy: &mut CopyIn) -> Result<()> {
+        let CopySink::Held {
+            batches, target, ..
+        } = std::mem::replace(&mut copy.sink, CopySink::Insert)
+        else {
+            return Ok(());
+        };
+        let load = self.shared.db.bulk_load(&target.table)?;
+        copy.sink = CopySink::Bulk { load, target };
+        self.write_bulk(copy, batches).await
+    }
+
+    /// Writes rows to the COPY's bulk load, off the async workers: a bulk
+    /// load waits for its segment writers.
+    async fn write_bulk(&mut self, copy: &mut CopyIn, batches: Vec<RecordBatch>) -> Result<()> {
+        let CopySink::Bulk { load, target } = std::mem::replace(&mut copy.sink, CopySink::Insert)
+        else {
+            return Ok(());
+        };
+        let (load, target, written) = tokio::task::spawn_blocking(move || {
+            let mut load = load;
+            let written = batches.iter().try_for_each(|batch| {
+                let rows = whole_rows(&target.table_schema, &target.listed, batch, &target.name)?;
+                load.write(&rows).map_err(Error::from)
+            });
+            (load, target, written)
+        })
+        .await
+        .map_err(|e| Error::sql("XX000", format!("the COPY's load thread failed: {e}")))?;
+        copy.sink = CopySink::Bulk { load, target };
+        written
+    }
+
+    /// Ends where the rows went: inserts rows held back by a COPY that
+    /// stayed small, installs a bulk load.
+    async fn finish_sink(&mut self, copy: &mut CopyIn) -> Result<()> {
+        match std::mem::replace(&mut copy.sink, CopySink::Insert) {
+            CopySink::Insert => Ok(()),
+            CopySink::Held { batches, .. } => {
+                for batch in batches {
+                    self.insert_copied(&copy.insert, batch).await?;
+                }
+                Ok(())
+            }
+            CopySink::Bulk { load, .. } => {
+                // Installing is the commit: a cancel from here on waits.
+                self.interrupt.enter_commit();
+                tokio::task::spawn_blocking(move || load.finish())
+                    .await
+                    .map_err(|e| {
+                        Error::sql("XX000", format!("the COPY's load thread failed: {e}"))
+                    })?
+                    .map(|_| ())
+                    .map_err(Error::from)
+            }
+        }
     }
 
     /// Runs a COPY's `INSERT ... SELECT * FROM` over one batch of its rows.

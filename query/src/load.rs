@@ -271,7 +271,37 @@ impl Session {
     }
 }
 
-/// The table name a user gave, as SQL would read it.
+/// `batch`, whose columns are the table's columns `listed` (by position),
+/// as whole rows of `table_schema`: the other columns NULL, NOT NULL
+/// checked (23502).
+pub(crate) fn whole_rows(
+    table_schema: &SchemaRef,
+    listed: &[usize],
+    batch: &RecordBatch,
+    table_name: &str,
+) -> Result<RecordBatch> {
+    let mut columns: Vec<ArrayRef> = table_schema
+        .fields()
+        .iter()
+        .map(|f| new_null_array(f.data_type(), batch.num_rows()))
+        .collect();
+    for (position, &column) in listed.iter().enumerate() {
+        columns[column] = batch.column(position).clone();
+    }
+    for (field, column) in table_schema.fields().iter().zip(&columns) {
+        if !field.is_nullable() && column.null_count() > 0 {
+            return Err(Error::sql(
+                "23502",
+                format!(
+                    "null value in column \"{}\" of relation \"{table_name}\" violates not-null constraint",
+                    field.name(),
+                ),
+            ));
+        }
+    }
+    RecordBatch::try_new(table_schema.clone(), columns).map_err(arrow_error)
+}
+
 /// Begins the name of the staging table of a `--create` load.
 pub(crate) const STAGING_MARKER: &str = "__basalt_loading_";
 
@@ -861,28 +891,7 @@ impl LoadPlan {
     fn table_rows(&self, piece: Piece, rejects: &mut Rejects) -> Result<RecordBatch> {
         let path = piece.path.clone();
         let (batch, _) = self.check_not_null(piece, rejects, &path)?;
-        let mut columns: Vec<ArrayRef> = self
-            .table_schema
-            .fields()
-            .iter()
-            .map(|f| new_null_array(f.data_type(), batch.num_rows()))
-            .collect();
-        for (position, &column) in self.listed.iter().enumerate() {
-            columns[column] = batch.column(position).clone();
-        }
-        for (field, column) in self.table_schema.fields().iter().zip(&columns) {
-            if !field.is_nullable() && column.null_count() > 0 {
-                return Err(Error::sql(
-                    "23502",
-                    format!(
-                        "null value in column \"{}\" of relation \"{}\" violates not-null constraint",
-                        field.name(),
-                        self.table_name
-                    ),
-                ));
-            }
-        }
-        RecordBatch::try_new(self.table_schema.clone(), columns).map_err(arrow_error)
+        whole_rows(&self.table_schema, &self.listed, &batch, &self.table_name)
     }
 
     /// Lists skipped rows in the reject file, if one was asked for.

@@ -676,6 +676,11 @@ impl Db {
         Ok(self.inner.current().table(name)?.def.clone())
     }
 
+    /// The options the database was opened with, normalized.
+    pub fn options(&self) -> &Options {
+        &self.inner.options
+    }
+
     /// A table's id and schema version, without copying its definition:
     /// enough to tell whether something derived from the definition still
     /// holds.
