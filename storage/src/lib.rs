@@ -10,6 +10,7 @@ mod background;
 mod compaction;
 mod db;
 mod error;
+pub mod fault;
 mod ingest;
 mod manifest;
 mod memtable;

@@ -122,11 +122,14 @@ impl ManifestLog {
         };
         log.append(snapshot)?;
         let tmp = dir.join(format!("{CURRENT_FILE}.tmp"));
+        crate::fault::check(crate::fault::FileOp::Write, &tmp).at(&tmp)?;
         let mut current = File::create(&tmp).at(&tmp)?;
         current
             .write_all(format!("{}\n", manifest_name(number)).as_bytes())
             .at(&tmp)?;
-        current.sync_all().at(&tmp)?;
+        crate::fault::check(crate::fault::FileOp::Sync, &tmp)
+            .and_then(|()| current.sync_all())
+            .at(&tmp)?;
         fs::rename(&tmp, dir.join(CURRENT_FILE)).at(&tmp)?;
         sync_dir(dir)?;
         Ok(log)
@@ -137,8 +140,12 @@ impl ManifestLog {
         let payload = encode_edits(edits)?;
         let mut frame = Vec::new();
         encode_frame(&payload, &mut frame);
-        self.file.write_all(&frame).at(&self.path)?;
-        self.file.sync_data().at(&self.path)?;
+        crate::fault::check(crate::fault::FileOp::Write, &self.path)
+            .and_then(|()| self.file.write_all(&frame))
+            .at(&self.path)?;
+        crate::fault::check(crate::fault::FileOp::Sync, &self.path)
+            .and_then(|()| self.file.sync_data())
+            .at(&self.path)?;
         self.size += frame.len() as u64;
         Ok(())
     }

@@ -299,6 +299,7 @@ impl SegmentBuilder {
     pub fn create(dir: &Path, id: u64, schema: SchemaRef) -> Result<SegmentBuilder> {
         let path = segment_path(dir, id);
         let tmp = path.with_extension("bseg.tmp");
+        crate::fault::check(crate::fault::FileOp::Write, &tmp).at(&tmp)?;
         let file = File::create(&tmp).at(&tmp)?;
         let writer = SegmentWriter::new(BufWriter::with_capacity(1 << 20, file), schema)
             .map_err(|e| Error::in_file(&tmp, 0, e))?;
@@ -347,7 +348,9 @@ impl SegmentBuilder {
         let file = out
             .into_inner()
             .map_err(|e| Error::io(tmp, e.into_error()))?;
-        file.sync_all().at(tmp)?;
+        crate::fault::check(crate::fault::FileOp::Sync, tmp)
+            .and_then(|()| file.sync_all())
+            .at(tmp)?;
         fs::rename(tmp, path).at(path)?;
         sync_dir(dir)
     }

@@ -153,6 +153,7 @@ fn write_index(
     let (dims, vectors, rows) = collect_vectors(column, ops)?;
     let path = index_path(dir, segment_id, spec.column_id);
     let tmp = path.with_extension("hnsw.tmp");
+    crate::fault::check(crate::fault::FileOp::Write, &tmp).at(&tmp)?;
     let file = File::create(&tmp).at(&tmp)?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     hnsw::build(
@@ -167,7 +168,9 @@ fn write_index(
     let file = out
         .into_inner()
         .map_err(|e| Error::io(&tmp, e.into_error()))?;
-    file.sync_all().at(&tmp)?;
+    crate::fault::check(crate::fault::FileOp::Sync, &tmp)
+        .and_then(|()| file.sync_all())
+        .at(&tmp)?;
     fs::rename(&tmp, &path).at(&path)?;
     sync_dir(dir)?;
     Ok(path)

@@ -41,7 +41,12 @@ pub(crate) fn list_wal_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|f| f.sync_all()).at(dir)
+    File::open(dir)
+        .and_then(|f| {
+            crate::fault::check(crate::fault::FileOp::Sync, dir)?;
+            f.sync_all()
+        })
+        .at(dir)
 }
 
 struct Active {
@@ -70,14 +75,18 @@ fn start_wal_file(path: &Path) -> Result<File> {
         .write(true)
         .open(path)
         .at(path)?;
-    file.write_all(&encode_wal_file_header()).at(path)?;
+    crate::fault::check(crate::fault::FileOp::Write, path)
+        .and_then(|()| file.write_all(&encode_wal_file_header()))
+        .at(path)?;
     Ok(file)
 }
 
 /// Creates a WAL file holding only its header, synced with its directory.
 fn create_wal_file(dir: &Path, path: &Path) -> Result<File> {
     let file = start_wal_file(path)?;
-    file.sync_all().at(path)?;
+    crate::fault::check(crate::fault::FileOp::Sync, path)
+        .and_then(|()| file.sync_all())
+        .at(path)?;
     sync_dir(dir)?;
     Ok(file)
 }
@@ -175,7 +184,9 @@ impl Wal {
         encode_synced_frame(payload, active.offset_of(durable), &mut frame);
         // Positioned writes, not O_APPEND: a prepared file is overwritten.
         let offset = active.offset_of(active.appended);
-        active.file.write_all_at(&frame, offset).at(&active.path)?;
+        crate::fault::check(crate::fault::FileOp::Write, &active.path)
+            .and_then(|()| active.file.write_all_at(&frame, offset))
+            .at(&active.path)?;
         active.appended += frame.len() as u64;
         active.last_seq = seq;
         Ok(active.appended)
@@ -299,7 +310,9 @@ impl Wal {
             let active = self.active.lock();
             (active.file.clone(), active.path.clone(), active.appended)
         };
-        file.sync_data().at(&path)?;
+        crate::fault::check(crate::fault::FileOp::Sync, &path)
+            .and_then(|()| file.sync_data())
+            .at(&path)?;
         self.syncs.fetch_add(1, Ordering::Relaxed);
         Ok(appended)
     }
@@ -347,10 +360,14 @@ impl Wal {
         let mut written = WAL_FILE_HEADER_LEN as u64;
         while written < self.preallocate_bytes {
             let n = zeros.len().min((self.preallocate_bytes - written) as usize);
-            file.write_all(&zeros[..n]).at(path)?;
+            crate::fault::check(crate::fault::FileOp::Write, path)
+                .and_then(|()| file.write_all(&zeros[..n]))
+                .at(path)?;
             written += n as u64;
         }
-        file.sync_all().at(path)?;
+        crate::fault::check(crate::fault::FileOp::Sync, path)
+            .and_then(|()| file.sync_all())
+            .at(path)?;
         sync_dir(&self.dir)?;
         Ok(file)
     }
@@ -379,7 +396,9 @@ impl Wal {
             self.sync_ended.wait(&mut state);
         }
         let mut active = self.active.lock();
-        if let Err(e) = active.file.sync_data().at(&active.path) {
+        let synced = crate::fault::check(crate::fault::FileOp::Sync, &active.path)
+            .and_then(|()| active.file.sync_data());
+        if let Err(e) = synced.at(&active.path) {
             // As in sync_to: after a failed fsync nothing more may count as durable.
             state.failed = Some(e.to_string());
             return Err(e);
