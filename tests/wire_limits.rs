@@ -384,3 +384,33 @@ async fn random_protocol_messages_never_bring_the_server_down() {
         .unwrap();
     server.stop().await;
 }
+
+/// A multi-statement query reads each result before the next statement
+/// runs; those results count against the query memory limit, so a query
+/// whose results outgrow it fails with 53200 rather than growing, and the
+/// same rows as one statement stream through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_held_for_a_multi_statement_query_are_bounded() {
+    let server = TestServer::start_with_database(
+        basalt::Database::open_temporary()
+            .unwrap()
+            .with_query_memory_limit(32 << 20)
+            .unwrap(),
+        Config::default(),
+    )
+    .await;
+    let client = server.connect().await;
+    let big = "SELECT repeat('x', 1000) FROM generate_series(1, 100000)";
+    let err = client
+        .simple_query(&format!("{big}; SELECT 1"))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "53200", "{err:?}");
+    let rows = client.simple_query(big).await.unwrap();
+    let data_rows = rows
+        .iter()
+        .filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
+        .count();
+    assert_eq!(data_rows, 100_000);
+    server.stop().await;
+}

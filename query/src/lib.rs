@@ -146,7 +146,7 @@ pub use load::{
 };
 pub use oltp::PreparedStatement;
 pub use prepare::{bind, Description, Param};
-pub use session::{Database, QueryResult, Session};
+pub use session::{Database, QueryResult, ResultBudget, Session};
 pub use table::{StorageScanExec, StorageTable};
 
 /// The parsed statement [`Session::execute_statement`] takes.

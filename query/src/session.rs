@@ -275,14 +275,22 @@ impl QueryResult {
 
     /// The result with its rows read into memory, so that the statements
     /// after it may run (and commit) before the client reads them.
-    pub async fn materialized(self) -> Result<QueryResult> {
+    /// Every row read ahead, counted against `budget`.
+    pub async fn materialized(self, budget: &mut ResultBudget) -> Result<QueryResult> {
         match self {
             QueryResult::Rows {
                 command,
                 schema,
-                stream,
+                mut stream,
             } => {
-                let batches = stream.try_collect().await.map_err(Error::from_datafusion)?;
+                let mut batches = Vec::new();
+                while let Some(batch) = stream.try_next().await.map_err(Error::from_datafusion)? {
+                    budget
+                        .0
+                        .try_grow(batch.get_array_memory_size())
+                        .map_err(Error::from_datafusion)?;
+                    batches.push(batch);
+                }
                 Ok(QueryResult::rows(command, schema, batches))
             }
             other => Ok(other),
@@ -297,6 +305,20 @@ impl QueryResult {
             }
             _ => Ok(Vec::new()),
         }
+    }
+}
+
+/// Memory held by results read before their client takes them (each
+/// statement of a multi-statement query is read to its end before the
+/// next runs), counted against the query memory pool: past its limit the
+/// query fails with 53200 instead of growing.
+pub struct ResultBudget(datafusion::execution::memory_pool::MemoryReservation);
+
+impl Session {
+    pub fn result_budget(&self) -> ResultBudget {
+        use datafusion::execution::memory_pool::MemoryConsumer;
+        let pool = &self.ctx.runtime_env().memory_pool;
+        ResultBudget(MemoryConsumer::new("statement results read ahead").register(pool))
     }
 }
 
@@ -484,7 +506,10 @@ impl Session {
                 self.begin_implicit();
             }
             match self.execute_statement(statement).await {
-                Ok(result) if several => last = QueryResult::materialized(result).await?,
+                Ok(result) if several => {
+                    // Only the last result is kept: each has its own budget.
+                    last = result.materialized(&mut self.result_budget()).await?
+                }
                 Ok(result) => last = result,
                 Err(e) => {
                     self.end_implicit(false).await?;

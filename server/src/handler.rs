@@ -330,6 +330,8 @@ impl SimpleQueryHandler for Connection {
         let count = statements.len();
         let mut responses = Vec::with_capacity(count);
         let mut failed = false;
+        // Every result is held until the last statement has run.
+        let mut budget = session.result_budget();
         for statement in statements {
             // Several statements share one implicit transaction, and
             // every result is read before it commits.
@@ -338,7 +340,9 @@ impl SimpleQueryHandler for Connection {
             }
             let before = session.transaction_status();
             let outcome = match self.run(&mut session, Work::Statement(statement)).await {
-                Ok(result) if count > 1 => result.materialized().await.map_err(Error::from),
+                Ok(result) if count > 1 => {
+                    result.materialized(&mut budget).await.map_err(Error::from)
+                }
                 other => other,
             };
             match outcome {

@@ -20,9 +20,13 @@ impl TestServer {
         TestServer::start_with(Config::default()).await
     }
 
-    pub async fn start_with(mut config: Config) -> TestServer {
-        config.listen = "127.0.0.1:0".to_string();
+    pub async fn start_with(config: Config) -> TestServer {
         let db = basalt::Database::open_temporary().expect("temporary database");
+        TestServer::start_with_database(db, config).await
+    }
+
+    pub async fn start_with_database(db: basalt::Database, mut config: Config) -> TestServer {
+        config.listen = "127.0.0.1:0".to_string();
         let server = Server::bind(db, &config).await.expect("bind");
         let addr = server.local_addr().expect("address");
         let (stop, stopped) = oneshot::channel::<()>();
