@@ -79,3 +79,73 @@ async fn what_a_cancel_reports_is_what_happened() {
         "reported cancelled but committed: {phantom:?}"
     );
 }
+
+/// `lock_timeout` bounds how long an autocommit write keeps retrying a
+/// write conflict (Basalt's wait for a row lock): under a writer that
+/// keeps changing the same row, a statement with a 1 ms limit gives up
+/// with 55P03, and one that gave up changed nothing. The row's final value
+/// accounts for every write reported done and no other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_timeout_gives_up_on_a_contended_row_and_applies_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = basalt::storage::Options {
+        synchronous_commit: false,
+        ..Default::default()
+    };
+    let db = basalt::Database::open_with(dir.path().join("db"), options).unwrap();
+    let mut setup = db.session();
+    setup
+        .execute("CREATE TABLE hot (id int PRIMARY KEY, v bigint)")
+        .await
+        .unwrap();
+    setup
+        .execute("INSERT INTO hot VALUES (1, 0)")
+        .await
+        .unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let hammer = {
+        let mut session = db.session();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut done = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                if session
+                    .execute("UPDATE hot SET v = v + 1 WHERE id = 1")
+                    .await
+                    .is_ok()
+                {
+                    done += 1;
+                }
+            }
+            done
+        })
+    };
+    let mut victim = db.session();
+    victim.execute("SET lock_timeout = '1ms'").await.unwrap();
+    let (mut applied, mut timed_out) = (0i64, 0);
+    for _ in 0..2000 {
+        match victim
+            .execute("UPDATE hot SET v = v + 1000000000 WHERE id = 1")
+            .await
+        {
+            Ok(_) => applied += 1,
+            Err(e) => {
+                assert_eq!(e.sqlstate(), "55P03", "{e}");
+                timed_out += 1;
+                if timed_out >= 3 {
+                    break;
+                }
+            }
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let hammered = hammer.await.unwrap() as i64;
+    assert!(
+        timed_out > 0,
+        "no statement hit the lock timeout in 2000 tries"
+    );
+    let rows = common::rows(&mut setup, "SELECT v FROM hot").await;
+    let want = hammered + applied * 1_000_000_000;
+    assert_eq!(rows[0][0].as_deref(), Some(want.to_string().as_str()));
+}
