@@ -136,6 +136,9 @@ impl Session {
     /// Answers `query` when it is a primary-key point SELECT; `None` sends
     /// it to DataFusion.
     pub(crate) fn point_select(&self, query: &ast::Query) -> Result<Option<QueryResult>> {
+        if !self.settings.fast_paths() {
+            return Ok(None);
+        }
         match self.recognise(query) {
             Some(point) => self.run_point_select(&point, &[]),
             None => Ok(None),
@@ -149,6 +152,9 @@ impl Session {
         prepared: &PreparedStatement,
         params: &[Param],
     ) -> Result<Option<QueryResult>> {
+        if !self.settings.fast_paths() {
+            return Ok(None);
+        }
         let cached = prepared.point.lock().clone();
         let point = match cached {
             Some(point) if self.shared.db.table_version(&point.table) == Some(point.version) => {
@@ -564,6 +570,9 @@ impl Session {
         target: &Target,
         update: &ast::Update,
     ) -> Result<Option<Vec<RecordBatch>>> {
+        if !self.settings.fast_paths() {
+            return Ok(None);
+        }
         let Some((key, assignments)) = recognise_update(target, update) else {
             return Ok(None);
         };
@@ -609,6 +618,9 @@ impl Session {
         &self,
         prepared: &PreparedStatement,
     ) -> Option<Arc<PointUpdate>> {
+        if !self.settings.fast_paths() {
+            return None;
+        }
         prepared.placeholders?;
         let cached = prepared.update.lock().clone();
         if let Some(update) = cached.filter(|c| self.is_current(&c.target)) {
@@ -900,6 +912,9 @@ impl Session {
         insert: &ast::Insert,
         target: &Target,
     ) -> Result<Option<RecordBatch>> {
+        if !self.settings.fast_paths() {
+            return Ok(None);
+        }
         let Some(shape) = values_shape(insert, target)? else {
             return Ok(None);
         };
@@ -915,6 +930,9 @@ impl Session {
         &self,
         prepared: &PreparedStatement,
     ) -> Option<Arc<PreparedInsert>> {
+        if !self.settings.fast_paths() {
+            return None;
+        }
         prepared.placeholders?;
         let cached = prepared.insert.lock().clone();
         if let Some(insert) = cached.filter(|c| self.is_current(&c.target)) {

@@ -17,6 +17,9 @@ use crate::session::{QueryResult, Session};
 /// The value every setting starts at, as Postgres 15 reports them.
 const DEFAULTS: &[(&str, &str)] = &[
     ("application_name", ""),
+    // Off sends every statement through the general (DataFusion) path:
+    // for comparing the two, which must agree.
+    ("basalt.fast_paths", "on"),
     ("client_encoding", "UTF8"),
     ("client_min_messages", "notice"),
     ("datestyle", "ISO, MDY"),
@@ -75,6 +78,16 @@ impl Settings {
         self.values
             .get(&name.to_ascii_lowercase())
             .map(String::as_str)
+    }
+
+    /// Whether the OLTP fast paths may answer (`basalt.fast_paths`).
+    pub fn fast_paths(&self) -> bool {
+        !matches!(
+            self.get("basalt.fast_paths")
+                .map(str::to_ascii_lowercase)
+                .as_deref(),
+            Some("off" | "false" | "0" | "no")
+        )
     }
 
     /// `statement_timeout`, if set (0 means none).

@@ -1,0 +1,196 @@
+//! One semantics, two paths: every statement here runs on two databases,
+//! one whose sessions may use the OLTP fast paths (point SELECT, point
+//! UPDATE, constant and prepared INSERT) and one with them off
+//! (`SET basalt.fast_paths = off`, everything through DataFusion). Each
+//! statement must give the same rows, command tag or SQLSTATE on both, and
+//! the tables must end the same. Statements are run as text and, where
+//! they take parameters, as prepared statements bound six times (drivers
+//! switch to server-side statements from the fifth execution).
+
+use basalt::query::{Param, PreparedStatement, QueryResult, Session};
+
+/// What a statement answered: its rows as text, its tag, or its SQLSTATE.
+async fn outcome(result: basalt::Result<QueryResult>) -> String {
+    match result {
+        Ok(QueryResult::Command { tag, .. }) => tag,
+        Ok(QueryResult::Rows { .. }) | Ok(QueryResult::Empty) => {
+            let batches = match result {
+                Ok(r) => r.collect().await,
+                Err(e) => Err(e),
+            };
+            match batches {
+                Ok(batches) => {
+                    let mut rows = Vec::new();
+                    for batch in batches {
+                        for row in 0..batch.num_rows() {
+                            let values: Vec<String> = batch
+                                .columns()
+                                .iter()
+                                .map(|c| {
+                                    basalt::query::pgtext::format_value(c.as_ref(), row)
+                                        .unwrap_or_else(|| "NULL".into())
+                                })
+                                .collect();
+                            rows.push(values.join("|"));
+                        }
+                    }
+                    format!("rows [{}]", rows.join(", "))
+                }
+                Err(e) => format!("error {}", e.sqlstate()),
+            }
+        }
+        Ok(other) => format!("{other:?}"),
+        Err(e) => format!("error {}", e.sqlstate()),
+    }
+}
+
+struct Pair {
+    fast: Session,
+    general: Session,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+impl Pair {
+    async fn new() -> Pair {
+        let open = || {
+            let dir = tempfile::tempdir().unwrap();
+            let db = basalt::Database::open(dir.path().join("db")).unwrap();
+            (dir, db.session())
+        };
+        let (fast_dir, fast) = open();
+        let (general_dir, mut general) = open();
+        general
+            .execute("SET basalt.fast_paths = off")
+            .await
+            .unwrap();
+        Pair {
+            fast,
+            general,
+            _dirs: (fast_dir, general_dir),
+        }
+    }
+
+    async fn run(&mut self, sql: &str) -> String {
+        let fast = outcome(self.fast.execute(sql).await).await;
+        let general = outcome(self.general.execute(sql).await).await;
+        assert_eq!(fast, general, "fast and general paths differ on: {sql}");
+        fast
+    }
+
+    async fn run_prepared(&mut self, sql: &str, params: &[Vec<Param>]) {
+        let parse = |session: &Session| {
+            let statement = session.parse(sql).unwrap().pop().unwrap();
+            PreparedStatement::new(statement)
+        };
+        let (fast_statement, general_statement) = (parse(&self.fast), parse(&self.general));
+        for (round, values) in params.iter().enumerate() {
+            let fast = outcome(self.fast.execute_prepared(&fast_statement, values).await).await;
+            let general = outcome(
+                self.general
+                    .execute_prepared(&general_statement, values)
+                    .await,
+            )
+            .await;
+            assert_eq!(
+                fast, general,
+                "paths differ on {sql} (execution {round}, {values:?})"
+            );
+        }
+    }
+}
+
+fn int(v: i64) -> Param {
+    Param::Text {
+        text: v.to_string(),
+        sql_type: Some("BIGINT".into()),
+    }
+}
+
+fn untyped(text: &str) -> Param {
+    Param::Text {
+        text: text.into(),
+        sql_type: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_answer_alike_on_both_paths() {
+    let mut pair = Pair::new().await;
+    let script = [
+        "CREATE TABLE acct (id bigint PRIMARY KEY, bal bigint NOT NULL, small int, note text)",
+        "INSERT INTO acct VALUES (1, 100, 1, 'a'), (2, 9223372036854775807, 2147483647, NULL)",
+        "INSERT INTO acct VALUES (3, 0, 0, 'c')",
+        "INSERT INTO acct VALUES (1, 5, 5, 'dup')",
+        "INSERT INTO acct VALUES (NULL, 5, 5, 'null key')",
+        "INSERT INTO acct VALUES (4, NULL, 5, 'null bal')",
+        "INSERT INTO acct VALUES (5, 'x', 5, 'bad int')",
+        "INSERT INTO acct VALUES (6, 1, 3000000000, 'too big for int')",
+        "INSERT INTO acct (id, bal) VALUES (7, -1)",
+        "SELECT * FROM acct WHERE id = 1",
+        "SELECT bal, note FROM acct WHERE id = 2",
+        "SELECT * FROM acct WHERE id = 99",
+        "SELECT * FROM acct WHERE id = '3'",
+        "SELECT * FROM acct WHERE id = 'x'",
+        "UPDATE acct SET bal = bal + 1 WHERE id = 1",
+        "UPDATE acct SET bal = bal + 1 WHERE id = 2",
+        "UPDATE acct SET small = small + 1 WHERE id = 2",
+        "UPDATE acct SET bal = bal * 2 WHERE id = 2",
+        "UPDATE acct SET bal = bal - 1 WHERE id = 2 RETURNING bal",
+        "UPDATE acct SET bal = NULL WHERE id = 1",
+        "UPDATE acct SET note = 'z' WHERE id = 99",
+        "UPDATE acct SET note = 'r' WHERE id = 3 RETURNING id, note",
+        "SELECT id, bal, small, note FROM acct ORDER BY id",
+    ];
+    for sql in script {
+        pair.run(sql).await;
+    }
+    let insert = "INSERT INTO acct (id, bal, small, note) VALUES ($1, $2, $3, $4)";
+    let rows: Vec<Vec<Param>> = (10..16)
+        .map(|i| vec![int(i), int(i * 10), untyped("7"), untyped("p")])
+        .chain([
+            vec![int(10), int(1), untyped("1"), untyped("dup")],
+            vec![int(20), int(1), untyped("3000000000"), untyped("range")],
+            vec![int(21), int(1), untyped("x"), untyped("syntax")],
+            vec![int(22), Param::Null(None), untyped("1"), untyped("null")],
+        ])
+        .collect();
+    pair.run_prepared(insert, &rows).await;
+    let update = "UPDATE acct SET bal = bal + $2 WHERE id = $1 RETURNING bal";
+    let updates: Vec<Vec<Param>> = (0..6)
+        .map(|i| vec![int(10 + i), int(i)])
+        .chain([
+            vec![int(2), int(1)],
+            vec![int(99), int(1)],
+            vec![int(11), int(i64::MAX)],
+        ])
+        .collect();
+    pair.run_prepared(update, &updates).await;
+    let select = "SELECT bal, note FROM acct WHERE id = $1";
+    let keys: Vec<Vec<Param>> = [1, 2, 10, 11, 99, 12, 13].map(|k| vec![int(k)]).into();
+    pair.run_prepared(select, &keys).await;
+    pair.run("SELECT id, bal, small, note FROM acct ORDER BY id")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_fail_alike_on_both_paths() {
+    let mut pair = Pair::new().await;
+    for sql in [
+        "CREATE TABLE t (id int PRIMARY KEY, v int)",
+        "INSERT INTO t VALUES (1, 1), (2, 2)",
+        "BEGIN",
+        "UPDATE t SET v = 10 WHERE id = 1",
+        "INSERT INTO t VALUES (2, 0)",
+        "SELECT * FROM t WHERE id = 1",
+        "COMMIT",
+        "SELECT id, v FROM t ORDER BY id",
+        "BEGIN",
+        "INSERT INTO t VALUES (3, 3)",
+        "UPDATE t SET v = v + 1 WHERE id = 3 RETURNING v",
+        "SELECT v FROM t WHERE id = 3",
+        "ROLLBACK",
+        "SELECT id, v FROM t ORDER BY id",
+    ] {
+        pair.run(sql).await;
+    }
+}
