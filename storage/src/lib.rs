@@ -9,10 +9,12 @@
 mod background;
 mod compaction;
 mod db;
+mod durable_file;
 mod error;
 pub mod fault;
 mod ingest;
 mod manifest;
+mod mapped;
 mod memtable;
 mod options;
 mod predicate;

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use basalt_formats::frame::{encode_frame, read_log, LogEnd, FRAME_HEADER_LEN};
 use basalt_formats::manifest::{decode_edits, encode_edits, Edit, CURRENT_FILE};
 
+use crate::durable_file::PendingFile;
 use crate::error::{Error, IoContext, Result};
-use crate::wal::sync_dir;
 
 pub(crate) struct ManifestLog {
     dir: PathBuf,
@@ -121,17 +121,10 @@ impl ManifestLog {
             size: 0,
         };
         log.append(snapshot)?;
-        let tmp = dir.join(format!("{CURRENT_FILE}.tmp"));
-        crate::fault::check(crate::fault::FileOp::Write, &tmp).at(&tmp)?;
-        let mut current = File::create(&tmp).at(&tmp)?;
-        current
-            .write_all(format!("{}\n", manifest_name(number)).as_bytes())
-            .at(&tmp)?;
-        crate::fault::check(crate::fault::FileOp::Sync, &tmp)
-            .and_then(|()| current.sync_all())
-            .at(&tmp)?;
-        fs::rename(&tmp, dir.join(CURRENT_FILE)).at(&tmp)?;
-        sync_dir(dir)?;
+        let (current, mut out) = PendingFile::create(&dir.join(CURRENT_FILE))?;
+        out.write_all(format!("{}\n", manifest_name(number)).as_bytes())
+            .at(current.tmp())?;
+        current.install(out)?;
         Ok(log)
     }
 

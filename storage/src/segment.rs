@@ -4,24 +4,21 @@
 use std::fs::{self, File};
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::UInt64Type;
 use arrow_array::{new_null_array, Array, ArrayRef, RecordBatch};
-use arrow_buffer::Buffer;
 use arrow_schema::{DataType, SchemaRef};
 use basalt_formats::array::Codec;
 use basalt_formats::hnsw::HnswIndex;
 use basalt_formats::segment::{
     RowGroupMeta, SegmentReader, SegmentSummary, SegmentWriter, SYSTEM_COLUMNS,
 };
-use memmap2::Mmap;
 
+use crate::durable_file::PendingFile;
 use crate::error::{Error, IoContext, Result};
-use crate::wal::sync_dir;
 
 pub(crate) type ChunkCache = quick_cache::sync::Cache<(u64, u32, u32), CachedChunk, ChunkWeighter>;
 
@@ -88,13 +85,7 @@ impl SegmentFile {
                 reason: "empty segment file".into(),
             });
         }
-        // SAFETY: segment files are immutable once renamed into place and this
-        // process holds the directory lock, so the mapping does not change.
-        let map = Arc::new(unsafe { Mmap::map(&file) }.at(&path)?);
-        let ptr = NonNull::new(map.as_ptr() as *mut u8)
-            .ok_or_else(|| Error::InvalidArgument("null mapping".into()))?;
-        // SAFETY: the pointer and length describe the mapping, which the Arc keeps alive.
-        let buffer = unsafe { Buffer::from_custom_allocation(ptr, map.len(), map.clone()) };
+        let buffer = crate::mapped::map_file(&file).at(&path)?;
         let reader = SegmentReader::open(buffer).map_err(|e| Error::in_file(&path, 0, e))?;
         Ok(SegmentFile {
             id,
@@ -277,48 +268,30 @@ impl Drop for SegmentFile {
 
 /// A segment file being written: row groups go in one at a time, in key
 /// order; it becomes visible under its final name, durably, on `finish`.
+/// A builder dropped before `finish` failed: its unfinished file is
+/// removed (by [`PendingFile`]) rather than left to fill the disk.
 pub(crate) struct SegmentBuilder {
-    dir: PathBuf,
-    path: PathBuf,
-    tmp: PathBuf,
-    /// Taken by `finish`; a builder dropped with it still here failed, and
-    /// its unfinished file is removed rather than left to fill the disk.
-    writer: Option<SegmentWriter<BufWriter<File>>>,
+    file: PendingFile,
+    writer: SegmentWriter<BufWriter<File>>,
     rows: usize,
-}
-
-impl Drop for SegmentBuilder {
-    fn drop(&mut self) {
-        if self.writer.is_some() {
-            let _ = fs::remove_file(&self.tmp);
-        }
-    }
 }
 
 impl SegmentBuilder {
     pub fn create(dir: &Path, id: u64, schema: SchemaRef) -> Result<SegmentBuilder> {
-        let path = segment_path(dir, id);
-        let tmp = path.with_extension("bseg.tmp");
-        crate::fault::check(crate::fault::FileOp::Write, &tmp).at(&tmp)?;
-        let file = File::create(&tmp).at(&tmp)?;
-        let writer = SegmentWriter::new(BufWriter::with_capacity(1 << 20, file), schema)
-            .map_err(|e| Error::in_file(&tmp, 0, e))?;
+        let (file, out) = PendingFile::create(&segment_path(dir, id))?;
+        let writer =
+            SegmentWriter::new(out, schema).map_err(|e| Error::in_file(file.tmp(), 0, e))?;
         Ok(SegmentBuilder {
-            dir: dir.to_path_buf(),
-            path,
-            tmp,
-            writer: Some(writer),
+            file,
+            writer,
             rows: 0,
         })
     }
 
     pub fn add_row_group(&mut self, rows: &RecordBatch) -> Result<()> {
-        let Some(writer) = self.writer.as_mut() else {
-            return Err(Error::InvalidArgument("segment already finished".into()));
-        };
-        writer
+        self.writer
             .write_row_group(rows)
-            .map_err(|e| Error::in_file(&self.tmp, 0, e))?;
+            .map_err(|e| Error::in_file(self.file.tmp(), 0, e))?;
         self.rows += rows.num_rows();
         Ok(())
     }
@@ -327,32 +300,12 @@ impl SegmentBuilder {
         self.rows
     }
 
-    pub fn finish(mut self) -> Result<PathBuf> {
-        let Some(writer) = self.writer.take() else {
-            return Err(Error::InvalidArgument("segment already finished".into()));
-        };
-        let outcome = Self::write_out(writer, &self.tmp, &self.path, &self.dir);
-        if outcome.is_err() {
-            let _ = fs::remove_file(&self.tmp);
-        }
-        outcome.map(|()| self.path.clone())
-    }
-
-    fn write_out(
-        writer: SegmentWriter<BufWriter<File>>,
-        tmp: &Path,
-        path: &Path,
-        dir: &Path,
-    ) -> Result<()> {
-        let (_, out) = writer.finish().map_err(|e| Error::in_file(tmp, 0, e))?;
-        let file = out
-            .into_inner()
-            .map_err(|e| Error::io(tmp, e.into_error()))?;
-        crate::fault::check(crate::fault::FileOp::Sync, tmp)
-            .and_then(|()| file.sync_all())
-            .at(tmp)?;
-        fs::rename(tmp, path).at(path)?;
-        sync_dir(dir)
+    pub fn finish(self) -> Result<PathBuf> {
+        let (_, out) = self
+            .writer
+            .finish()
+            .map_err(|e| Error::in_file(self.file.tmp(), 0, e))?;
+        self.file.install(out)
     }
 }
 

@@ -9,8 +9,7 @@
 //! rows directly, and keeps only rows visible in the snapshot.
 
 use std::collections::{BinaryHeap, HashMap};
-use std::fs::{self, File};
-use std::io::BufWriter;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -23,12 +22,11 @@ use basalt_formats::distance::Metric;
 use basalt_formats::hnsw::{self, HnswIndex, HnswParams, Scored};
 use basalt_formats::manifest::TableDef;
 use basalt_formats::segment::{OP_DELETE, SYSTEM_COLUMNS};
-use memmap2::Mmap;
 
 use crate::db::TableState;
+use crate::durable_file::PendingFile;
 use crate::error::{Error, IoContext, Result};
 use crate::segment::{ChunkCache, SegmentFile};
-use crate::wal::sync_dir;
 
 /// Field metadata declaring an HNSW index on the column.
 pub const HNSW_KEY: &str = "basalt.hnsw";
@@ -151,11 +149,7 @@ fn write_index(
     ops: Option<&dyn Array>,
 ) -> Result<PathBuf> {
     let (dims, vectors, rows) = collect_vectors(column, ops)?;
-    let path = index_path(dir, segment_id, spec.column_id);
-    let tmp = path.with_extension("hnsw.tmp");
-    crate::fault::check(crate::fault::FileOp::Write, &tmp).at(&tmp)?;
-    let file = File::create(&tmp).at(&tmp)?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let (file, mut out) = PendingFile::create(&index_path(dir, segment_id, spec.column_id))?;
     hnsw::build(
         spec.params,
         dims,
@@ -164,16 +158,8 @@ fn write_index(
         build_threads(),
         &mut out,
     )
-    .map_err(|e| Error::in_file(&tmp, 0, e))?;
-    let file = out
-        .into_inner()
-        .map_err(|e| Error::io(&tmp, e.into_error()))?;
-    crate::fault::check(crate::fault::FileOp::Sync, &tmp)
-        .and_then(|()| file.sync_all())
-        .at(&tmp)?;
-    fs::rename(&tmp, &path).at(&path)?;
-    sync_dir(dir)?;
-    Ok(path)
+    .map_err(|e| Error::in_file(file.tmp(), 0, e))?;
+    file.install(out)
 }
 
 /// Builds the indexes `def` declares for a sorted run about to become
@@ -245,18 +231,11 @@ pub(crate) fn open_index(path: &Path) -> Result<Arc<HnswIndex>> {
     let buffer = if len >= HUGE_PAGE_COPY_MIN {
         load_index(file, len).at(path)?
     } else {
-        map_index(&file).at(path)?
+        crate::mapped::map_file(&file).at(path)?
     };
     HnswIndex::open(buffer)
         .map(Arc::new)
         .map_err(|e| Error::in_file(path, 0, e))
-}
-
-fn map_index(file: &File) -> std::io::Result<Buffer> {
-    // SAFETY: index files are immutable once renamed into place and this
-    // process holds the directory lock, so the mapping does not change.
-    let map = Arc::new(unsafe { Mmap::map(file) }?);
-    Ok(buffer_over(map))
 }
 
 /// A graph walk touches one node after another at random across the whole
@@ -275,15 +254,9 @@ fn load_index(mut file: File, len: u64) -> std::io::Result<Buffer> {
         let _ = memory.advise(memmap2::Advice::HugePage);
     }
     file.read_exact(&mut memory[..])?;
-    Ok(buffer_over(Arc::new(memory.make_read_only()?)))
-}
-
-fn buffer_over(map: Arc<Mmap>) -> Buffer {
-    match std::ptr::NonNull::new(map.as_ptr() as *mut u8) {
-        // SAFETY: the pointer and length describe the mapping, which the Arc keeps alive.
-        Some(ptr) => unsafe { Buffer::from_custom_allocation(ptr, map.len(), map.clone()) },
-        None => Buffer::from_vec(Vec::<u8>::new()),
-    }
+    Ok(crate::mapped::buffer_over(Arc::new(
+        memory.make_read_only()?,
+    )))
 }
 
 /// What to find.
@@ -873,7 +846,8 @@ mod tests {
         hnsw::build(params, dims, &vectors, &rows, 1, &mut file).unwrap();
         let len = file.metadata().unwrap().len();
         let copied = HnswIndex::open(load_index(File::open(&path).unwrap(), len).unwrap()).unwrap();
-        let mapped = HnswIndex::open(map_index(&File::open(&path).unwrap()).unwrap()).unwrap();
+        let mapped =
+            HnswIndex::open(crate::mapped::map_file(&File::open(&path).unwrap()).unwrap()).unwrap();
         let query = [3.0, 50.0, 7.0, 99.0];
         let nodes = |index: &HnswIndex| -> Vec<u32> {
             index
@@ -885,9 +859,9 @@ mod tests {
         assert_eq!(nodes(&copied), nodes(&mapped));
         assert_eq!(copied.node_vector(7), &vectors[28..32]);
 
-        let mut bytes = fs::read(&path).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
         bytes[100] ^= 1;
-        fs::write(&path, &bytes).unwrap();
+        std::fs::write(&path, &bytes).unwrap();
         let damaged = load_index(File::open(&path).unwrap(), len).unwrap();
         assert!(HnswIndex::open(damaged).is_err());
     }
