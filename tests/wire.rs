@@ -818,18 +818,24 @@ async fn read_until_ready(socket: &mut TcpStream) -> Vec<u8> {
     }
 }
 
-/// As PostgreSQL does, the answers to Bind and Execute wait for the Sync:
-/// a prepared statement's round trip is one write, not one per message.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn extended_protocol_answers_go_out_with_the_sync() {
-    let server = TestServer::start().await;
-    let mut socket = TcpStream::connect(server.addr).await.unwrap();
+/// A raw protocol connection past its startup, at its first ReadyForQuery.
+async fn logged_in_socket(addr: std::net::SocketAddr) -> TcpStream {
+    let mut socket = TcpStream::connect(addr).await.unwrap();
     let mut startup = 196608i32.to_be_bytes().to_vec();
     startup.extend_from_slice(b"user\0basalt\0database\0basalt\0\0");
     let mut packet = ((startup.len() + 4) as i32).to_be_bytes().to_vec();
     packet.extend_from_slice(&startup);
     socket.write_all(&packet).await.unwrap();
     read_until_ready(&mut socket).await;
+    socket
+}
+
+/// As PostgreSQL does, the answers to Bind and Execute wait for the Sync:
+/// a prepared statement's round trip is one write, not one per message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn extended_protocol_answers_go_out_with_the_sync() {
+    let server = TestServer::start().await;
+    let mut socket = logged_in_socket(server.addr).await;
 
     let parse = message(b'P', b"\0SELECT 41 + 1\0\0\0");
     let sync = message(b'S', b"");
@@ -858,13 +864,7 @@ async fn extended_protocol_answers_go_out_with_the_sync() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn describe_answers_no_data_for_statements_without_rows() {
     let server = TestServer::start().await;
-    let mut socket = TcpStream::connect(server.addr).await.unwrap();
-    let mut startup = 196608i32.to_be_bytes().to_vec();
-    startup.extend_from_slice(b"user\0basalt\0database\0basalt\0\0");
-    let mut packet = ((startup.len() + 4) as i32).to_be_bytes().to_vec();
-    packet.extend_from_slice(&startup);
-    socket.write_all(&packet).await.unwrap();
-    read_until_ready(&mut socket).await;
+    let mut socket = logged_in_socket(server.addr).await;
     let query = message(b'Q', b"CREATE TABLE described (id int PRIMARY KEY)\0");
     socket.write_all(&query).await.unwrap();
     read_until_ready(&mut socket).await;
