@@ -11,11 +11,14 @@
 
 use std::sync::Arc;
 
-use arrow_schema::Schema;
+use arrow_array::RecordBatch;
+use arrow_schema::{ArrowError, DataType, Schema};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
+use datafusion::common::DataFusionError;
 use datafusion::common::Result;
 use datafusion::common::ScalarValue;
+use datafusion::logical_expr::ColumnarValue;
 use datafusion::logical_expr::{BinaryExpr as LogicalBinary, Expr, LogicalPlan, Operator};
 use datafusion::optimizer::AnalyzerRule;
 use datafusion::physical_expr::expressions::BinaryExpr;
@@ -108,6 +111,13 @@ pub(crate) fn checked_integer_arithmetic(
         let Some(binary) = expr.downcast_ref::<BinaryExpr>() else {
             return Ok(Transformed::no(expr));
         };
+        if is_arithmetic(binary.op()) && matches!(binary.data_type(schema)?, DataType::Interval(_))
+        {
+            let interval = IntervalArithmetic {
+                binary: Arc::new(binary.clone()),
+            };
+            return Ok(Transformed::yes(Arc::new(interval) as Arc<dyn PhysicalExpr>));
+        }
         if !is_arithmetic(binary.op()) || !binary.data_type(schema)?.is_integer() {
             return Ok(Transformed::no(expr));
         }
@@ -118,6 +128,68 @@ pub(crate) fn checked_integer_arithmetic(
         }
         Ok(Transformed::yes(Arc::new(checked) as Arc<dyn PhysicalExpr>))
     })
+}
+
+/// Interval `+`, `-` and `*`, whose overflow is PostgreSQL's "interval out
+/// of range" (22008), not a number's (22003): Arrow reports both alike.
+/// It shows and rewrites as the `BinaryExpr` it wraps.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct IntervalArithmetic {
+    binary: Arc<BinaryExpr>,
+}
+
+/// The message [`crate::sqlstate`] maps to 22008.
+pub(crate) const INTERVAL_OUT_OF_RANGE: &str = "interval out of range";
+
+impl std::fmt::Display for IntervalArithmetic {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        self.binary.fmt(f)
+    }
+}
+
+impl PhysicalExpr for IntervalArithmetic {
+    fn data_type(&self, input_schema: &Schema) -> Result<DataType> {
+        self.binary.data_type(input_schema)
+    }
+
+    fn nullable(&self, input_schema: &Schema) -> Result<bool> {
+        self.binary.nullable(input_schema)
+    }
+
+    fn evaluate(&self, batch: &RecordBatch) -> Result<ColumnarValue> {
+        self.binary.evaluate(batch).map_err(|e| match e {
+            DataFusionError::ArrowError(inner, _)
+                if matches!(*inner, ArrowError::ArithmeticOverflow(_)) =>
+            {
+                DataFusionError::ArrowError(
+                    Box::new(ArrowError::ComputeError(INTERVAL_OUT_OF_RANGE.into())),
+                    None,
+                )
+            }
+            other => other,
+        })
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn PhysicalExpr>> {
+        self.binary.children()
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn PhysicalExpr>>,
+    ) -> Result<Arc<dyn PhysicalExpr>> {
+        let binary = Arc::clone(&self.binary).with_new_children(children)?;
+        match binary.downcast_ref::<BinaryExpr>() {
+            Some(binary) => Ok(Arc::new(IntervalArithmetic {
+                binary: Arc::new(binary.clone()),
+            })),
+            None => Ok(binary),
+        }
+    }
+
+    fn fmt_sql(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.binary.fmt_sql(f)
+    }
 }
 
 #[cfg(test)]

@@ -86,11 +86,14 @@ pub fn of_datafusion(err: &DataFusionError) -> &'static str {
             }
             ArrowError::ComputeError(m) | ArrowError::InvalidArgumentError(m)
                 if m.contains("Timestamp out of range")
+                    || m == crate::checked_arith::INTERVAL_OUT_OF_RANGE
                     || m.contains("Date out of range")
                     || m.contains("Date arithmetic overflow") =>
             {
                 "22008" // datetime_field_overflow
             }
+            // An interval literal whose field does not fit its unit.
+            ArrowError::ParseError(m) if m.contains("Unable to represent") => "22015", // interval_field_overflow
             ArrowError::CastError(_) | ArrowError::ParseError(_) => "22P02", // invalid_text_representation
             ArrowError::DivideByZero => "22012",                             // division_by_zero
             ArrowError::ArithmeticOverflow(_) => "22003", // numeric_value_out_of_range
