@@ -28,7 +28,8 @@ use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
 use crate::row_exprs::rewrite_row_exprs;
 
 /// Sets `fail_on_overflow` on the integer arithmetic of every expression
-/// evaluated per row.
+/// evaluated per row, and gives interval arithmetic's overflow its own
+/// SQLSTATE.
 #[derive(Debug, Default)]
 pub(crate) struct CheckIntegerOverflow;
 
@@ -38,7 +39,7 @@ impl PhysicalOptimizerRule for CheckIntegerOverflow {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        plan.transform_up(|plan| rewrite_row_exprs(plan, &checked_integer_arithmetic))
+        plan.transform_up(|plan| rewrite_row_exprs(plan, &checked_arithmetic))
             .data()
     }
 
@@ -103,7 +104,7 @@ fn constant_value(expr: &Expr) -> Result<Option<ScalarValue>> {
     })
 }
 
-pub(crate) fn checked_integer_arithmetic(
+pub(crate) fn checked_arithmetic(
     expr: Arc<dyn PhysicalExpr>,
     schema: &Schema,
 ) -> Result<Transformed<Arc<dyn PhysicalExpr>>> {
@@ -216,7 +217,7 @@ mod tests {
 
     fn evaluate(expr: Arc<dyn PhysicalExpr>) -> Result<()> {
         let batch = batch();
-        let checked = checked_integer_arithmetic(expr, &batch.schema())?.data;
+        let checked = checked_arithmetic(expr, &batch.schema())?.data;
         checked.evaluate(&batch).map(|_| ())
     }
 
@@ -267,10 +268,6 @@ mod tests {
             Operator::Gt,
             lit(1i64),
         ));
-        assert!(
-            !checked_integer_arithmetic(comparison, &schema)
-                .unwrap()
-                .transformed
-        );
+        assert!(!checked_arithmetic(comparison, &schema).unwrap().transformed);
     }
 }

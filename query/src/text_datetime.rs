@@ -88,15 +88,11 @@ fn text_cast_function(target: &DataType) -> Option<ScalarUDF> {
 }
 
 fn cast_text(value: &ColumnarValue, target: &DataType) -> Result<ColumnarValue> {
-    let date_only = *target == DataType::Date32;
     let read = |texts: &StringArray| -> Result<ArrayRef> {
-        let normalized: StringArray = texts
-            .iter()
-            .map(|text| text.map(|t| postgres_form(t, date_only)))
-            .collect();
+        let rewritten = arrow_forms(texts, target);
         // Not `cast`: its default turns unreadable text into NULL.
         Ok(cast_with_options(
-            &normalized,
+            rewritten.as_ref().unwrap_or(texts),
             target,
             &DEFAULT_CAST_OPTIONS,
         )?)
@@ -133,16 +129,15 @@ pub(crate) fn arrow_forms(texts: &StringArray, target: &DataType) -> Option<Stri
         DataType::Timestamp(_, None) => false,
         _ => return None,
     };
-    let needs_rewrite = |t: &str| matches!(postgres_form(t, date_only), Cow::Owned(_));
-    if !texts.iter().flatten().any(needs_rewrite) {
-        return None;
-    }
-    Some(
-        texts
-            .iter()
-            .map(|text| text.map(|t| postgres_form(t, date_only)))
-            .collect(),
-    )
+    // Each value is parsed once; most columns need no rewrite at all.
+    let forms: Vec<Option<Cow<'_, str>>> = texts
+        .iter()
+        .map(|text| text.map(|t| postgres_form(t, date_only)))
+        .collect();
+    forms
+        .iter()
+        .any(|form| matches!(form, Some(Cow::Owned(_))))
+        .then(|| forms.into_iter().collect())
 }
 
 /// `text` as Arrow reads it: the date (and for a timestamp, the time of
