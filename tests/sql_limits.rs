@@ -165,10 +165,9 @@ async fn count(session: &mut basalt::Session, table: &str) -> String {
 }
 
 /// A COPY larger than a transaction may hold succeeds when it can go to
-/// the bulk path (its own transaction, a table without a key or defaults
-/// to fill): rows stream into segments, appear all at once, and survive a
-/// reopen. Into a keyed table, whose duplicate keys only the INSERT path
-/// checks, the same COPY fails with 53200 and applies nothing.
+/// the bulk path (its own transaction, no defaults to fill): rows stream
+/// into segments, appear all at once, and survive a reopen, with or
+/// without a primary key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_past_the_transaction_bound_streams_into_segments() {
     let dir = tempfile::tempdir().unwrap();
@@ -202,9 +201,8 @@ async fn a_copy_past_the_transaction_bound_streams_into_segments() {
         assert_eq!(session.copy_done().await.unwrap(), rows);
         assert_eq!(count(&mut watcher, "events").await, rows.to_string());
 
-        let err = copy_in(&mut session, "keyed", &data).await.unwrap_err();
-        assert_eq!(err.sqlstate(), "53200", "{err}");
-        assert_eq!(count(&mut session, "keyed").await, "0");
+        assert_eq!(copy_in(&mut session, "keyed", &data).await.unwrap(), rows);
+        assert_eq!(count(&mut session, "keyed").await, rows.to_string());
 
         // A small COPY into the keyless table still goes through INSERT.
         assert_eq!(
@@ -217,6 +215,7 @@ async fn a_copy_past_the_transaction_bound_streams_into_segments() {
     let db = basalt::Database::open_with(&path, small_transactions()).unwrap();
     let mut session = db.session();
     assert_eq!(count(&mut session, "events").await, (rows + 10).to_string());
+    assert_eq!(count(&mut session, "keyed").await, rows.to_string());
     let sum = common::rows(&mut session, "SELECT sum(id) FROM events").await;
     let want = rows * (rows + 1) / 2 + 55;
     assert_eq!(sum[0][0].as_deref(), Some(want.to_string().as_str()));
@@ -242,6 +241,75 @@ async fn a_failed_bulk_copy_applies_nothing_and_leaves_no_files() {
     assert_eq!(err.sqlstate(), "23502", "{err}");
     assert_eq!(count(&mut session, "events").await, "0");
     assert_eq!(files(&path), before, "{:?}", walk(&path));
+}
+
+/// Bounds small enough that a COPY of 200,000 rows goes to the bulk path
+/// and is written as several runs.
+fn small_transactions_and_runs() -> basalt::storage::Options {
+    basalt::storage::Options {
+        segment_max_rows: 30_000,
+        ..small_transactions()
+    }
+}
+
+/// COPY text for the given ids, in the given order.
+fn copy_ids(ids: impl IntoIterator<Item = u64>) -> Vec<u8> {
+    let mut data = Vec::new();
+    for id in ids {
+        data.extend_from_slice(format!("{id}\t{}\n", "p".repeat(40)).as_bytes());
+    }
+    data
+}
+
+/// 1..=n in a scattered order, so that every run's key range overlaps
+/// every other's.
+fn scattered(n: u64) -> impl Iterator<Item = u64> {
+    (0..n).map(move |i| (i * 7919) % n + 1)
+}
+
+/// A bulk COPY into a keyed table is an insert, as the small COPY's
+/// INSERT path is: a key given twice (in one run or in two) or one the
+/// table holds fails it with 23505 naming the key, applies nothing and
+/// leaves no file behind. A key deleted before the COPY is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_copy_into_a_keyed_table_refuses_duplicate_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let db = basalt::Database::open_with(&path, small_transactions_and_runs()).unwrap();
+    let mut session = db.session();
+    session
+        .execute("CREATE TABLE k (id bigint PRIMARY KEY, payload text)")
+        .await
+        .unwrap();
+    session
+        .execute("INSERT INTO k VALUES (250000, 'held'), (260000, 'deleted')")
+        .await
+        .unwrap();
+    session
+        .execute("DELETE FROM k WHERE id = 260000")
+        .await
+        .unwrap();
+    let files_before = walk(&path).len();
+    let n = 200_000;
+    let next_to_each_other = copy_ids((1..=7).chain(7..=n));
+    let far_apart = copy_ids((1..=n).chain([n + 1, 5]));
+    let held = copy_ids(scattered(n).chain([250_000]));
+    for (data, key) in [(next_to_each_other, 7), (far_apart, 5), (held, 250_000)] {
+        let err = copy_in(&mut session, "k", &data).await.unwrap_err();
+        assert_eq!(err.sqlstate(), "23505", "{err}");
+        assert_eq!(
+            err.detail(),
+            Some(format!("Key (id)=({key}) already exists.").as_str())
+        );
+        assert_eq!(count(&mut session, "k").await, "1");
+        assert_eq!(walk(&path).len(), files_before, "{:?}", walk(&path));
+    }
+    let fine = copy_ids(scattered(n).chain([260_000]));
+    assert_eq!(copy_in(&mut session, "k", &fine).await.unwrap(), n + 1);
+    assert_eq!(count(&mut session, "k").await, (n + 2).to_string());
+    let sum = common::rows(&mut session, "SELECT sum(id) FROM k").await;
+    let want = n * (n + 1) / 2 + 250_000 + 260_000;
+    assert_eq!(sum[0][0].as_deref(), Some(want.to_string().as_str()));
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

@@ -899,3 +899,82 @@ fn a_bulk_load_into_a_dropped_table_fails_and_the_table_stays_dropped() {
         0
     );
 }
+
+/// Bulk inserts against the model: each load of random keys (several runs,
+/// overlapping) between random writes, flushes and compactions succeeds
+/// exactly when no key repeats and none is live in the model, and then
+/// adds its rows; a refused load changes nothing.
+#[test]
+fn bulk_inserts_refuse_exactly_the_duplicate_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path(), true);
+    let mut model = Model::new();
+    let mut rng = SmallRng::seed_from_u64(0xb0c);
+    let (mut accepted, mut refused) = (0, 0);
+    for round in 0..120 {
+        let mut txn = db.begin();
+        for _ in 0..rng.gen_range(0..60) {
+            let (k, row) = random_row(&mut rng);
+            if rng.gen_bool(0.7) {
+                txn.delete("t", &batch(&[(k, row)]).project(&[0]).unwrap())
+                    .unwrap();
+                model.remove(&k);
+            } else {
+                txn.put("t", &batch(&[(k, row.clone())])).unwrap();
+                model.insert(k, row);
+            }
+        }
+        txn.commit().unwrap();
+        match round % 7 {
+            0 => db.flush().unwrap(),
+            3 => db.compact().unwrap(),
+            _ => {}
+        }
+        let fresh: Vec<i64> = (0..KEY_SPACE).filter(|k| !model.contains_key(k)).collect();
+        if fresh.is_empty() {
+            continue;
+        }
+        let mut load_keys: Vec<i64> = (0..rng.gen_range(1..120))
+            .map(|_| fresh[rng.gen_range(0..fresh.len())])
+            .collect();
+        load_keys.sort_unstable();
+        load_keys.dedup();
+        // Scattered, so that the runs' key ranges overlap.
+        rand::seq::SliceRandom::shuffle(load_keys.as_mut_slice(), &mut rng);
+        match rng.gen_range(0..4) {
+            0 => load_keys.push(load_keys[rng.gen_range(0..load_keys.len())]),
+            1 => load_keys.push(rng.gen_range(0..KEY_SPACE)),
+            _ => {}
+        }
+        let rows: Vec<(i64, Row)> = load_keys
+            .iter()
+            .map(|&k| (k, (Some(format!("load {round}")), Some(k))))
+            .collect();
+        let repeats = load_keys.len()
+            != load_keys
+                .iter()
+                .collect::<std::collections::HashSet<_>>()
+                .len();
+        let clashes = repeats || load_keys.iter().any(|k| model.contains_key(k));
+        let mut load = db.bulk_insert("t").unwrap();
+        let outcome = rows
+            .chunks(37)
+            .try_for_each(|chunk| load.write(&batch(chunk)))
+            .and_then(|()| load.finish());
+        match outcome {
+            Ok(summary) => {
+                assert!(!clashes, "round {round}: a duplicate was loaded");
+                assert_eq!(summary.rows as usize, rows.len());
+                model.extend(rows);
+                accepted += 1;
+            }
+            Err(Error::DuplicateKey { .. }) => {
+                assert!(clashes, "round {round}: refused without a duplicate");
+                refused += 1;
+            }
+            Err(e) => panic!("round {round}: {e}"),
+        }
+        check_snapshot(&db.snapshot(), &model, &mut rng);
+    }
+    assert!(accepted > 20 && refused > 20, "{accepted} {refused}");
+}

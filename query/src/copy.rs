@@ -1136,10 +1136,11 @@ pub(crate) struct CopyIn {
 /// memory until it commits, so a COPY of any size cannot go through one;
 /// the bulk-load path writes segments as rows arrive and installs them in
 /// one step, which is the same outcome when nothing can tell the two apart:
-/// the COPY is its own transaction, the table has no primary key to check
-/// (the bulk path upserts by key) and no column the data leaves out has a
-/// default. Such a COPY holds its first rows back and moves to the bulk path
-/// once they pass [`bulk_threshold`]; a smaller one inserts them at the end.
+/// the COPY is its own transaction and no column the data leaves out has a
+/// default to fill. A keyed table's load is an insert (a key given twice or
+/// already present fails it with 23505, as the INSERT path would). Such a
+/// COPY holds its first rows back and moves to the bulk path once they pass
+/// [`bulk_threshold`]; a smaller one inserts them at the end.
 enum CopySink {
     Insert,
     Held {
@@ -1156,11 +1157,24 @@ enum CopySink {
 struct BulkTarget {
     /// The storage table.
     table: String,
-    table_schema: SchemaRef,
+    def: basalt_storage::TableDef,
     /// Positions of the copied columns in the table.
     listed: Vec<usize>,
     /// The table as the statement names it, for messages.
     name: String,
+}
+
+impl BulkTarget {
+    /// A load's error as the INSERT path reports it: a duplicate key names
+    /// the constraint and the key.
+    fn load_error(&self, error: basalt_storage::Error) -> Error {
+        match error {
+            basalt_storage::Error::DuplicateKey { row, .. } if row.num_rows() == 1 => {
+                crate::dml::unique_violation(&self.def, &self.table, &row, 0)
+            }
+            other => Error::from(other),
+        }
+    }
 }
 
 /// Parsed rows past which an eligible COPY moves to the bulk path: well
@@ -1204,7 +1218,7 @@ impl Session {
         let needs_default = def.schema.fields().iter().any(|f| {
             !names.contains(f.name()) && f.metadata().contains_key(crate::catalog::DEFAULT_KEY)
         });
-        let sink = if autocommit && def.key_columns.is_empty() && !needs_default {
+        let sink = if autocommit && !needs_default {
             let listed = names
                 .iter()
                 .filter_map(|n| def.schema.index_of(n).ok())
@@ -1214,7 +1228,7 @@ impl Session {
                 bytes: 0,
                 target: BulkTarget {
                     table: target.full.clone(),
-                    table_schema: def.schema.clone(),
+                    def: def.clone(),
                     listed,
                     name: table.clone(),
                 },
@@ -1336,7 +1350,8 @@ impl Session {
         else {
             return Ok(());
         };
-        let load = self.shared.db.bulk_load(&target.table)?;
+        // A keyless table's keys are fresh row ids: nothing to check.
+        let load = self.shared.db.bulk_insert(&target.table)?;
         copy.sink = CopySink::Bulk { load, target };
         self.write_bulk(copy, batches).await
     }
@@ -1351,8 +1366,8 @@ impl Session {
         let (load, target, written) = tokio::task::spawn_blocking(move || {
             let mut load = load;
             let written = batches.iter().try_for_each(|batch| {
-                let rows = whole_rows(&target.table_schema, &target.listed, batch, &target.name)?;
-                load.write(&rows).map_err(Error::from)
+                let rows = whole_rows(&target.def.schema, &target.listed, batch, &target.name)?;
+                load.write(&rows).map_err(|e| target.load_error(e))
             });
             (load, target, written)
         })
@@ -1373,7 +1388,7 @@ impl Session {
                 }
                 Ok(())
             }
-            CopySink::Bulk { load, .. } => {
+            CopySink::Bulk { load, target } => {
                 // Installing is the commit: a cancel from here on waits.
                 self.interrupt.enter_commit();
                 tokio::task::spawn_blocking(move || load.finish())
@@ -1382,7 +1397,7 @@ impl Session {
                         Error::sql("XX000", format!("the COPY's load thread failed: {e}"))
                     })?
                     .map(|_| ())
-                    .map_err(Error::from)
+                    .map_err(|e| target.load_error(e))
             }
         }
     }

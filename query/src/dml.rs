@@ -175,7 +175,7 @@ impl Session {
                         .is_some();
                 match (&action, exists) {
                     (_, false) => {}
-                    (None, true) => return Err(unique_violation(target, &batch, row)),
+                    (None, true) => return Err(unique_violation(&target.def, &target.full, &batch, row)),
                     (Some(OnConflictAction::DoUpdate(_)), true) if repeated => {
                         return Err(Error::sql(
                             "21000",
@@ -385,7 +385,7 @@ impl Session {
                         .with_reader(|r| r.get(&target.full, key))?
                         .is_some());
             if clash {
-                return Err(unique_violation(target, new_rows, row));
+                return Err(unique_violation(&target.def, &target.full, new_rows, row));
             }
         }
         let moved: Vec<Vec<u8>> = old_keys
@@ -706,15 +706,18 @@ fn with_row_keys(batch: &RecordBatch, keys: Vec<&[u8]>) -> Result<RecordBatch> {
 }
 
 /// 23505 for the row at `row`, naming its key as Postgres does.
-fn unique_violation(target: &Target, batch: &RecordBatch, row: usize) -> Error {
-    let names: Vec<&str> = target
-        .def
+pub(crate) fn unique_violation(
+    def: &TableDef,
+    full: &str,
+    batch: &RecordBatch,
+    row: usize,
+) -> Error {
+    let names: Vec<&str> = def
         .key_columns
         .iter()
-        .map(|&c| target.def.schema.field(c as usize).name().as_str())
+        .map(|&c| def.schema.field(c as usize).name().as_str())
         .collect();
-    let values: Vec<String> = target
-        .def
+    let values: Vec<String> = def
         .key_columns
         .iter()
         .map(|&c| {
@@ -724,7 +727,7 @@ fn unique_violation(target: &Target, batch: &RecordBatch, row: usize) -> Error {
                 .unwrap_or_default()
         })
         .collect();
-    let table = target.full.rsplit('.').next().unwrap_or(&target.full);
+    let table = full.rsplit('.').next().unwrap_or(full);
     Error::sql(
         "23505",
         format!("duplicate key value violates unique constraint \"{table}_pkey\""),

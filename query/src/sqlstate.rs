@@ -20,6 +20,7 @@ pub fn of_storage(err: &StorageError) -> &'static str {
         StorageError::NullKey | StorageError::NotNull(_) => "23502", // not_null_violation
         StorageError::Poisoned(_) => "58030",        // the write failure behind it
         StorageError::TransactionTooLarge { .. } => "53200", // out_of_memory
+        StorageError::DuplicateKey { .. } => "23505", // unique_violation
         StorageError::Format(inner) => of_format(inner),
         StorageError::Arrow(_) => "XX000", // internal_error
         // The enum is non_exhaustive across crates; a variant added in storage
@@ -148,6 +149,15 @@ mod tests {
             (StorageError::NotNull("c".into()), "23502"),
             (StorageError::Poisoned("p".into()), "58030"),
             (StorageError::TransactionTooLarge { limit: 1 }, "53200"),
+            (
+                StorageError::DuplicateKey {
+                    table: "t".into(),
+                    row: Box::new(arrow_array::RecordBatch::new_empty(std::sync::Arc::new(
+                        arrow_schema::Schema::empty(),
+                    ))),
+                },
+                "23505",
+            ),
             (
                 StorageError::Format(basalt_storage::FormatError::UnsupportedType("x".into())),
                 "0A000",

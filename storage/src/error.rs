@@ -34,8 +34,15 @@ pub enum Error {
     NullKey,
     #[error("null value in column \"{0}\" violates not-null constraint")]
     NotNull(String),
-    #[error("transaction writes more than {limit} bytes, the most one commit may hold; commit in parts or load the rows with COPY into a table without a primary key or basalt load")]
+    #[error("transaction writes more than {limit} bytes, the most one commit may hold; commit in parts or load the rows with COPY outside a transaction block or basalt load")]
     TransactionTooLarge { limit: usize },
+    /// A bulk insert gave a key twice or a key the table already holds;
+    /// `row` is the loaded row, in the table's schema.
+    #[error("duplicate key value in table \"{table}\"")]
+    DuplicateKey {
+        table: String,
+        row: Box<arrow_array::RecordBatch>,
+    },
     #[error("database is read-only after an earlier write failure: {0}")]
     Poisoned(String),
     #[error("format error: {0}")]

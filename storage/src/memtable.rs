@@ -137,6 +137,14 @@ impl Memtable {
         (entry.key().key == key).then(|| (entry.key().seq, entry.value().clone()))
     }
 
+    /// Keys of the versions with a sequence above `seq`.
+    pub fn keys_after(&self, seq: u64) -> impl Iterator<Item = Vec<u8>> + '_ {
+        self.map
+            .iter()
+            .filter(move |e| e.key().seq > seq)
+            .map(|e| e.key().key.clone())
+    }
+
     /// The sequence of the newest version of `key`, visible or not.
     pub fn latest_seq(&self, key: &[u8]) -> Option<u64> {
         let from = MemKey::new(key.to_vec(), u64::MAX);

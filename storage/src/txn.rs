@@ -33,7 +33,7 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    fn new(inner: &Arc<Inner>) -> Snapshot {
+    pub(crate) fn new(inner: &Arc<Inner>) -> Snapshot {
         // The sequence is taken under the state lock: a bulk load installs
         // its segments and advances the visible sequence under the write
         // lock, so a snapshot sees the whole load or none of it.
@@ -44,6 +44,10 @@ impl Snapshot {
             inner: inner.clone(),
             seq,
         }
+    }
+
+    pub(crate) fn state(&self) -> &DbState {
+        &self.state
     }
 
     pub fn sequence(&self) -> u64 {
@@ -923,6 +927,24 @@ fn vector_search_in(
     crate::vector::search(&input, query, filter)
 }
 
+/// Whether the newest version of `key` visible at `seq` is a live row.
+pub(crate) fn holds_key(
+    cache: &ChunkCache,
+    table: &TableState,
+    seq: u64,
+    key: &[u8],
+) -> Result<bool> {
+    let in_memory = table.memtables().find_map(|m| m.get(key, seq));
+    match newest_in_segments(cache, table, seq, key, in_memory.as_ref().map(|v| v.0))? {
+        Some((segment, group, row)) => Ok(segment
+            .column(cache, group, 2)?
+            .as_primitive::<UInt8Type>()
+            .value(row)
+            != OP_DELETE),
+        None => Ok(in_memory.is_some_and(|(_, row)| !row.is_delete())),
+    }
+}
+
 fn get_row(
     cache: &ChunkCache,
     table: &TableState,
@@ -976,7 +998,7 @@ fn newest_in_segments<'t>(
     Ok(best)
 }
 
-fn row_from_segment(
+pub(crate) fn row_from_segment(
     cache: &ChunkCache,
     table: &TableState,
     segment: &SegmentFile,

@@ -12,6 +12,9 @@
 //! supersedes the versions committed before the run was sealed (an upsert).
 //! Those sequences stay invisible until the install advances the visible
 //! sequence past them under the state lock.
+//!
+//! A bulk *insert* ([`Db::bulk_insert`]) replaces nothing: a key given twice,
+//! or one the table already holds, fails it (`unique.rs`).
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -28,7 +31,9 @@ use basalt_formats::segment::OP_PUT;
 use crate::db::{index_edits, segment_def, Db, Inner, TableState};
 use crate::error::{Error, Result};
 use crate::segment::{segment_path, write_segment, SegmentFile};
-use crate::txn::{check_columns, row_keys};
+use crate::txn::{check_columns, row_keys, Snapshot};
+
+mod unique;
 
 /// A segment file a load has written but not yet installed.
 struct WrittenRun {
@@ -54,6 +59,8 @@ pub struct BulkLoad {
     writers: usize,
     written: Vec<WrittenRun>,
     rows: u64,
+    /// Keys must be new: none given twice, none already in the table.
+    unique: bool,
 }
 
 /// What a finished bulk load did.
@@ -71,8 +78,21 @@ impl Db {
     /// Starts a bulk load into `table`; rows given to it are visible only
     /// after [`BulkLoad::finish`], all at once.
     pub fn bulk_load(&self, table: &str) -> Result<BulkLoad> {
+        self.start_load(table, false)
+    }
+
+    /// As [`Db::bulk_load`], but the load inserts only: a key given twice,
+    /// or one the table holds when the load is installed, fails
+    /// [`BulkLoad::finish`] (or an earlier write) with
+    /// [`Error::DuplicateKey`] and nothing is installed.
+    pub fn bulk_insert(&self, table: &str) -> Result<BulkLoad> {
+        self.start_load(table, true)
+    }
+
+    fn start_load(&self, table: &str, unique: bool) -> Result<BulkLoad> {
         self.inner.check_poisoned()?;
         let table = self.inner.current().table(table)?.clone();
+        let unique = unique && !table.is_keyless();
         Ok(BulkLoad {
             inner: self.inner.clone(),
             table,
@@ -83,6 +103,7 @@ impl Db {
             writers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             written: Vec::new(),
             rows: 0,
+            unique,
         })
     }
 }
@@ -127,9 +148,10 @@ impl BulkLoad {
         };
         let inner = self.inner.clone();
         let table = self.table.clone();
+        let unique = self.unique;
         let handle = std::thread::Builder::new()
             .name("basalt-load".into())
-            .spawn(move || write_run(&inner, &table, &batches, seq))
+            .spawn(move || write_run(&inner, &table, &batches, seq, unique))
             .map_err(|e| Error::io(&self.inner.seg_dir, e))?;
         self.sealing.push_back(handle);
         Ok(())
@@ -164,8 +186,22 @@ impl BulkLoad {
         let sealed = self.seal();
         self.wait_for_sealing()?;
         sealed?;
+        let checked = if self.unique {
+            Some(unique::check_written(
+                &self.inner,
+                &self.table,
+                &self.written,
+            )?)
+        } else {
+            None
+        };
         let segments = self.written.len();
-        let visible_seq = install(&self.inner, &self.table, &mut self.written)?;
+        let visible_seq = install(
+            &self.inner,
+            &self.table,
+            &mut self.written,
+            checked.as_ref(),
+        )?;
         Ok(LoadSummary {
             rows: self.rows,
             segments,
@@ -191,16 +227,23 @@ impl Drop for BulkLoad {
     }
 }
 
-/// Sorts one run by key, keeps the last row of each key and writes the
-/// segment with the run's sequence.
+/// Sorts one run by key, keeps the last row of each key (or, for an
+/// insert, fails on a key given twice) and writes the segment with the
+/// run's sequence.
 fn write_run(
     inner: &Inner,
     table: &TableState,
     batches: &[RecordBatch],
     seq: u64,
+    unique: bool,
 ) -> Result<Option<WrittenRun>> {
     let batch = concat_batches(&table.def.schema, batches)?;
     let keys = row_keys(table, &batch)?;
+    if unique {
+        if let Some(row) = unique::repeated_key(&keys) {
+            return Err(unique::duplicate(table, batch.slice(row, 1)));
+        }
+    }
     let order = key_order(&keys);
     let batch = match &order {
         Some(order) => take_record_batch(&batch, &UInt32Array::from(order.clone()))?,
@@ -272,7 +315,14 @@ fn key_order(keys: &[Vec<u8>]) -> Option<Vec<u32>> {
 /// sequence past their rows. Returns that sequence.
 /// Until the manifest edit is tried the files stay in `written`, for the
 /// caller to delete on failure; from then on the manifest may name them.
-fn install(inner: &Inner, loaded: &TableState, written: &mut Vec<WrittenRun>) -> Result<u64> {
+/// An insert's runs were checked against the table at `checked`; the rows
+/// committed since are checked here, under the commit lock.
+fn install(
+    inner: &Inner,
+    loaded: &TableState,
+    written: &mut Vec<WrittenRun>,
+    checked: Option<&Snapshot>,
+) -> Result<u64> {
     let _no_flush_or_compaction = inner.work_lock.lock();
     // The manifest lock is taken before the table is looked up, so that a
     // DROP TABLE (or a schema change) cannot slip in between and have its
@@ -291,6 +341,9 @@ fn install(inner: &Inner, loaded: &TableState, written: &mut Vec<WrittenRun>) ->
     }
     if written.is_empty() {
         return Ok(*last_seq);
+    }
+    if let Some(snapshot) = checked {
+        unique::check_committed_since(inner, loaded, table, snapshot, *last_seq, written)?;
     }
     let level = if is_empty(table) && disjoint(written) {
         1
