@@ -206,6 +206,15 @@ async fn a_database_with_vector_indexes_recorded_by_column_opens_and_answers_the
             .unwrap();
         assert_eq!(hits.stats.graph_segments, 2, "{:?}", hits.stats);
     }
+    // The files now go by the index's id; the column-named ones, linked
+    // on the first open, went with the manifest that named them.
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("seg"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".hnsw"))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["000004.i3.hnsw", "000006.i3.hnsw"]);
 }
 
 /// Writes `tests/fixtures/hnsw_by_column` (run on the commit before index

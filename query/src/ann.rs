@@ -525,13 +525,16 @@ impl crate::session::Session {
                 .unwrap_or_default(),
             None => format!("{}_{column_name}_idx", target.def.name.replace('.', "_")),
         };
+        // Index names are unique per schema, across tables and kinds.
+        let schema = crate::catalog::split_storage_name(&target.full).0;
         let taken = self
             .shared
             .db
             .tables()
             .iter()
-            .flat_map(index_specs)
-            .any(|spec| spec.name == name);
+            .filter(|t| crate::catalog::split_storage_name(&t.name).0 == schema)
+            .flat_map(|t| &t.indexes)
+            .any(|index| index.name == name);
         if taken {
             if create.if_not_exists {
                 return Ok(crate::QueryResult::command("CREATE INDEX"));
@@ -557,11 +560,6 @@ impl crate::session::Session {
                 "42804",
                 format!("column \"{column_name}\" is not a vector column; hnsw indexes vector(n)"),
             ));
-        }
-        if field.metadata().contains_key(basalt_storage::HNSW_KEY) {
-            return Err(Error::not_supported(format!(
-                "a second hnsw index on column \"{column_name}\""
-            )));
         }
         self.before_ddl()?;
         self.shared

@@ -115,6 +115,12 @@ impl Reader<'_> {
 }
 
 /// The storage table name of `schema.table`.
+/// The schema and table a storage name stands for; the inverse of
+/// [`storage_name`].
+pub(crate) fn split_storage_name(name: &str) -> (&str, &str) {
+    name.split_once('.').unwrap_or((SCHEMA, name))
+}
+
 pub(crate) fn storage_name(schema: &str, table: &str) -> String {
     if schema == SCHEMA {
         table.to_string()

@@ -319,6 +319,12 @@ impl Session {
                 }
                 "DROP SCHEMA"
             }
+            ObjectType::Index => {
+                for name in names {
+                    self.drop_index(name, if_exists)?;
+                }
+                "DROP INDEX"
+            }
             ObjectType::Sequence => {
                 for name in names {
                     let (schema, sequence) = self.resolve(name)?;
@@ -343,6 +349,29 @@ impl Session {
                 format!("table \"{table}\" does not exist"),
             )),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Index names are unique per schema, so the name finds its table.
+    fn drop_index(&mut self, name: &ObjectName, if_exists: bool) -> Result<()> {
+        let (schema, index) = self.resolve(name)?;
+        let table = self
+            .shared
+            .db
+            .tables()
+            .into_iter()
+            .filter(|t| crate::catalog::split_storage_name(&t.name).0 == schema)
+            .find(|t| t.indexes.iter().any(|i| i.name == index));
+        match (table, if_exists) {
+            (Some(table), _) => {
+                self.shared.db.drop_index(&table.name, &index)?;
+                Ok(())
+            }
+            (None, true) => Ok(()),
+            (None, false) => Err(Error::sql(
+                "42704",
+                format!("index \"{index}\" does not exist"),
+            )),
         }
     }
 

@@ -91,10 +91,8 @@ impl Snapshot {
         }
         let mut relations = Vec::new();
         for def in db.tables() {
-            let (schema, name) = match def.name.split_once('.') {
-                Some((schema, name)) => (schema.to_string(), name.to_string()),
-                None => (SCHEMA.to_string(), def.name.clone()),
-            };
+            let (schema, name) = crate::catalog::split_storage_name(&def.name);
+            let (schema, name) = (schema.to_string(), name.to_string());
             if name.starts_with("__basalt") {
                 continue;
             }

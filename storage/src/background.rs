@@ -11,7 +11,7 @@ use arrow_array::RecordBatch;
 use basalt_formats::manifest::Edit;
 
 use crate::compaction::{merge, MergeLimits};
-use crate::db::{index_edits, segment_def, Inner, TableState};
+use crate::db::{segment_def, Inner, TableState};
 use crate::error::Result;
 use crate::memtable::Memtable;
 use crate::segment::{write_segment, SegmentBuilder, SegmentFile};
@@ -184,7 +184,7 @@ impl Inner {
                 next: self.next_file.load(Ordering::SeqCst),
             },
         ];
-        edits.extend(index_edits(table_id, &segment));
+        edits.extend(crate::index::edits(table_id, &segment));
         self.log_edits(&mut manifest, &edits)?;
         self.replace_table(table_id, |t| {
             t.frozen.remove(0);
@@ -204,12 +204,9 @@ impl Inner {
         let id = self.next_file.fetch_add(1, Ordering::SeqCst);
         let schema = table.storage_schema.clone();
         let path = write_segment(&self.seg_dir, id, schema, &run, self.options.row_group_rows)?;
-        let indexed = crate::vector::index_run(&self.seg_dir, id, &table.def, &run)?;
+        let built = crate::index::build_for_run(&self.seg_dir, id, &table.def, &run)?;
         let segment = SegmentFile::open(path, id, 0, self.cache.clone())?;
-        for column_id in indexed {
-            let path = crate::vector::index_path(&self.seg_dir, id, column_id);
-            segment.attach_index(column_id, crate::vector::open_index(&path)?, path);
-        }
+        crate::index::attach_built(&self.seg_dir, &segment, &table.def, &built)?;
         Ok(Arc::new(segment))
     }
 
@@ -237,17 +234,16 @@ impl Inner {
             ))
         };
         let oldest = self.oldest_snapshot_seq();
-        let specs = crate::vector::index_specs(&table.def);
         merge(&level0, &level1, schema, oldest, &limits, new_segment)?
             .into_iter()
             .map(|(id, path)| {
                 let segment = SegmentFile::open(path, id, 1, self.cache.clone())?;
-                crate::vector::index_segment(
+                crate::index::build_for_segment(
                     &self.seg_dir,
                     &self.cache,
                     &segment,
                     &table.def,
-                    &specs,
+                    &table.def.indexes,
                 )?;
                 Ok(Arc::new(segment))
             })
@@ -321,7 +317,11 @@ impl Inner {
                 .iter()
                 .map(|s| Edit::AddSegment(segment_def(table_id, s))),
         );
-        edits.extend(outputs.iter().flat_map(|s| index_edits(table_id, s)));
+        edits.extend(
+            outputs
+                .iter()
+                .flat_map(|s| crate::index::edits(table_id, s)),
+        );
         edits.push(Edit::NextFileNumber {
             next: self.next_file.load(Ordering::SeqCst),
         });

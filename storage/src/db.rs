@@ -13,15 +13,16 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use arrow_array::cast::AsArray;
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use arrow_schema::{Field, Schema, SchemaRef};
 use basalt_formats::key::{is_key_type, row_id_from_key};
-use basalt_formats::manifest::{Edit, SegmentDef, TableDef};
+use basalt_formats::manifest::{Edit, IndexDef, SegmentDef, TableDef};
 use basalt_formats::schema::is_supported_type;
 use basalt_formats::segment::storage_schema;
 use basalt_formats::wal::{decode_wal_record, wal_batch_schema, wal_record_seq};
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::error::{Error, IoContext, Result};
+use crate::index::RecordedFile;
 use crate::manifest::{read_manifest, ManifestLog};
 use crate::memtable::Memtable;
 use crate::options::Options;
@@ -238,8 +239,8 @@ struct Recovered {
 struct RecoveredTable {
     def: TableDef,
     segments: BTreeMap<u64, SegmentDef>,
-    /// Column ids of each segment's vector index files.
-    segment_indexes: BTreeMap<u64, Vec<u32>>,
+    /// Each segment's recorded index files.
+    segment_indexes: BTreeMap<u64, Vec<RecordedFile>>,
     flushed_seq: u64,
     next_row_id: u64,
 }
@@ -287,13 +288,17 @@ impl Recovered {
                 segment_id,
                 column_id,
             } => {
-                if let Some(t) = self.tables.get_mut(&table_id) {
-                    let columns = t.segment_indexes.entry(segment_id).or_default();
-                    if !columns.contains(&column_id) {
-                        columns.push(column_id);
-                    }
-                }
+                self.record_index_file(
+                    table_id,
+                    segment_id,
+                    RecordedFile::LegacyHnswColumn(column_id),
+                );
             }
+            Edit::AddIndexFile {
+                table_id,
+                segment_id,
+                index_id,
+            } => self.record_index_file(table_id, segment_id, RecordedFile::Index(index_id)),
             Edit::TableFlushed { table_id, seq } => {
                 if let Some(t) = self.tables.get_mut(&table_id) {
                     t.flushed_seq = t.flushed_seq.max(seq);
@@ -310,17 +315,15 @@ impl Recovered {
     }
 }
 
-/// The edits recording a segment's vector index files.
-pub(crate) fn index_edits(table_id: u32, segment: &SegmentFile) -> Vec<Edit> {
-    segment
-        .index_columns()
-        .into_iter()
-        .map(|column_id| Edit::AddSegmentIndex {
-            table_id,
-            segment_id: segment.id,
-            column_id,
-        })
-        .collect()
+impl Recovered {
+    fn record_index_file(&mut self, table_id: u32, segment_id: u64, file: RecordedFile) {
+        if let Some(t) = self.tables.get_mut(&table_id) {
+            let files = t.segment_indexes.entry(segment_id).or_default();
+            if !files.contains(&file) {
+                files.push(file);
+            }
+        }
+    }
 }
 
 pub(crate) fn segment_def(table_id: u32, segment: &SegmentFile) -> SegmentDef {
@@ -461,6 +464,8 @@ impl Db {
             schema,
             key_columns,
             schema_version: 1,
+            indexes: Vec::new(),
+            next_index_id: 1,
         };
         let next_file = inner.next_file.load(Ordering::SeqCst);
         inner.log_edits(
@@ -551,15 +556,30 @@ impl Db {
         }
     }
 
-    /// Declares an HNSW index on a vector column and builds it for every
-    /// segment the table has; rows in memory are compared directly until
-    /// flushed. One manifest edit records the declaration and the files.
+    /// Declares an HNSW index on a vector column (see [`Db::add_index`]).
     pub fn create_index(
         &self,
         table: &str,
         column: &str,
         name: &str,
         params: basalt_formats::hnsw::HnswParams,
+    ) -> Result<TableDef> {
+        let options = crate::index::hnsw::options(&params);
+        self.add_index(table, name, crate::index::hnsw::KIND, &[column], options)
+    }
+
+    /// Declares an index of kind `kind` over `columns` and builds its file
+    /// for every segment the table has; rows in memory are compared
+    /// directly until flushed. One manifest edit records the declaration
+    /// and the files. Index names are unique per table; the caller checks
+    /// wider scopes.
+    pub fn add_index(
+        &self,
+        table: &str,
+        name: &str,
+        kind: &str,
+        columns: &[&str],
+        options: Vec<(String, String)>,
     ) -> Result<TableDef> {
         let inner = &self.inner;
         inner.check_poisoned()?;
@@ -568,71 +588,95 @@ impl Db {
         let _work = inner.work_lock.lock();
         let state = inner.current();
         let t = state.table(table)?.clone();
-        let position = t
-            .def
-            .schema
-            .index_of(column)
-            .map_err(|_| Error::ColumnNotFound(column.to_string()))?;
-        let field = t.def.schema.field(position);
-        if !matches!(field.data_type(), DataType::FixedSizeList(item, _) if item.data_type() == &DataType::Float32)
-        {
+        if t.def.indexes.iter().any(|i| i.name == name) {
             return Err(Error::InvalidArgument(format!(
-                "column \"{column}\" is not a vector column"
+                "index \"{name}\" already exists"
             )));
         }
-        if field.metadata().contains_key(crate::vector::HNSW_KEY) {
-            return Err(Error::InvalidArgument(format!(
-                "column \"{column}\" already has an HNSW index"
-            )));
-        }
-        let mut metadata = field.metadata().clone();
-        metadata.insert(
-            crate::vector::HNSW_KEY.to_string(),
-            crate::vector::encode_spec(name, &params),
-        );
-        let mut fields: Vec<Field> = t
-            .def
-            .schema
-            .fields()
+        let columns = columns
             .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
-        fields[position] = field.clone().with_metadata(metadata);
-        let def = TableDef {
-            schema: Arc::new(Schema::new_with_metadata(
-                fields,
-                t.def.schema.metadata().clone(),
-            )),
-            ..t.def.clone()
+            .map(|c| {
+                t.def
+                    .schema
+                    .index_of(c)
+                    .map(|p| p as u32)
+                    .map_err(|_| Error::ColumnNotFound(c.to_string()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let index = IndexDef {
+            id: t.def.next_index_id,
+            name: name.to_string(),
+            kind: kind.to_string(),
+            columns,
+            options,
         };
-        let specs: Vec<_> = crate::vector::index_specs(&def)
-            .into_iter()
-            .filter(|s| s.column == position)
-            .collect();
+        crate::index::validate(&t.def, &index)?;
+        let mut def = t.def.clone();
+        def.next_index_id += 1;
+        def.indexes.push(index.clone());
         let mut edits = vec![Edit::PutTable(def.clone())];
+        let built = std::slice::from_ref(&index);
         for segment in t.segments() {
-            crate::vector::index_segment(&inner.seg_dir, &inner.cache, segment, &def, &specs)?;
-            edits.extend(index_edits(def.id, segment));
+            crate::index::build_for_segment(&inner.seg_dir, &inner.cache, segment, &def, built)?;
+            edits.extend(crate::index::edits(def.id, segment));
         }
-        let mut manifest = inner.manifest.lock();
-        // The build ran without the manifest lock: a DROP TABLE, RENAME or
-        // ADD COLUMN may have been logged meanwhile. Logging the definition
-        // read before the build would undo it (after a restart, a dropped
-        // table would come back), so the build stands only if the table is
-        // as it was.
+        self.publish_definition(&t.def, def, &edits)
+    }
+
+    /// Drops the index named `name` of `table`. Its files are deleted once
+    /// the drop is logged; a search that already holds one keeps reading
+    /// its mapping.
+    pub fn drop_index(&self, table: &str, name: &str) -> Result<TableDef> {
+        let inner = &self.inner;
+        inner.check_poisoned()?;
+        let _work = inner.work_lock.lock();
         let state = inner.current();
-        let Some(current) = state.tables.get(&t.def.id) else {
-            return Err(Error::TableNotFound(table.to_string()));
+        let t = state.table(table)?.clone();
+        let Some(index) = t.def.indexes.iter().find(|i| i.name == name).cloned() else {
+            return Err(Error::InvalidArgument(format!(
+                "index \"{name}\" does not exist"
+            )));
         };
-        if current.def != t.def {
+        let mut def = t.def.clone();
+        def.indexes.retain(|i| i.id != index.id);
+        let edits = [Edit::PutTable(def.clone())];
+        let def = self.publish_definition(&t.def, def, &edits)?;
+        for segment in t.segments() {
+            if let Some(path) = segment.detach_index(index.id) {
+                if let Err(e) = fs::remove_file(&path) {
+                    tracing::warn!(file = %path.display(), error = %e, "could not delete a dropped index's file");
+                }
+            }
+        }
+        Ok(def)
+    }
+
+    /// Logs `edits` and makes `def` the table's definition, if the table is
+    /// still as `read` describes it. The caller built with the work lock
+    /// but without the manifest lock: a DROP TABLE, RENAME or ADD COLUMN
+    /// may have been logged meanwhile, and logging a definition read before
+    /// it would undo it (after a restart, a dropped table would come back).
+    fn publish_definition(
+        &self,
+        read: &TableDef,
+        def: TableDef,
+        edits: &[Edit],
+    ) -> Result<TableDef> {
+        let inner = &self.inner;
+        let mut manifest = inner.manifest.lock();
+        let state = inner.current();
+        let Some(current) = state.tables.get(&read.id) else {
+            return Err(Error::TableNotFound(read.name.clone()));
+        };
+        if current.def != *read {
             return Err(Error::SchemaChanged(current.def.name.clone()));
         }
-        inner.log_edits(&mut manifest, &edits)?;
+        inner.log_edits(&mut manifest, edits)?;
         let mut guard = inner.state.write();
         let current = guard
             .tables
-            .get(&t.def.id)
-            .ok_or_else(|| Error::TableNotFound(table.to_string()))?;
+            .get(&read.id)
+            .ok_or_else(|| Error::TableNotFound(read.name.clone()))?;
         // Only the declaration changed: rows in memory keep their layout.
         let mut next = (**current).clone();
         next.def = def.clone();
@@ -893,16 +937,13 @@ fn load_segments(
                 cache.clone(),
             )?);
             live.insert(segment.path.clone());
-            for &column_id in table
+            let recorded = table
                 .segment_indexes
                 .get(&def.segment_id)
-                .into_iter()
-                .flatten()
-            {
-                let path = crate::vector::index_path(seg_dir, def.segment_id, column_id);
-                segment.attach_index(column_id, crate::vector::open_index(&path)?, path.clone());
-                live.insert(path);
-            }
+                .map_or(&[][..], |files| files.as_slice());
+            live.extend(crate::index::open_recorded(
+                seg_dir, &segment, &table.def, recorded,
+            )?);
             if def.level == 0 {
                 t.l0.push(segment);
             } else {
@@ -1027,7 +1068,7 @@ pub(crate) fn snapshot_edits(state: &DbState, last_seq: u64, next_file: u64) -> 
             next: t.next_row_id.load(Ordering::SeqCst),
         });
         edits.extend(t.segments().map(|s| Edit::AddSegment(segment_def(id, s))));
-        edits.extend(t.segments().flat_map(|s| index_edits(id, s)));
+        edits.extend(t.segments().flat_map(|s| crate::index::edits(id, s)));
     }
     edits
 }

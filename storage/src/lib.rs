@@ -12,6 +12,7 @@ mod db;
 mod durable_file;
 mod error;
 pub mod fault;
+mod index;
 mod ingest;
 mod manifest;
 mod mapped;
@@ -27,19 +28,17 @@ mod wal;
 pub use basalt_formats::distance::Metric;
 pub use basalt_formats::hnsw::HnswParams;
 pub use basalt_formats::key::{encode_key, encode_keys};
-pub use basalt_formats::manifest::TableDef;
+pub use basalt_formats::manifest::{IndexDef, TableDef};
 pub use basalt_formats::scalar::Scalar;
 pub use basalt_formats::Error as FormatError;
 pub use db::{ColumnRange, Db, TableStats};
 pub use error::{Error, Result};
+pub use index::hnsw::{index_specs, IndexSpec};
 pub use ingest::{BulkLoad, LoadSummary};
 pub use options::Options;
 pub use scan::{Predicate, PredicateOp, ScanOptions, ScanPlan};
 pub use txn::{Commit, Durable, Snapshot, Transaction};
-pub use vector::{
-    encode_spec, index_specs, IndexSpec, RowFilter, VectorHits, VectorQuery, VectorSearchStats,
-    HNSW_KEY,
-};
+pub use vector::{RowFilter, VectorHits, VectorQuery, VectorSearchStats};
 
 // The query layer shares a database across sessions and moves transactions
 // between threads; keep that possible.

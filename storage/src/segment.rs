@@ -12,13 +12,13 @@ use arrow_array::types::UInt64Type;
 use arrow_array::{new_null_array, Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, SchemaRef};
 use basalt_formats::array::Codec;
-use basalt_formats::hnsw::HnswIndex;
 use basalt_formats::segment::{
     RowGroupMeta, SegmentReader, SegmentSummary, SegmentWriter, SYSTEM_COLUMNS,
 };
 
 use crate::durable_file::PendingFile;
 use crate::error::{Error, IoContext, Result};
+use crate::index::OpenIndex;
 
 pub(crate) type ChunkCache = quick_cache::sync::Cache<(u64, u32, u32), CachedChunk, ChunkWeighter>;
 
@@ -64,8 +64,9 @@ pub(crate) struct SegmentFile {
     /// Chunks of this segment are evicted when it is dropped: a chunk read in
     /// place keeps the mapping, and so the file's disk space, alive.
     cache: Arc<ChunkCache>,
-    /// Vector indexes over this segment's rows, by column id, with their files.
-    indexes: parking_lot::RwLock<Vec<(u32, Arc<HnswIndex>, PathBuf)>>,
+    /// Secondary indexes over this segment's rows, by index id, with their
+    /// files.
+    indexes: parking_lot::RwLock<Vec<(u32, OpenIndex, PathBuf)>>,
 }
 
 impl std::fmt::Debug for SegmentFile {
@@ -99,24 +100,33 @@ impl SegmentFile {
         })
     }
 
-    /// The vector index over column `column_id`, if this segment has one.
-    pub fn index(&self, column_id: u32) -> Option<Arc<HnswIndex>> {
+    /// The file of index `index_id`, opened, if this segment has one.
+    pub fn index(&self, index_id: u32) -> Option<OpenIndex> {
         self.indexes
             .read()
             .iter()
-            .find(|(id, _, _)| *id == column_id)
+            .find(|(id, _, _)| *id == index_id)
             .map(|(_, index, _)| index.clone())
     }
 
-    /// Column ids of the indexes this segment has.
-    pub fn index_columns(&self) -> Vec<u32> {
+    /// Ids of the indexes this segment has files of.
+    pub fn index_ids(&self) -> Vec<u32> {
         self.indexes.read().iter().map(|(id, _, _)| *id).collect()
     }
 
-    pub fn attach_index(&self, column_id: u32, index: Arc<HnswIndex>, path: PathBuf) {
+    pub(crate) fn attach_index(&self, index_id: u32, index: OpenIndex, path: PathBuf) {
         let mut indexes = self.indexes.write();
-        indexes.retain(|(id, _, _)| *id != column_id);
-        indexes.push((column_id, index, path));
+        indexes.retain(|(id, _, _)| *id != index_id);
+        indexes.push((index_id, index, path));
+    }
+
+    /// Forgets index `index_id` (DROP INDEX) and returns its file, for the
+    /// caller to delete once the drop is logged. A search already holding
+    /// the opened index keeps its mapping.
+    pub(crate) fn detach_index(&self, index_id: u32) -> Option<PathBuf> {
+        let mut indexes = self.indexes.write();
+        let at = indexes.iter().position(|(id, _, _)| *id == index_id)?;
+        Some(indexes.remove(at).2)
     }
 
     pub fn summary(&self) -> &SegmentSummary {

@@ -1,263 +1,26 @@
 //! HNSW indexes beside segments and nearest-neighbour search over a snapshot.
 //!
-//! An index is declared on a vector column (`FixedSizeList<Float32>`) by the
-//! field's `basalt.hnsw` metadata. Each segment written afterwards (flush,
-//! compaction, bulk load) gets an index file built from its rows, recorded by
-//! the same manifest edit that adds the segment. A search ranks each
+//! The index files are built and recorded by the index framework
+//! (`crate::index`, kind `hnsw`). A search ranks each
 //! segment's rows through its graph (or by comparing every row, when the
 //! filter admits few rows or the segment has no index), compares memtable
 //! rows directly, and keeps only rows visible in the snapshot.
 
 use std::collections::{BinaryHeap, HashMap};
-use std::fs::File;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float32Type, UInt64Type, UInt8Type};
+use arrow_array::types::{UInt64Type, UInt8Type};
 use arrow_array::{Array, ArrayRef, BooleanArray, FixedSizeListArray, RecordBatch};
-use arrow_buffer::Buffer;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use basalt_formats::distance::Metric;
-use basalt_formats::hnsw::{self, HnswIndex, HnswParams, Scored};
+use basalt_formats::hnsw::{HnswIndex, Scored};
 use basalt_formats::manifest::TableDef;
 use basalt_formats::segment::{OP_DELETE, SYSTEM_COLUMNS};
 
 use crate::db::TableState;
-use crate::durable_file::PendingFile;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::segment::{ChunkCache, SegmentFile};
-
-/// Field metadata declaring an HNSW index on the column.
-pub const HNSW_KEY: &str = "basalt.hnsw";
-
-/// An index a table declares.
-#[derive(Debug, Clone, PartialEq)]
-pub struct IndexSpec {
-    pub name: String,
-    /// Index into the table schema.
-    pub column: usize,
-    /// The id index files are named and recorded by: the column's position,
-    /// which never changes (columns are only ever appended).
-    pub column_id: u32,
-    pub params: HnswParams,
-}
-
-/// `name=...;metric=l2;m=16;ef_construction=64`.
-pub fn encode_spec(name: &str, params: &HnswParams) -> String {
-    let metric = match params.metric {
-        Metric::L2 => "l2",
-        Metric::Cosine => "cosine",
-        Metric::InnerProduct => "ip",
-    };
-    format!(
-        "name={name};metric={metric};m={};ef_construction={}",
-        params.m, params.ef_construction
-    )
-}
-
-fn decode_spec(text: &str) -> Option<(String, HnswParams)> {
-    let mut name = None;
-    let mut params = HnswParams::new(Metric::L2);
-    for part in text.split(';') {
-        let (key, value) = part.split_once('=')?;
-        match key {
-            "name" => name = Some(value.to_string()),
-            "metric" => {
-                params.metric = match value {
-                    "l2" => Metric::L2,
-                    "cosine" => Metric::Cosine,
-                    "ip" => Metric::InnerProduct,
-                    _ => return None,
-                }
-            }
-            "m" => params.m = value.parse().ok()?,
-            "ef_construction" => params.ef_construction = value.parse().ok()?,
-            _ => {}
-        }
-    }
-    Some((name?, params))
-}
-
-/// The indexes a table declares, by column.
-pub fn index_specs(def: &TableDef) -> Vec<IndexSpec> {
-    def.schema
-        .fields()
-        .iter()
-        .enumerate()
-        .filter_map(|(column, field)| {
-            let (name, params) = decode_spec(field.metadata().get(HNSW_KEY)?)?;
-            Some(IndexSpec {
-                name,
-                column,
-                column_id: column as u32,
-                params,
-            })
-        })
-        .collect()
-}
-
-pub(crate) fn index_path(dir: &Path, segment_id: u64, column_id: u32) -> PathBuf {
-    dir.join(format!("{segment_id:06}.c{column_id}.hnsw"))
-}
-
-/// Threads an index build may use.
-pub(crate) fn build_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-/// The non-null vectors of `column` (a storage-schema column: a run's or a
-/// segment's), flattened, with their row numbers.
-fn collect_vectors(
-    column: &dyn Array,
-    ops: Option<&dyn Array>,
-) -> Result<(usize, Vec<f32>, Vec<u32>)> {
-    let DataType::FixedSizeList(_, dims) = column.data_type() else {
-        return Err(Error::InvalidArgument(format!(
-            "an HNSW index needs a vector column, not {}",
-            column.data_type()
-        )));
-    };
-    let dims = *dims as usize;
-    let list = column.as_fixed_size_list();
-    // Rows are read as float4 below.
-    if list.values().as_primitive_opt::<Float32Type>().is_none() {
-        return Err(Error::InvalidArgument(
-            "an HNSW index needs float4 vector elements".into(),
-        ));
-    }
-    let deletes = ops.map(|o| o.as_primitive::<UInt8Type>());
-    let mut vectors = Vec::with_capacity(list.len() * dims);
-    let mut rows = Vec::with_capacity(list.len());
-    for row in 0..list.len() {
-        let deleted = deletes.is_some_and(|d| d.value(row) == OP_DELETE);
-        if list.is_null(row) || deleted {
-            continue;
-        }
-        vectors.extend_from_slice(basalt_formats::distance::vector_at(list, row));
-        rows.push(row as u32);
-    }
-    Ok((dims, vectors, rows))
-}
-
-/// Builds and durably writes one index file from a column's rows.
-fn write_index(
-    dir: &Path,
-    segment_id: u64,
-    spec: &IndexSpec,
-    column: &dyn Array,
-    ops: Option<&dyn Array>,
-) -> Result<PathBuf> {
-    let (dims, vectors, rows) = collect_vectors(column, ops)?;
-    let (file, mut out) = PendingFile::create(&index_path(dir, segment_id, spec.column_id))?;
-    hnsw::build(
-        spec.params,
-        dims,
-        &vectors,
-        &rows,
-        build_threads(),
-        &mut out,
-    )
-    .map_err(|e| Error::in_file(file.tmp(), 0, e))?;
-    file.install(out)
-}
-
-/// Builds the indexes `def` declares for a sorted run about to become
-/// segment `segment_id` (flush, bulk load). Returns the indexed column ids.
-pub(crate) fn index_run(
-    dir: &Path,
-    segment_id: u64,
-    def: &TableDef,
-    run: &RecordBatch,
-) -> Result<Vec<u32>> {
-    let mut built = Vec::new();
-    for spec in index_specs(def) {
-        let column = run.column(SYSTEM_COLUMNS + spec.column);
-        write_index(
-            dir,
-            segment_id,
-            &spec,
-            column.as_ref(),
-            Some(run.column(2).as_ref()),
-        )?;
-        built.push(spec.column_id);
-    }
-    Ok(built)
-}
-
-/// Builds the indexes `specs` name for a written segment (compaction,
-/// CREATE INDEX) and attaches them.
-pub(crate) fn index_segment(
-    dir: &Path,
-    cache: &ChunkCache,
-    segment: &SegmentFile,
-    def: &TableDef,
-    specs: &[IndexSpec],
-) -> Result<Vec<u32>> {
-    let mut built = Vec::new();
-    for spec in specs {
-        let data_type = def.schema.field(spec.column).data_type();
-        let mut columns = Vec::new();
-        let mut ops = Vec::new();
-        for group in 0..segment.row_groups().len() {
-            columns.push(segment.table_column(cache, group, spec.column, data_type)?);
-            ops.push(segment.column(cache, group, 2)?);
-        }
-        let column = concat(&columns, data_type)?;
-        let ops = concat(&ops, &DataType::UInt8)?;
-        let path = write_index(dir, segment.id, spec, column.as_ref(), Some(ops.as_ref()))?;
-        segment.attach_index(spec.column_id, open_index(&path)?, path);
-        built.push(spec.column_id);
-    }
-    Ok(built)
-}
-
-fn concat(arrays: &[ArrayRef], data_type: &DataType) -> Result<ArrayRef> {
-    if arrays.is_empty() {
-        return Ok(arrow_array::new_empty_array(data_type));
-    }
-    let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
-    Ok(arrow_select::concat::concat(&refs)?)
-}
-
-/// Maps an index file and checks it.
-/// Index files at least this large are copied into memory backed by huge
-/// pages instead of being read in place (see `load_index`).
-const HUGE_PAGE_COPY_MIN: u64 = 32 << 20;
-
-pub(crate) fn open_index(path: &Path) -> Result<Arc<HnswIndex>> {
-    let file = File::open(path).at(path)?;
-    let len = file.metadata().at(path)?.len();
-    let buffer = if len >= HUGE_PAGE_COPY_MIN {
-        load_index(file, len).at(path)?
-    } else {
-        crate::mapped::map_file(&file).at(path)?
-    };
-    HnswIndex::open(buffer)
-        .map(Arc::new)
-        .map_err(|e| Error::in_file(path, 0, e))
-}
-
-/// A graph walk touches one node after another at random across the whole
-/// file; with 4 KiB pages nearly every step also misses the TLB. Copied
-/// into anonymous memory advised to use huge pages, a million-vector
-/// search answered about 17% more queries per second (benches/RESULTS.md).
-/// Opening reads the whole file for its checksum anyway, so the copy adds
-/// little time; it costs resident memory the page cache could have shared.
-fn load_index(mut file: File, len: u64) -> std::io::Result<Buffer> {
-    use std::io::Read;
-    let len = usize::try_from(len).map_err(|_| std::io::Error::other("index file too large"))?;
-    let mut memory = memmap2::MmapMut::map_anon(len)?;
-    #[cfg(target_os = "linux")]
-    {
-        // Only a hint: without transparent huge pages the copy still works.
-        let _ = memory.advise(memmap2::Advice::HugePage);
-    }
-    file.read_exact(&mut memory[..])?;
-    Ok(crate::mapped::buffer_over(Arc::new(
-        memory.make_read_only()?,
-    )))
-}
 
 /// What to find.
 #[derive(Debug, Clone)]
@@ -624,10 +387,7 @@ fn search_segment(
             }
         }
     };
-    let graph = segment
-        .index(query.column as u32)
-        .filter(|g| g.params.metric == query.metric && g.dims == query.query.len());
-    let Some(graph) = graph else {
+    let Some(graph) = graph_of(&table.def, segment, query) else {
         stats.exact_segments += 1;
         let found = exact_without_index(
             segment,
@@ -768,7 +528,7 @@ fn materialize(
                     let file = segments[segment];
                     let from_index = match node {
                         Some(node) if c == query.column => {
-                            index_vector(file, query, node, data_type)?
+                            index_vector(&input.table.def, file, query, node, data_type)?
                         }
                         _ => None,
                     };
@@ -785,7 +545,7 @@ fn materialize(
                 }
             });
         }
-        columns.push(concat(&pieces, data_type)?);
+        columns.push(crate::index::concat(&pieces, data_type)?);
     }
     Ok(RecordBatch::try_new_with_options(
         schema,
@@ -794,15 +554,26 @@ fn materialize(
     )?)
 }
 
+/// The segment's graph for the query: one of the table's HNSW indexes on
+/// the query's column with the query's metric.
+fn graph_of(def: &TableDef, segment: &SegmentFile, query: &VectorQuery) -> Option<Arc<HnswIndex>> {
+    def.indexes
+        .iter()
+        .filter(|i| i.kind == crate::index::hnsw::KIND && i.columns == [query.column as u32])
+        .filter_map(|i| segment.index(i.id)?.downcast::<HnswIndex>().ok())
+        .find(|g| g.params.metric == query.metric && g.dims == query.query.len())
+}
+
 /// A hit's vector read from the index file, which saves decoding the
 /// segment's whole vector chunk for one row.
 fn index_vector(
+    def: &TableDef,
     segment: &SegmentFile,
     query: &VectorQuery,
     node: u32,
     data_type: &DataType,
 ) -> Result<Option<ArrayRef>> {
-    let Some(graph) = segment.index(query.column as u32) else {
+    let Some(graph) = graph_of(def, segment, query) else {
         return Ok(None);
     };
     let DataType::FixedSizeList(item, dims) = data_type else {
@@ -818,51 +589,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn specs_round_trip_through_metadata_text() {
-        let params = HnswParams {
-            metric: Metric::Cosine,
-            m: 8,
-            ef_construction: 40,
-        };
-        let text = encode_spec("items_idx", &params);
-        assert_eq!(decode_spec(&text), Some(("items_idx".to_string(), params)));
-        assert_eq!(decode_spec("metric=l2"), None);
+    fn rows_are_located_in_their_row_groups() {
         assert_eq!(locate(&[0, 10, 25], 0), (0, 0));
         assert_eq!(locate(&[0, 10, 25], 10), (1, 0));
         assert_eq!(locate(&[0, 10, 25], 24), (1, 14));
-    }
-
-    /// Large files are copied rather than mapped; both must read the same
-    /// index, and a copy must still detect corruption.
-    #[test]
-    fn copied_and_mapped_index_files_read_alike() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("000001.c1.hnsw");
-        let dims = 4;
-        let vectors: Vec<f32> = (0..400).map(|i| ((i * 37) % 101) as f32).collect();
-        let rows: Vec<u32> = (0..100).collect();
-        let mut file = File::create(&path).unwrap();
-        let params = HnswParams::new(Metric::L2);
-        hnsw::build(params, dims, &vectors, &rows, 1, &mut file).unwrap();
-        let len = file.metadata().unwrap().len();
-        let copied = HnswIndex::open(load_index(File::open(&path).unwrap(), len).unwrap()).unwrap();
-        let mapped =
-            HnswIndex::open(crate::mapped::map_file(&File::open(&path).unwrap()).unwrap()).unwrap();
-        let query = [3.0, 50.0, 7.0, 99.0];
-        let nodes = |index: &HnswIndex| -> Vec<u32> {
-            index
-                .search(&query, 20, &mut |_| true)
-                .iter()
-                .map(|s| s.node)
-                .collect()
-        };
-        assert_eq!(nodes(&copied), nodes(&mapped));
-        assert_eq!(copied.node_vector(7), &vectors[28..32]);
-
-        let mut bytes = std::fs::read(&path).unwrap();
-        bytes[100] ^= 1;
-        std::fs::write(&path, &bytes).unwrap();
-        let damaged = load_index(File::open(&path).unwrap(), len).unwrap();
-        assert!(HnswIndex::open(damaged).is_err());
     }
 }

@@ -28,7 +28,7 @@ use arrow_select::take::take_record_batch;
 use basalt_formats::manifest::Edit;
 use basalt_formats::segment::OP_PUT;
 
-use crate::db::{index_edits, segment_def, Db, Inner, TableState};
+use crate::db::{segment_def, Db, Inner, TableState};
 use crate::error::{Error, Result};
 use crate::segment::{segment_path, write_segment, SegmentFile};
 use crate::txn::{check_columns, row_keys, Snapshot};
@@ -39,7 +39,7 @@ mod unique;
 struct WrittenRun {
     id: u64,
     path: PathBuf,
-    /// Column ids of the vector indexes built beside it.
+    /// Ids of the indexes built beside it.
     indexed: Vec<u32>,
     min_key: Vec<u8>,
     max_key: Vec<u8>,
@@ -214,10 +214,13 @@ impl Drop for BulkLoad {
     fn drop(&mut self) {
         let _ = self.wait_for_sealing();
         for run in &self.written {
-            let indexes = run
-                .indexed
+            let indexes = self
+                .table
+                .def
+                .indexes
                 .iter()
-                .map(|&c| crate::vector::index_path(&self.inner.seg_dir, run.id, c));
+                .filter(|i| run.indexed.contains(&i.id))
+                .map(|i| crate::index::file_path(&self.inner.seg_dir, run.id, i));
             for path in std::iter::once(run.path.clone()).chain(indexes) {
                 if let Err(e) = std::fs::remove_file(&path) {
                     tracing::warn!(file = %path.display(), error = %e, "could not delete an abandoned load's file");
@@ -278,7 +281,7 @@ fn write_run(
         inner.options.row_group_rows,
     )?;
     debug_assert_eq!(path, segment_path(&inner.seg_dir, id));
-    let indexed = crate::vector::index_run(&inner.seg_dir, id, &table.def, &run)?;
+    let indexed = crate::index::build_for_run(&inner.seg_dir, id, &table.def, &run)?;
     Ok(Some(WrittenRun {
         id,
         path,
@@ -354,10 +357,7 @@ fn install(
         .iter()
         .map(|run| {
             let segment = SegmentFile::open(run.path.clone(), run.id, level, inner.cache.clone())?;
-            for &column_id in &run.indexed {
-                let path = crate::vector::index_path(&inner.seg_dir, run.id, column_id);
-                segment.attach_index(column_id, crate::vector::open_index(&path)?, path);
-            }
+            crate::index::attach_built(&inner.seg_dir, &segment, &loaded.def, &run.indexed)?;
             Ok(Arc::new(segment))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -374,7 +374,11 @@ fn install(
         .iter()
         .map(|s| Edit::AddSegment(segment_def(table_id, s)))
         .collect();
-    edits.extend(segments.iter().flat_map(|s| index_edits(table_id, s)));
+    edits.extend(
+        segments
+            .iter()
+            .flat_map(|s| crate::index::edits(table_id, s)),
+    );
     edits.extend([
         Edit::NextRowId {
             table_id,
