@@ -4,6 +4,7 @@
 
 pub mod array;
 pub mod bloom;
+pub mod btree;
 pub mod codec;
 pub mod distance;
 pub mod error;

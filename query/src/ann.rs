@@ -474,21 +474,11 @@ impl ExecutionPlan for VectorSearchExec {
 
 impl crate::session::Session {
     /// `CREATE INDEX [name] ON t USING hnsw (col opclass) WITH (m, ef_construction)`.
-    pub(crate) fn create_index(
+    pub(crate) fn create_hnsw_index(
         &mut self,
         create: datafusion::sql::sqlparser::ast::CreateIndex,
     ) -> crate::Result<crate::QueryResult> {
         use crate::Error;
-        let method = create
-            .using
-            .as_ref()
-            .map(|u| u.to_string().to_ascii_lowercase());
-        if method.as_deref() != Some("hnsw") {
-            return Err(Error::not_supported(format!(
-                "an index of type {}; Basalt builds hnsw indexes (the primary key orders each table)",
-                method.unwrap_or_else(|| "btree".into())
-            )));
-        }
         if create.unique || create.predicate.is_some() || !create.include.is_empty() {
             return Err(Error::not_supported(
                 "UNIQUE, partial or covering hnsw indexes",
@@ -516,26 +506,9 @@ impl crate::session::Session {
             ));
         }
         let target = self.target(&create.table_name, None)?;
-        let name = match &create.name {
-            Some(name) => name
-                .0
-                .last()
-                .and_then(|p| p.as_ident())
-                .map(crate::ddl::normalize)
-                .unwrap_or_default(),
-            None => format!("{}_{column_name}_idx", target.def.name.replace('.', "_")),
-        };
-        // Index names are unique per schema, across tables and kinds.
-        let schema = crate::catalog::split_storage_name(&target.full).0;
-        let taken = self
-            .shared
-            .db
-            .tables()
-            .iter()
-            .filter(|t| crate::catalog::split_storage_name(&t.name).0 == schema)
-            .flat_map(|t| &t.indexes)
-            .any(|index| index.name == name);
-        if taken {
+        let name =
+            crate::index::index_name(&create, &target.full, std::slice::from_ref(&column_name));
+        if self.index_name_taken(&target.full, &name) {
             if create.if_not_exists {
                 return Ok(crate::QueryResult::command("CREATE INDEX"));
             }

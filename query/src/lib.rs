@@ -112,6 +112,7 @@ mod ddl;
 mod decimal_arith;
 mod dml;
 mod error;
+mod index;
 mod interrupt;
 mod join_filter;
 mod join_keys;

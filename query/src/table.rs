@@ -484,6 +484,9 @@ impl DisplayAs for StorageScanExec {
             self.table,
             self.plan.num_units()
         )?;
+        if let Some(index) = self.plan.index() {
+            write!(f, ", index={index}")?;
+        }
         if let Some(projection) = &self.options.projection {
             write!(f, ", projection={projection:?}")?;
         }

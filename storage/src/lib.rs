@@ -23,6 +23,7 @@ mod scan;
 mod segment;
 mod txn;
 mod vector;
+mod visibility;
 mod wal;
 
 pub use basalt_formats::distance::Metric;

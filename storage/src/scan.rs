@@ -93,6 +93,7 @@ pub struct ScanPlan {
     units: Vec<Vec<Source>>,
     ctx: Arc<ScanContext>,
     limit: Option<usize>,
+    index: Option<String>,
 }
 
 impl ScanPlan {
@@ -101,7 +102,18 @@ impl ScanPlan {
             units: group_overlapping(sources),
             ctx: Arc::new(ctx),
             limit,
+            index: None,
         }
+    }
+
+    pub(crate) fn with_index(mut self, index: Option<String>) -> ScanPlan {
+        self.index = index;
+        self
+    }
+
+    /// The index the scan reads segments through, if any.
+    pub fn index(&self) -> Option<&str> {
+        self.index.as_deref()
     }
 
     pub fn schema(&self) -> SchemaRef {

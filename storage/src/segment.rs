@@ -129,6 +129,18 @@ impl SegmentFile {
         Some(indexes.remove(at).2)
     }
 
+    /// The first segment row of each row group, then the row count.
+    pub(crate) fn row_group_starts(&self) -> Vec<usize> {
+        let mut starts = Vec::with_capacity(self.row_groups().len() + 1);
+        let mut at = 0;
+        starts.push(0);
+        for g in self.row_groups() {
+            at += g.num_rows as usize;
+            starts.push(at);
+        }
+        starts
+    }
+
     pub fn summary(&self) -> &SegmentSummary {
         &self.reader.footer().summary
     }
@@ -240,6 +252,13 @@ impl SegmentFile {
         }
         Ok(None)
     }
+}
+
+/// The row group of segment row `row`, and its row within the group, given
+/// [`SegmentFile::row_group_starts`].
+pub(crate) fn locate(starts: &[usize], row: usize) -> (usize, usize) {
+    let group = starts.partition_point(|&s| s <= row).saturating_sub(1);
+    (group, row - starts[group])
 }
 
 /// The first index in `0..len` for which `pred` is false (`pred` must be

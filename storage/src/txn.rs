@@ -24,6 +24,7 @@ use crate::memtable::{rows_to_run, RowRef};
 use crate::scan::{output_schema, run_schema_for, ScanContext, ScanOptions, ScanPlan, Source};
 use crate::segment::{ChunkCache, SegmentFile};
 use crate::vector::{RowFilter, SearchInput, VectorHits, VectorQuery};
+use crate::visibility::SnapshotView;
 
 /// A consistent, read-only view of the database at one commit sequence.
 pub struct Snapshot {
@@ -853,14 +854,39 @@ fn plan_scan(
             sources.push(Source::Memory(run));
         }
     }
+    // A primary-key point lookup is already narrow; otherwise a B-tree
+    // index on a predicate's column names the segment rows to read.
+    let probe = point
+        .is_none()
+        .then(|| crate::index::btree::choose(&table.def, &options.predicates))
+        .flatten();
+    let own = pending.map(|p| p.index());
+    let hides = |key: &[u8]| own.as_ref().is_some_and(|rows| rows.contains_key(key));
+    let view = SnapshotView {
+        cache,
+        table,
+        seq,
+        pending_keys: own.is_some().then_some(&hides as &dyn Fn(&[u8]) -> bool),
+    };
+    let index_used = probe.as_ref().map(|p| p.name.clone());
     for segment in table.segments() {
-        if segment.summary().min_seq <= seq {
-            sources.extend(
+        if segment.summary().min_seq > seq {
+            continue;
+        }
+        let run = match &probe {
+            Some(probe) => {
+                crate::index::btree::segment_run(&view, segment, probe, &needed, &run_schema)?
+            }
+            None => None,
+        };
+        match run {
+            Some(run) => sources.push(Source::Memory(run)),
+            None => sources.extend(
                 (0..segment.row_groups().len()).map(|group| Source::RowGroup {
                     segment: segment.clone(),
                     group,
                 }),
-            );
+            ),
         }
     }
     let ctx = ScanContext {
@@ -873,7 +899,7 @@ fn plan_scan(
         with_key: options.with_key,
         cache: cache.clone(),
     };
-    Ok(ScanPlan::new(sources, ctx, options.limit))
+    Ok(ScanPlan::new(sources, ctx, options.limit).with_index(index_used))
 }
 
 fn vector_search_in(

@@ -20,7 +20,8 @@ use basalt_formats::segment::{OP_DELETE, SYSTEM_COLUMNS};
 
 use crate::db::TableState;
 use crate::error::{Error, Result};
-use crate::segment::{ChunkCache, SegmentFile};
+use crate::segment::{locate, ChunkCache, SegmentFile};
+use crate::visibility::{KeyTest, SnapshotView};
 
 /// What to find.
 #[derive(Debug, Clone)]
@@ -115,9 +116,6 @@ impl TopK {
     }
 }
 
-/// Whether a key is among a transaction's writes.
-pub(crate) type KeyTest<'a> = &'a dyn Fn(&[u8]) -> bool;
-
 pub(crate) struct SearchInput<'a> {
     pub cache: &'a ChunkCache,
     pub table: &'a TableState,
@@ -204,34 +202,13 @@ impl Visibility<'_> {
 
     /// Whether version `seq` of `key` is the newest the snapshot sees.
     fn is_newest(&self, key: &[u8], seq: u64) -> Result<bool> {
-        if self.input.pending_keys.is_some_and(|hides| hides(key)) {
-            return Ok(false);
+        SnapshotView {
+            cache: self.input.cache,
+            table: self.input.table,
+            seq: self.input.seq,
+            pending_keys: self.input.pending_keys,
         }
-        let table = self.input.table;
-        let snapshot = self.input.seq;
-        let in_memory = table
-            .memtables()
-            .find_map(|m| m.get(key, snapshot))
-            .map(|v| v.0);
-        if in_memory.is_some_and(|m| m > seq) {
-            return Ok(false);
-        }
-        for segment in table.segments() {
-            let summary = segment.summary();
-            if summary.min_seq > snapshot || summary.max_seq <= seq {
-                continue;
-            }
-            if let Some((group, row)) = segment.find(self.input.cache, key, snapshot)? {
-                let version = segment
-                    .column(self.input.cache, group, 1)?
-                    .as_primitive::<UInt64Type>()
-                    .value(row);
-                if version > seq {
-                    return Ok(false);
-                }
-            }
-        }
-        Ok(true)
+        .is_newest(key, seq)
     }
 }
 
@@ -312,24 +289,6 @@ fn search_memory(
     Ok(())
 }
 
-/// Row-group boundaries of a segment, for turning a segment row into
-/// (group, offset).
-fn group_starts(segment: &SegmentFile) -> Vec<usize> {
-    let mut starts = Vec::with_capacity(segment.row_groups().len() + 1);
-    let mut at = 0;
-    starts.push(0);
-    for g in segment.row_groups() {
-        at += g.num_rows as usize;
-        starts.push(at);
-    }
-    starts
-}
-
-fn locate(starts: &[usize], row: usize) -> (usize, usize) {
-    let group = starts.partition_point(|&s| s <= row).saturating_sub(1);
-    (group, row - starts[group])
-}
-
 fn search_segment(
     checker: &Visibility<'_>,
     index: usize,
@@ -341,7 +300,7 @@ fn search_segment(
 ) -> Result<()> {
     let cache = checker.input.cache;
     let table = checker.input.table;
-    let starts = group_starts(segment);
+    let starts = segment.row_group_starts();
     let mut mask = Vec::new();
     if filter.is_some() {
         for group in 0..segment.row_groups().len() {
@@ -535,8 +494,9 @@ fn materialize(
                     match from_index {
                         Some(vector) => vector,
                         None => {
-                            let starts =
-                                starts.entry(segment).or_insert_with(|| group_starts(file));
+                            let starts = starts
+                                .entry(segment)
+                                .or_insert_with(|| file.row_group_starts());
                             let (group, offset) = locate(starts, row as usize);
                             file.table_column(input.cache, group, c, data_type)?
                                 .slice(offset, 1)

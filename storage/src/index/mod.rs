@@ -21,6 +21,7 @@ use crate::durable_file::PendingFile;
 use crate::error::{Error, Result};
 use crate::segment::{ChunkCache, SegmentFile};
 
+pub(crate) mod btree;
 pub mod hnsw;
 
 /// An opened index file; each kind's search downcasts it to its own type.
@@ -40,7 +41,7 @@ pub(crate) trait IndexKind: Send + Sync {
 }
 
 /// Every index kind. Adding a kind is a module and a line here.
-const KINDS: &[&dyn IndexKind] = &[&hnsw::Hnsw];
+const KINDS: &[&dyn IndexKind] = &[&hnsw::Hnsw, &btree::BTree];
 
 pub(crate) fn kind(name: &str) -> Result<&'static dyn IndexKind> {
     KINDS

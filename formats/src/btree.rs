@@ -1,0 +1,185 @@
+//! B-tree index file (FORMAT.md, "B-tree index file"): one segment's rows
+//! sorted by their encoded index key (section 9's order-preserving
+//! encoding, so byte order is value order), each with its segment row. A
+//! sorted array rather than a tree of pages: the file is immutable and read
+//! in place, and a binary search over it is a B-tree search with one level.
+
+use std::io::Write;
+
+use arrow_buffer::Buffer;
+
+use crate::error::{Error, Result};
+
+pub const MAGIC: &[u8; 8] = b"BSLTBTRE";
+pub const VERSION: u32 = 1;
+const HEADER: usize = 16;
+
+/// Writes entries (key, segment row), which must be sorted by key then row.
+pub fn write<W: Write>(entries: &[(Vec<u8>, u32)], mut out: W) -> Result<u64> {
+    let n = u32::try_from(entries.len()).map_err(|_| Error::corrupt(0, "too many entries"))?;
+    let mut bytes = Vec::with_capacity(HEADER + entries.len() * 12);
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&VERSION.to_le_bytes());
+    bytes.extend_from_slice(&n.to_le_bytes());
+    let mut offset = 0u32;
+    bytes.extend_from_slice(&offset.to_le_bytes());
+    for (key, _) in entries {
+        offset = u32::try_from(key.len())
+            .ok()
+            .and_then(|len| offset.checked_add(len))
+            .ok_or_else(|| Error::corrupt(0, "index keys exceed 4 GiB"))?;
+        bytes.extend_from_slice(&offset.to_le_bytes());
+    }
+    for (_, row) in entries {
+        bytes.extend_from_slice(&row.to_le_bytes());
+    }
+    for (key, _) in entries {
+        bytes.extend_from_slice(key);
+    }
+    let crc = crc32fast::hash(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    out.write_all(&bytes)?;
+    out.flush()?;
+    Ok(bytes.len() as u64)
+}
+
+/// An opened, checked B-tree index file.
+#[derive(Debug)]
+pub struct BTreeIndex {
+    buffer: Buffer,
+    n: usize,
+    keys_at: usize,
+}
+
+impl BTreeIndex {
+    /// Checks the magic, version, shape and checksum of a whole file.
+    pub fn open(buffer: Buffer) -> Result<BTreeIndex> {
+        let bytes = buffer.as_slice();
+        if bytes.len() < HEADER + 8 {
+            return Err(Error::corrupt(0, "B-tree index file too short"));
+        }
+        if &bytes[..8] != MAGIC {
+            return Err(Error::corrupt(0, "not a B-tree index file (bad magic)"));
+        }
+        let version = read_u32(bytes, 8);
+        if version != VERSION {
+            return Err(Error::corrupt(
+                8,
+                format!("unsupported B-tree index file version {version}"),
+            ));
+        }
+        let body = bytes.len() - 4;
+        let stored = read_u32(bytes, body);
+        if crc32fast::hash(&bytes[..body]) != stored {
+            return Err(Error::corrupt(body, "B-tree index checksum mismatch"));
+        }
+        let n = read_u32(bytes, 12) as usize;
+        let keys_at = HEADER + (n + 1) * 4 + n * 4;
+        if keys_at > body {
+            return Err(Error::corrupt(12, "entry count past the end of the file"));
+        }
+        let index = BTreeIndex { buffer, n, keys_at };
+        let mut previous = 0;
+        for i in 0..=n {
+            let offset = index.offset(i);
+            if offset < previous || keys_at + offset > body {
+                return Err(Error::corrupt(HEADER + i * 4, "key offsets out of order"));
+            }
+            previous = offset;
+        }
+        if keys_at + previous != body {
+            return Err(Error::corrupt(keys_at, "key bytes do not fill the file"));
+        }
+        Ok(index)
+    }
+
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    fn offset(&self, i: usize) -> usize {
+        read_u32(self.buffer.as_slice(), HEADER + i * 4) as usize
+    }
+
+    /// Entry `i`'s encoded key.
+    pub fn key(&self, i: usize) -> &[u8] {
+        let bytes = self.buffer.as_slice();
+        &bytes[self.keys_at + self.offset(i)..self.keys_at + self.offset(i + 1)]
+    }
+
+    /// Entry `i`'s segment row.
+    pub fn row(&self, i: usize) -> u32 {
+        read_u32(self.buffer.as_slice(), HEADER + (self.n + 1) * 4 + i * 4)
+    }
+
+    /// The first entry for which `pred` is false (`pred` true on a prefix).
+    pub fn partition_point(&self, pred: impl Fn(&[u8]) -> bool) -> usize {
+        let (mut lo, mut hi) = (0, self.n);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if pred(self.key(mid)) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> u32 {
+    let mut word = [0u8; 4];
+    word.copy_from_slice(&bytes[at..at + 4]);
+    u32::from_le_bytes(word)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries() -> Vec<(Vec<u8>, u32)> {
+        vec![
+            (b"apple".to_vec(), 3),
+            (b"apple".to_vec(), 7),
+            (b"banana".to_vec(), 0),
+            (b"cherry".to_vec(), 1),
+        ]
+    }
+
+    #[test]
+    fn entries_round_trip_and_search() {
+        let mut bytes = Vec::new();
+        write(&entries(), &mut bytes).unwrap();
+        let index = BTreeIndex::open(Buffer::from_vec(bytes)).unwrap();
+        assert_eq!(index.len(), 4);
+        let read: Vec<_> = (0..4)
+            .map(|i| (index.key(i).to_vec(), index.row(i)))
+            .collect();
+        assert_eq!(read, entries());
+        assert_eq!(index.partition_point(|k| k < b"banana".as_slice()), 2);
+        let mut empty = Vec::new();
+        write(&[], &mut empty).unwrap();
+        assert!(BTreeIndex::open(Buffer::from_vec(empty))
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn damage_is_reported_never_a_panic() {
+        let mut bytes = Vec::new();
+        write(&entries(), &mut bytes).unwrap();
+        for i in 0..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[i] ^= 0x41;
+            assert!(
+                BTreeIndex::open(Buffer::from_vec(damaged)).is_err(),
+                "byte {i}"
+            );
+            assert!(BTreeIndex::open(Buffer::from_vec(bytes[..i].to_vec())).is_err());
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! `CREATE INDEX name ON t (col [, ...])`: PostgreSQL's default index, a
+//! B-tree per segment that scans with an equality, IN list or range on
+//! its first column read through (`StorageScanExec ... index=name`).
+
+use datafusion::sql::sqlparser::ast;
+
+use super::index_name;
+use crate::error::{Error, Result};
+use crate::session::{QueryResult, Session};
+
+/// Storage options PostgreSQL's btree takes that change nothing here.
+const IGNORED_OPTIONS: &[&str] = &["fillfactor", "deduplicate_items"];
+
+impl Session {
+    pub(crate) fn create_btree_index(&mut self, create: ast::CreateIndex) -> Result<QueryResult> {
+        if create.unique {
+            return Err(Error::not_supported(
+                "UNIQUE secondary indexes (a PRIMARY KEY is enforced)",
+            ));
+        }
+        if create.predicate.is_some() || !create.include.is_empty() {
+            return Err(Error::not_supported("partial or covering btree indexes"));
+        }
+        for option in &create.with {
+            let name = match option {
+                ast::Expr::BinaryOp { left, .. } => left.to_string().to_ascii_lowercase(),
+                other => other.to_string(),
+            };
+            if !IGNORED_OPTIONS.contains(&name.as_str()) {
+                return Err(Error::sql(
+                    "22023",
+                    format!("unrecognized parameter \"{name}\""),
+                ));
+            }
+        }
+        let columns = create
+            .columns
+            .iter()
+            .map(|c| match &c.column.expr {
+                ast::Expr::Identifier(ident) if c.operator_class.is_none() => {
+                    Ok(crate::ddl::normalize(ident))
+                }
+                _ => Err(Error::not_supported(format!(
+                    "a btree index over {}",
+                    c.column.expr
+                ))),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let target = self.target(&create.table_name, None)?;
+        for column in &columns {
+            if target.def.schema.index_of(column).is_err() {
+                return Err(Error::sql(
+                    "42703",
+                    format!("column \"{column}\" does not exist"),
+                ));
+            }
+        }
+        let name = index_name(&create, &target.full, &columns);
+        if self.index_name_taken(&target.full, &name) {
+            if create.if_not_exists {
+                return Ok(QueryResult::command("CREATE INDEX"));
+            }
+            return Err(Error::sql(
+                "42P07",
+                format!("relation \"{name}\" already exists"),
+            ));
+        }
+        self.before_ddl()?;
+        let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+        self.shared
+            .db
+            .add_index(&target.full, &name, "btree", &columns, Vec::new())
+            .map_err(|e| match e {
+                basalt_storage::Error::InvalidArgument(message) => Error::sql("42804", message),
+                other => other.into(),
+            })?;
+        self.after_ddl();
+        Ok(QueryResult::command("CREATE INDEX"))
+    }
+}

@@ -1,0 +1,254 @@
+//! The B-tree kind: each segment's rows sorted by the encoded values of
+//! the index columns (FORMAT.md, "B-tree index file"). A scan whose
+//! predicates fix or bound the first index column reads, from each
+//! segment, only the rows the index names that are the newest visible
+//! version of their key; the scan's merge with the memtables and its exact
+//! predicate check are unchanged.
+
+use std::cmp::Ordering;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{UInt64Type, UInt8Type};
+use arrow_array::{Array, RecordBatch, UInt32Array};
+use arrow_schema::{DataType, SchemaRef};
+use basalt_formats::btree::{self, BTreeIndex};
+use basalt_formats::key::{encode_key, is_key_type};
+use basalt_formats::manifest::{IndexDef, TableDef};
+use basalt_formats::scalar::Scalar;
+use basalt_formats::segment::{OP_DELETE, SYSTEM_COLUMNS};
+
+use super::{IndexKind, IndexRows, OpenIndex};
+use crate::error::{Error, IoContext, Result};
+use crate::scan::{Predicate, PredicateOp};
+use crate::segment::{locate, SegmentFile};
+use crate::visibility::SnapshotView;
+
+pub(crate) const KIND: &str = "btree";
+
+pub(crate) struct BTree;
+
+impl IndexKind for BTree {
+    fn name(&self) -> &'static str {
+        KIND
+    }
+
+    fn validate(&self, table: &TableDef, index: &IndexDef) -> Result<()> {
+        for &c in &index.columns {
+            let field = table.schema.field(c as usize);
+            if !is_key_type(field.data_type()) {
+                return Err(Error::InvalidArgument(format!(
+                    "column \"{}\" of type {} cannot be indexed by a btree index",
+                    field.name(),
+                    field.data_type()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn build(&self, _index: &IndexDef, rows: &IndexRows, out: &mut dyn Write) -> Result<()> {
+        let ops = rows.ops.as_primitive::<UInt8Type>();
+        let mut entries = Vec::with_capacity(ops.len());
+        for row in 0..ops.len() {
+            // Tombstones are never found. A row is indexed by its columns
+            // up to the first NULL: no predicate the index answers matches
+            // a NULL first column, and a NULL later one must not hide the
+            // row from a probe of the first.
+            let present = rows.columns.iter().take_while(|c| !c.is_null(row)).count();
+            if ops.value(row) == OP_DELETE || present == 0 {
+                continue;
+            }
+            let mut key = Vec::with_capacity(16);
+            encode_key(&rows.columns[..present], row, &mut key)?;
+            entries.push((key, row as u32));
+        }
+        entries.sort_unstable();
+        btree::write(&entries, out)?;
+        Ok(())
+    }
+
+    fn open(&self, _index: &IndexDef, path: &Path) -> Result<OpenIndex> {
+        let file = std::fs::File::open(path).at(path)?;
+        let buffer = crate::mapped::map_file(&file).at(path)?;
+        let index = BTreeIndex::open(buffer).map_err(|e| Error::in_file(path, 0, e))?;
+        Ok(Arc::new(index))
+    }
+}
+
+/// What a scan's predicates ask of one index's first column.
+#[derive(Debug)]
+pub(crate) struct IndexProbe {
+    pub index_id: u32,
+    pub name: String,
+    ranges: Vec<KeyRange>,
+}
+
+/// Entries whose first column lies between two encoded values.
+#[derive(Debug, Default)]
+struct KeyRange {
+    lower: Option<(Vec<u8>, bool)>,
+    upper: Option<(Vec<u8>, bool)>,
+}
+
+/// The B-tree index a scan with these predicates reads through, if any:
+/// one whose first column an equality, IN list or range fixes or bounds.
+/// Float columns are left to the scan: `-0` and `0` are equal values with
+/// different encodings.
+pub(crate) fn choose(def: &TableDef, predicates: &[Predicate]) -> Option<IndexProbe> {
+    let mut best: Option<(bool, IndexProbe)> = None;
+    for index in def.indexes.iter().filter(|i| i.kind == KIND) {
+        let column = index.columns[0] as usize;
+        let data_type = def.schema.field(column).data_type();
+        if matches!(
+            data_type,
+            DataType::Float16 | DataType::Float32 | DataType::Float64
+        ) {
+            continue;
+        }
+        let encode = |v: &Scalar| -> Option<Vec<u8>> {
+            let array = v.to_array(data_type).ok()?;
+            let mut key = Vec::new();
+            encode_key(&[array], 0, &mut key).ok()?;
+            Some(key)
+        };
+        let mut points: Option<Vec<Vec<u8>>> = None;
+        let mut range = KeyRange::default();
+        for p in predicates.iter().filter(|p| p.column == column) {
+            match &p.op {
+                PredicateOp::Eq(v) => points = encode(v).map(|k| vec![k]),
+                PredicateOp::In(values) => {
+                    points = values.iter().map(encode).collect::<Option<Vec<_>>>()
+                }
+                PredicateOp::Gt(v) => range.lower = encode(v).map(|k| (k, false)),
+                PredicateOp::GtEq(v) => range.lower = encode(v).map(|k| (k, true)),
+                PredicateOp::Lt(v) => range.upper = encode(v).map(|k| (k, false)),
+                PredicateOp::LtEq(v) => range.upper = encode(v).map(|k| (k, true)),
+                PredicateOp::IsNull | PredicateOp::IsNotNull => {}
+            }
+        }
+        let (exact, ranges) = match points {
+            Some(points) => (
+                true,
+                points
+                    .into_iter()
+                    .map(|k| KeyRange {
+                        lower: Some((k.clone(), true)),
+                        upper: Some((k, true)),
+                    })
+                    .collect(),
+            ),
+            None if range.lower.is_some() || range.upper.is_some() => (false, vec![range]),
+            None => continue,
+        };
+        if best
+            .as_ref()
+            .is_none_or(|(was_exact, _)| exact && !was_exact)
+        {
+            let probe = IndexProbe {
+                index_id: index.id,
+                name: index.name.clone(),
+                ranges,
+            };
+            best = Some((exact, probe));
+        }
+    }
+    best.map(|(_, probe)| probe)
+}
+
+/// An entry's key against a value of the first column: equal when the
+/// entry starts with it (each column's encoding delimits itself).
+fn first_column_cmp(entry: &[u8], value: &[u8]) -> Ordering {
+    if entry.starts_with(value) {
+        Ordering::Equal
+    } else {
+        entry.cmp(value)
+    }
+}
+
+/// Segment rows the index names for the probe, ascending.
+fn matching_rows(index: &BTreeIndex, probe: &IndexProbe) -> Vec<u32> {
+    let mut rows = Vec::new();
+    for range in &probe.ranges {
+        let from = range.lower.as_ref().map_or(0, |(value, inclusive)| {
+            index.partition_point(|k| match first_column_cmp(k, value) {
+                Ordering::Less => true,
+                Ordering::Equal => !inclusive,
+                Ordering::Greater => false,
+            })
+        });
+        let to = range
+            .upper
+            .as_ref()
+            .map_or(index.len(), |(value, inclusive)| {
+                index.partition_point(|k| match first_column_cmp(k, value) {
+                    Ordering::Less => true,
+                    Ordering::Equal => *inclusive,
+                    Ordering::Greater => false,
+                })
+            });
+        rows.extend((from..to.max(from)).map(|i| index.row(i)));
+    }
+    rows.sort_unstable();
+    rows.dedup();
+    rows
+}
+
+/// The segment's rows the probe selects that are the newest version of
+/// their key the snapshot sees, as a run (system columns, then `needed`),
+/// in key order; `None` when the segment has no file of the index.
+pub(crate) fn segment_run(
+    view: &SnapshotView<'_>,
+    segment: &SegmentFile,
+    probe: &IndexProbe,
+    needed: &[usize],
+    run_schema: &SchemaRef,
+) -> Result<Option<RecordBatch>> {
+    let Some(index) = segment
+        .index(probe.index_id)
+        .and_then(|i| i.downcast::<BTreeIndex>().ok())
+    else {
+        return Ok(None);
+    };
+    let cache = view.cache;
+    let starts = segment.row_group_starts();
+    let rows = matching_rows(&index, probe);
+    let mut batches = Vec::new();
+    let mut at = 0;
+    while at < rows.len() {
+        let (group, _) = locate(&starts, rows[at] as usize);
+        let end = at + rows[at..].partition_point(|&r| (r as usize) < starts[group + 1]);
+        let keys_array = segment.column(cache, group, 0)?;
+        let seqs_array = segment.column(cache, group, 1)?;
+        let (keys, seqs) = (
+            keys_array.as_binary::<i32>(),
+            seqs_array.as_primitive::<UInt64Type>(),
+        );
+        let mut picked = Vec::new();
+        for &row in &rows[at..end] {
+            let local = row as usize - starts[group];
+            if local < keys.len() && view.is_newest(keys.value(local), seqs.value(local))? {
+                picked.push(local as u32);
+            }
+        }
+        if !picked.is_empty() {
+            let mut columns = Vec::with_capacity(SYSTEM_COLUMNS + needed.len());
+            for c in 0..SYSTEM_COLUMNS {
+                columns.push(segment.column(cache, group, c)?);
+            }
+            for &c in needed {
+                let data_type = view.table.def.schema.field(c).data_type();
+                columns.push(segment.table_column(cache, group, c, data_type)?);
+            }
+            let batch = RecordBatch::try_new(run_schema.clone(), columns)?;
+            let take = UInt32Array::from(picked);
+            batches.push(arrow_select::take::take_record_batch(&batch, &take)?);
+        }
+        at = end;
+    }
+    Ok(Some(arrow_select::concat::concat_batches(
+        run_schema, &batches,
+    )?))
+}
