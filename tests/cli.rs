@@ -266,6 +266,8 @@ fn psql_describe_commands_read_the_catalog() {
         "CREATE TABLE shop.orders (n bigint)",
         "-c",
         "CREATE VIEW cheap AS SELECT id FROM items WHERE price < 1",
+        "-c",
+        "CREATE INDEX items_name ON items (name, price)",
     ]);
     assert!(setup.status.success(), "{}", text(&setup));
     let run = |command: &str| {
@@ -308,6 +310,7 @@ fn psql_describe_commands_read_the_catalog() {
  tags   | text[]                   |           |          | 
 Indexes:
     \"items_pkey\" PRIMARY KEY, btree (id)
+    \"items_name\" btree (name, price)
 
 "
     );
@@ -332,7 +335,15 @@ Indexes:
 "
     );
     assert!(run("\\l").contains(" basalt | basalt | UTF8     |"));
-    assert!(run("\\di").contains(" public | items_pkey | index | basalt | items\n"));
+    let indexes = run("\\di");
+    assert!(
+        indexes.contains(" public | items_name | index | basalt | items\n"),
+        "{indexes}"
+    );
+    assert!(
+        indexes.contains(" public | items_pkey | index | basalt | items\n"),
+        "{indexes}"
+    );
     assert!(run("\\d+ items").contains("Access method: heap"));
     assert!(run("\\du").contains(" basalt    | Superuser"));
     // What tab completion asks for a table name and a column name.

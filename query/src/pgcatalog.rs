@@ -39,6 +39,23 @@ const DATABASE_OID: i64 = 16384;
 const FIRST_TABLE_OID: i64 = 16386;
 const HEAP_AM: i64 = 2;
 const BTREE_AM: i64 = 403;
+/// pgvector's access method has no fixed OID; this one is Basalt's.
+const HNSW_AM: i64 = 9001;
+
+fn access_method_oid(method: &str) -> i64 {
+    match method {
+        "hnsw" => HNSW_AM,
+        _ => BTREE_AM,
+    }
+}
+
+/// What `pg_index` and `pg_get_indexdef` say of an index.
+struct IndexMeta {
+    method: String,
+    primary: bool,
+    /// `WITH (...)` and an operator class, as the definition shows them.
+    options: Vec<(String, String)>,
+}
 
 /// One relation as `pg_class` lists it.
 struct Relation {
@@ -55,6 +72,8 @@ struct Relation {
     table: Option<i64>,
     /// For a view: its query.
     definition: Option<String>,
+    /// For an index: its method and options.
+    index: Option<IndexMeta>,
 }
 
 /// The catalog at one moment.
@@ -113,6 +132,35 @@ impl Snapshot {
                     key: key.clone(),
                     table: Some(oid),
                     definition: None,
+                    index: Some(IndexMeta {
+                        method: "btree".into(),
+                        primary: true,
+                        options: Vec::new(),
+                    }),
+                });
+            }
+            for index in &def.indexes {
+                relations.push(Relation {
+                    oid: 1_500_000_000
+                        + stable_hash(&format!("{oid}/{}", index.id)) % 1_000_000_000,
+                    namespace: namespace_oid(&schema),
+                    schema: schema.clone(),
+                    name: index.name.clone(),
+                    kind: "i",
+                    columns: index
+                        .columns
+                        .iter()
+                        .filter_map(|&c| def.schema.fields().get(c as usize))
+                        .map(|f| f.as_ref().clone())
+                        .collect(),
+                    key: index.columns.iter().map(|&c| c as usize).collect(),
+                    table: Some(oid),
+                    definition: None,
+                    index: Some(IndexMeta {
+                        method: index.kind.clone(),
+                        primary: false,
+                        options: index.options.clone(),
+                    }),
                 });
             }
             relations.push(Relation {
@@ -130,6 +178,7 @@ impl Snapshot {
                 key,
                 table: None,
                 definition: None,
+                index: None,
             });
         }
         for view in meta_rows(db, "view").unwrap_or_default() {
@@ -144,6 +193,7 @@ impl Snapshot {
                 key: Vec::new(),
                 table: None,
                 definition: view.definition,
+                index: None,
             });
         }
         relations.sort_by_key(|r| r.oid);
@@ -157,16 +207,36 @@ impl Snapshot {
         self.relations.iter().find(|r| r.oid == oid)
     }
 
-    /// `CREATE UNIQUE INDEX t_pkey ON public.t USING btree (id)`.
+    /// `CREATE UNIQUE INDEX t_pkey ON public.t USING btree (id)`, as
+    /// PostgreSQL (and pgvector, for hnsw) print it.
     fn index_definition(&self, oid: i64) -> Option<String> {
         let index = self.relation(oid)?;
         let table = self.relation(index.table?)?;
+        let meta = index.index.as_ref()?;
+        let unique = if meta.primary { "UNIQUE " } else { "" };
+        let mut columns = column_list(index);
+        let mut with = Vec::new();
+        for (key, value) in &meta.options {
+            match (meta.method.as_str(), key.as_str()) {
+                ("hnsw", "metric") => {
+                    let class = match value.as_str() {
+                        "cosine" => "vector_cosine_ops",
+                        "ip" => "vector_ip_ops",
+                        _ => "vector_l2_ops",
+                    };
+                    columns = format!("{columns} {class}");
+                }
+                _ => with.push(format!("{key}='{value}'")),
+            }
+        }
+        let with = if with.is_empty() {
+            String::new()
+        } else {
+            format!(" WITH ({})", with.join(", "))
+        };
         Some(format!(
-            "CREATE UNIQUE INDEX {} ON {}.{} USING btree ({})",
-            index.name,
-            table.schema,
-            table.name,
-            column_list(index)
+            "CREATE {unique}INDEX {} ON {}.{} USING {} ({columns}){with}",
+            index.name, table.schema, table.name, meta.method,
         ))
     }
 
@@ -249,6 +319,30 @@ const TABLES: &[(&str, Layout, Rows)] = &[
     ("pg_attribute", PG_ATTRIBUTE, attribute_rows),
     ("pg_type", PG_TYPE, type_rows),
     ("pg_index", PG_INDEX, index_rows),
+    (
+        "pg_indexes",
+        &[
+            ("schemaname", TEXT),
+            ("tablename", TEXT),
+            ("indexname", TEXT),
+            ("tablespace", TEXT),
+            ("indexdef", TEXT),
+        ],
+        |s| {
+            indexes(s)
+                .filter_map(|(index, table)| {
+                    let table = s.relation(table)?;
+                    Some(vec![
+                        text(&table.schema),
+                        text(&table.name),
+                        text(&index.name),
+                        no_text(),
+                        text(s.index_definition(index.oid)?),
+                    ])
+                })
+                .collect()
+        },
+    ),
     ("pg_constraint", PG_CONSTRAINT, constraint_rows),
     (
         "pg_attrdef",
@@ -339,6 +433,7 @@ const TABLES: &[(&str, Layout, Rows)] = &[
                     text("t"),
                 ],
                 vec![oid(BTREE_AM), text("btree"), text("bthandler"), text("i")],
+                vec![oid(HNSW_AM), text("hnsw"), text("hnswhandler"), text("i")],
             ]
         },
     ),
@@ -566,9 +661,9 @@ fn class_rows(s: &Snapshot) -> Vec<Vec<ScalarValue>> {
     s.relations
         .iter()
         .map(|r| {
-            let am = match r.kind {
-                "r" => HEAP_AM,
-                "i" => BTREE_AM,
+            let am = match (r.kind, &r.index) {
+                ("r", _) => HEAP_AM,
+                (_, Some(index)) => access_method_oid(&index.method),
                 _ => 0,
             };
             vec![
@@ -775,13 +870,14 @@ fn index_rows(s: &Snapshot) -> Vec<Vec<ScalarValue>> {
         .map(|(index, table)| {
             let keys: Vec<String> = index.key.iter().map(|k| (k + 1).to_string()).collect();
             let width = keys.len() as i64;
+            let primary = index.index.as_ref().is_some_and(|m| m.primary);
             vec![
                 oid(index.oid),
                 oid(table),
                 int16(width),
                 int16(width),
-                boolean(true),
-                boolean(true),
+                boolean(primary),
+                boolean(primary),
                 boolean(false),
                 boolean(true),
                 boolean(false),
@@ -833,6 +929,7 @@ const PG_CONSTRAINT: &[(&str, DataType)] = &[
 
 fn constraint_rows(s: &Snapshot) -> Vec<Vec<ScalarValue>> {
     indexes(s)
+        .filter(|(index, _)| index.index.as_ref().is_some_and(|m| m.primary))
         .map(|(index, table)| {
             let keys: Vec<String> = index.key.iter().map(|k| (k + 1).to_string()).collect();
             vec![
