@@ -477,7 +477,7 @@ impl crate::session::Session {
     pub(crate) fn create_hnsw_index(
         &mut self,
         create: datafusion::sql::sqlparser::ast::CreateIndex,
-    ) -> crate::Result<crate::QueryResult> {
+    ) -> crate::Result<crate::index::Prepared> {
         use crate::Error;
         if create.unique || create.predicate.is_some() || !create.include.is_empty() {
             return Err(Error::not_supported(
@@ -508,14 +508,8 @@ impl crate::session::Session {
         let target = self.target(&create.table_name, None)?;
         let name =
             crate::index::index_name(&create, &target.full, std::slice::from_ref(&column_name));
-        if self.index_name_taken(&target.full, &name) {
-            if create.if_not_exists {
-                return Ok(crate::QueryResult::command("CREATE INDEX"));
-            }
-            return Err(Error::sql(
-                "42P07",
-                format!("relation \"{name}\" already exists"),
-            ));
+        if self.name_in_use(&create, &target.full, &name)? {
+            return Ok(crate::index::Prepared::Done);
         }
         if target.def.schema.index_of(&column_name).is_err() {
             return Err(Error::sql(
@@ -534,12 +528,13 @@ impl crate::session::Session {
                 format!("column \"{column_name}\" is not a vector column; hnsw indexes vector(n)"),
             ));
         }
-        self.before_ddl()?;
-        self.shared
-            .db
-            .create_index(&target.full, &column_name, &name, params)?;
-        self.after_ddl();
-        Ok(crate::QueryResult::command("CREATE INDEX"))
+        Ok(crate::index::Prepared::Build(crate::index::IndexBuild {
+            table: target.full,
+            name,
+            kind: "hnsw",
+            columns: vec![column_name],
+            options: basalt_storage::hnsw_options(&params),
+        }))
     }
 }
 

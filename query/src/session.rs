@@ -911,7 +911,7 @@ impl Session {
             ast::Statement::Truncate(truncate) => self.truncate(truncate).await,
             ast::Statement::CreateTable(create) => self.create_table(create).await,
             ast::Statement::CreateView(view) => self.create_view(view).await,
-            ast::Statement::CreateIndex(create) => self.create_index(create),
+            ast::Statement::CreateIndex(create) => self.create_index(create).await,
             ast::Statement::CreateSchema {
                 schema_name,
                 if_not_exists,

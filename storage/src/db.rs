@@ -151,6 +151,8 @@ pub(crate) struct Inner {
     pub progress_cv: Condvar,
     /// Held while flushing or compacting, so one thread does it at a time.
     pub work_lock: Mutex<()>,
+    /// Held by CREATE INDEX for its whole build (see [`Db::add_index`]).
+    pub index_builds: Mutex<()>,
     pub poisoned: Mutex<Option<String>>,
     /// Why background work last failed, while it keeps failing.
     pub background_failure: Mutex<Option<crate::background::BackgroundFailure>>,
@@ -392,6 +394,7 @@ impl Db {
             work_cv: Condvar::new(),
             progress_cv: Condvar::new(),
             work_lock: Mutex::new(()),
+            index_builds: Mutex::new(()),
             poisoned: Mutex::new(None),
             background_failure: Mutex::new(None),
             syncer: Mutex::new(None),
@@ -570,9 +573,11 @@ impl Db {
 
     /// Declares an index of kind `kind` over `columns` and builds its file
     /// for every segment the table has; rows in memory are compared
-    /// directly until flushed. One manifest edit records the declaration
-    /// and the files. Index names are unique per table; the caller checks
-    /// wider scopes.
+    /// directly until flushed. The build holds no lock: writes, flushes,
+    /// compactions and bulk loads go on, and the segments they add are
+    /// indexed, under the background work lock, before one manifest edit
+    /// records the declaration and every file. Index names are unique per
+    /// table; the caller checks wider scopes.
     pub fn add_index(
         &self,
         table: &str,
@@ -583,44 +588,58 @@ impl Db {
     ) -> Result<TableDef> {
         let inner = &self.inner;
         inner.check_poisoned()?;
-        // Flushes and compactions wait: the segment list must not change
-        // while the files are built.
+        // One build at a time, so the id taken now is still free at the end.
+        let _one_build = inner.index_builds.lock();
+        let start = inner.current().table(table)?.clone();
+        let index = new_index(&start.def, name, kind, columns, options)?;
+        let mut def = start.def.clone();
+        def.indexes.push(index.clone());
+        let mut files = UnpublishedFiles::default();
+        for segment in start.segments() {
+            let file =
+                crate::index::build_file(&inner.seg_dir, &inner.cache, segment, &def, &index)?;
+            files.built.insert(segment.id, file);
+        }
         let _work = inner.work_lock.lock();
         let state = inner.current();
-        let t = state.table(table)?.clone();
-        if t.def.indexes.iter().any(|i| i.name == name) {
+        let current = state
+            .tables
+            .get(&start.def.id)
+            .ok_or_else(|| Error::TableNotFound(table.to_string()))?;
+        let mut def = current.def.clone();
+        if def.indexes.iter().any(|i| i.name == name) {
             return Err(Error::InvalidArgument(format!(
                 "index \"{name}\" already exists"
             )));
         }
-        let columns = columns
-            .iter()
-            .map(|c| {
-                t.def
-                    .schema
-                    .index_of(c)
-                    .map(|p| p as u32)
-                    .map_err(|_| Error::ColumnNotFound(c.to_string()))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let index = IndexDef {
-            id: t.def.next_index_id,
-            name: name.to_string(),
-            kind: kind.to_string(),
-            columns,
-            options,
-        };
-        crate::index::validate(&t.def, &index)?;
-        let mut def = t.def.clone();
-        def.next_index_id += 1;
+        def.next_index_id = def.next_index_id.max(index.id + 1);
         def.indexes.push(index.clone());
-        let mut edits = vec![Edit::PutTable(def.clone())];
-        let built = std::slice::from_ref(&index);
-        for segment in t.segments() {
-            crate::index::build_for_segment(&inner.seg_dir, &inner.cache, segment, &def, built)?;
-            edits.extend(crate::index::edits(def.id, segment));
+        // Segments flushed, compacted or loaded during the build.
+        for segment in current.segments() {
+            if let std::collections::hash_map::Entry::Vacant(slot) = files.built.entry(segment.id) {
+                slot.insert(crate::index::build_file(
+                    &inner.seg_dir,
+                    &inner.cache,
+                    segment,
+                    &def,
+                    &index,
+                )?);
+            }
         }
-        self.publish_definition(&t.def, def, &edits)
+        let mut edits = vec![Edit::PutTable(def.clone())];
+        edits.extend(current.segments().map(|segment| Edit::AddIndexFile {
+            table_id: def.id,
+            segment_id: segment.id,
+            index_id: index.id,
+        }));
+        let def = self.publish_definition(&current.def, def, &edits)?;
+        for segment in current.segments() {
+            if let Some((path, opened)) = files.built.remove(&segment.id) {
+                segment.attach_index(index.id, opened, path);
+            }
+        }
+        // What is left belongs to segments compacted away meanwhile.
+        Ok(def)
     }
 
     /// Drops the index named `name` of `table`. Its files are deleted once
@@ -911,6 +930,57 @@ fn validate_table(name: &str, schema: &Schema, key_columns: &[&str]) -> Result<(
         }
     }
     Ok(())
+}
+
+/// A new index's definition, checked against its table.
+fn new_index(
+    def: &TableDef,
+    name: &str,
+    kind: &str,
+    columns: &[&str],
+    options: Vec<(String, String)>,
+) -> Result<IndexDef> {
+    if def.indexes.iter().any(|i| i.name == name) {
+        return Err(Error::InvalidArgument(format!(
+            "index \"{name}\" already exists"
+        )));
+    }
+    let columns = columns
+        .iter()
+        .map(|c| {
+            def.schema
+                .index_of(c)
+                .map(|p| p as u32)
+                .map_err(|_| Error::ColumnNotFound(c.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let index = IndexDef {
+        id: def.next_index_id,
+        name: name.to_string(),
+        kind: kind.to_string(),
+        columns,
+        options,
+    };
+    crate::index::validate(def, &index)?;
+    Ok(index)
+}
+
+/// Index files CREATE INDEX has written but not yet recorded, by segment;
+/// those still here when it ends (failed, or their segment was compacted
+/// away) are deleted.
+#[derive(Default)]
+struct UnpublishedFiles {
+    built: std::collections::HashMap<u64, (PathBuf, crate::index::OpenIndex)>,
+}
+
+impl Drop for UnpublishedFiles {
+    fn drop(&mut self) {
+        for (path, _) in self.built.values() {
+            if let Err(e) = fs::remove_file(path) {
+                tracing::warn!(file = %path.display(), error = %e, "could not delete an unpublished index file");
+            }
+        }
+    }
 }
 
 /// Where files that may hold data but that the manifest does not list are

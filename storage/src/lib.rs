@@ -34,7 +34,7 @@ pub use basalt_formats::scalar::Scalar;
 pub use basalt_formats::Error as FormatError;
 pub use db::{ColumnRange, Db, TableStats};
 pub use error::{Error, Result};
-pub use index::hnsw::{index_specs, IndexSpec};
+pub use index::hnsw::{index_specs, options as hnsw_options, IndexSpec};
 pub use ingest::{BulkLoad, LoadSummary};
 pub use options::Options;
 pub use scan::{Predicate, PredicateOp, ScanOptions, ScanPlan};

@@ -4,15 +4,15 @@
 
 use datafusion::sql::sqlparser::ast;
 
-use super::index_name;
+use super::{index_name, IndexBuild, Prepared};
 use crate::error::{Error, Result};
-use crate::session::{QueryResult, Session};
+use crate::session::Session;
 
 /// Storage options PostgreSQL's btree takes that change nothing here.
 const IGNORED_OPTIONS: &[&str] = &["fillfactor", "deduplicate_items"];
 
 impl Session {
-    pub(crate) fn create_btree_index(&mut self, create: ast::CreateIndex) -> Result<QueryResult> {
+    pub(crate) fn create_btree_index(&mut self, create: ast::CreateIndex) -> Result<Prepared> {
         if create.unique {
             return Err(Error::not_supported(
                 "UNIQUE secondary indexes (a PRIMARY KEY is enforced)",
@@ -56,25 +56,15 @@ impl Session {
             }
         }
         let name = index_name(&create, &target.full, &columns);
-        if self.index_name_taken(&target.full, &name) {
-            if create.if_not_exists {
-                return Ok(QueryResult::command("CREATE INDEX"));
-            }
-            return Err(Error::sql(
-                "42P07",
-                format!("relation \"{name}\" already exists"),
-            ));
+        if self.name_in_use(&create, &target.full, &name)? {
+            return Ok(Prepared::Done);
         }
-        self.before_ddl()?;
-        let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
-        self.shared
-            .db
-            .add_index(&target.full, &name, "btree", &columns, Vec::new())
-            .map_err(|e| match e {
-                basalt_storage::Error::InvalidArgument(message) => Error::sql("42804", message),
-                other => other.into(),
-            })?;
-        self.after_ddl();
-        Ok(QueryResult::command("CREATE INDEX"))
+        Ok(Prepared::Build(IndexBuild {
+            table: target.full,
+            name,
+            kind: "btree",
+            columns,
+            options: Vec::new(),
+        }))
     }
 }

@@ -10,7 +10,23 @@ use crate::session::{QueryResult, Session};
 
 mod btree;
 
-type CreateIndex = fn(&mut Session, ast::CreateIndex) -> Result<QueryResult>;
+type CreateIndex = fn(&mut Session, ast::CreateIndex) -> Result<Prepared>;
+
+/// What a method made of its CREATE INDEX statement.
+pub(crate) enum Prepared {
+    /// Nothing to build (`IF NOT EXISTS` and the name is taken).
+    Done,
+    Build(IndexBuild),
+}
+
+/// An index to build, checked against the catalog.
+pub(crate) struct IndexBuild {
+    pub table: String,
+    pub name: String,
+    pub kind: &'static str,
+    pub columns: Vec<String>,
+    pub options: Vec<(String, String)>,
+}
 
 /// Every access method `CREATE INDEX ... USING` accepts; the first is the
 /// default, as btree is PostgreSQL's.
@@ -20,18 +36,60 @@ const METHODS: &[(&str, CreateIndex)] = &[
 ];
 
 impl Session {
-    pub(crate) fn create_index(&mut self, create: ast::CreateIndex) -> Result<QueryResult> {
+    /// Builds off the async workers: a build reads every segment.
+    pub(crate) async fn create_index(&mut self, create: ast::CreateIndex) -> Result<QueryResult> {
         let method = create.using.as_ref().map_or_else(
             || METHODS[0].0.to_string(),
             |u| u.to_string().to_ascii_lowercase(),
         );
-        match METHODS.iter().find(|(name, _)| *name == method) {
-            Some((_, create_with)) => create_with(self, create),
-            None => Err(Error::sql(
+        let Some((_, prepare)) = METHODS.iter().find(|(name, _)| *name == method) else {
+            return Err(Error::sql(
                 "42704",
                 format!("access method \"{method}\" does not exist"),
-            )),
+            ));
+        };
+        let Prepared::Build(build) = prepare(self, create)? else {
+            return Ok(QueryResult::command("CREATE INDEX"));
+        };
+        self.before_ddl()?;
+        let db = self.shared.db.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            let columns: Vec<&str> = build.columns.iter().map(String::as_str).collect();
+            db.add_index(
+                &build.table,
+                &build.name,
+                build.kind,
+                &columns,
+                build.options,
+            )
+        })
+        .await
+        .map_err(|e| Error::sql("XX000", format!("the index build failed: {e}")))?;
+        built.map_err(|e| match e {
+            basalt_storage::Error::InvalidArgument(message) => Error::sql("42804", message),
+            other => other.into(),
+        })?;
+        self.after_ddl();
+        Ok(QueryResult::command("CREATE INDEX"))
+    }
+
+    /// Whether `IF NOT EXISTS` finds the name taken; 42P07 without it.
+    pub(crate) fn name_in_use(
+        &self,
+        create: &ast::CreateIndex,
+        table: &str,
+        name: &str,
+    ) -> Result<bool> {
+        if !self.index_name_taken(table, name) {
+            return Ok(false);
         }
+        if create.if_not_exists {
+            return Ok(true);
+        }
+        Err(Error::sql(
+            "42P07",
+            format!("relation \"{name}\" already exists"),
+        ))
     }
 
     /// Index names are unique per schema, across tables and kinds.

@@ -34,7 +34,7 @@ pub struct IndexSpec {
 }
 
 /// The options an HNSW definition carries for `params`.
-pub(crate) fn options(params: &HnswParams) -> Vec<(String, String)> {
+pub fn options(params: &HnswParams) -> Vec<(String, String)> {
     let metric = match params.metric {
         Metric::L2 => "l2",
         Metric::Cosine => "cosine",

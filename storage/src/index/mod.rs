@@ -101,8 +101,8 @@ pub(crate) fn build_for_run(
     Ok(built)
 }
 
-/// Builds the given indexes for a written segment (compaction, CREATE
-/// INDEX) and attaches them.
+/// Builds the given indexes for a written segment (compaction) and
+/// attaches them.
 pub(crate) fn build_for_segment(
     dir: &Path,
     cache: &ChunkCache,
@@ -111,11 +111,25 @@ pub(crate) fn build_for_segment(
     indexes: &[IndexDef],
 ) -> Result<()> {
     for index in indexes {
-        let rows = segment_rows(cache, segment, def, index)?;
-        let path = write_file(dir, segment.id, index, &rows)?;
-        segment.attach_index(index.id, kind(&index.kind)?.open(index, &path)?, path);
+        let (path, opened) = build_file(dir, cache, segment, def, index)?;
+        segment.attach_index(index.id, opened, path);
     }
     Ok(())
+}
+
+/// Builds and opens one index's file for a written segment, leaving it to
+/// the caller to attach (CREATE INDEX attaches once the index is logged).
+pub(crate) fn build_file(
+    dir: &Path,
+    cache: &ChunkCache,
+    segment: &SegmentFile,
+    def: &TableDef,
+    index: &IndexDef,
+) -> Result<(PathBuf, OpenIndex)> {
+    let rows = segment_rows(cache, segment, def, index)?;
+    let path = write_file(dir, segment.id, index, &rows)?;
+    let opened = kind(&index.kind)?.open(index, &path)?;
+    Ok((path, opened))
 }
 
 fn segment_rows(

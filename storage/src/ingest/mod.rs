@@ -357,7 +357,23 @@ fn install(
         .iter()
         .map(|run| {
             let segment = SegmentFile::open(run.path.clone(), run.id, level, inner.cache.clone())?;
-            crate::index::attach_built(&inner.seg_dir, &segment, &loaded.def, &run.indexed)?;
+            crate::index::attach_built(&inner.seg_dir, &segment, &table.def, &run.indexed)?;
+            // An index created while the load ran: its files are built
+            // here, under the work lock its CREATE INDEX published under.
+            let missing: Vec<_> = table
+                .def
+                .indexes
+                .iter()
+                .filter(|i| !run.indexed.contains(&i.id))
+                .cloned()
+                .collect();
+            crate::index::build_for_segment(
+                &inner.seg_dir,
+                &inner.cache,
+                &segment,
+                &table.def,
+                &missing,
+            )?;
             Ok(Arc::new(segment))
         })
         .collect::<Result<Vec<_>>>()?;

@@ -1,0 +1,132 @@
+//! The index framework under concurrent work: CREATE INDEX builds without
+//! stopping writes, flushes or bulk loads, and every segment that exists
+//! when it publishes has the index's file.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Int64Array, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use basalt::storage::{Db, Options, Predicate, PredicateOp, Scalar, ScanOptions};
+
+fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, false),
+        Field::new("a", DataType::Int64, true),
+    ]))
+}
+
+fn rows(keys: std::ops::Range<i64>) -> RecordBatch {
+    let a: Vec<i64> = keys.clone().map(|k| k % 97).collect();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(keys)),
+        Arc::new(Int64Array::from(a)),
+    ];
+    RecordBatch::try_new(schema(), columns).unwrap()
+}
+
+fn files(dir: &std::path::Path, suffix: &str) -> usize {
+    std::fs::read_dir(dir.join("seg"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(suffix)
+        })
+        .count()
+}
+
+fn count_where_a(db: &Db, a: i64) -> (usize, Option<String>) {
+    let options = ScanOptions {
+        predicates: vec![Predicate {
+            column: 1,
+            op: PredicateOp::Eq(Scalar::Int(a)),
+        }],
+        ..ScanOptions::default()
+    };
+    let plan = db.snapshot().scan("t", &options).unwrap();
+    let found = plan.execute(1).unwrap().iter().map(|b| b.num_rows()).sum();
+    (found, plan.index().map(str::to_string))
+}
+
+#[test]
+fn writes_flushes_and_loads_go_on_during_create_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        flush_threshold_bytes: 64 << 10,
+        segment_max_rows: 20_000,
+        ..Options::default()
+    };
+    let db = Arc::new(Db::open(dir.path(), options).unwrap());
+    db.create_table("t", schema(), &["k"]).unwrap();
+    let mut load = db.bulk_load("t").unwrap();
+    for start in (0..400_000).step_by(50_000) {
+        load.write(&rows(start..start + 50_000)).unwrap();
+    }
+    load.finish().unwrap();
+
+    let building = Arc::new(AtomicBool::new(true));
+    let written_during = Arc::new(AtomicU64::new(0));
+    let flushed_during = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (db, building, written) = (db.clone(), building.clone(), written_during.clone());
+        let flushed = flushed_during.clone();
+        std::thread::spawn(move || {
+            let mut next = 1_000_000;
+            while building.load(Ordering::SeqCst) {
+                let mut txn = db.begin();
+                txn.put("t", &rows(next..next + 100)).unwrap();
+                txn.commit().unwrap();
+                next += 100;
+                written.fetch_add(100, Ordering::SeqCst);
+                if next % 5_000 == 0 {
+                    db.flush().unwrap();
+                    let mut load = db.bulk_load("t").unwrap();
+                    load.write(&rows(next + 500_000..next + 500_100)).unwrap();
+                    load.finish().unwrap();
+                    if building.load(Ordering::SeqCst) {
+                        flushed.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+            next
+        })
+    };
+    db.add_index("t", "t_a", "btree", &["a"], Vec::new())
+        .unwrap();
+    building.store(false, Ordering::SeqCst);
+    writer.join().unwrap();
+    assert!(
+        written_during.load(Ordering::SeqCst) > 0,
+        "no write finished while the index was built"
+    );
+    assert!(
+        flushed_during.load(Ordering::SeqCst) > 0,
+        "no flush or bulk load finished while the index was built"
+    );
+    db.flush().unwrap();
+    assert_eq!(files(dir.path(), ".btree"), files(dir.path(), ".bseg"));
+    let (found, index) = count_where_a(&db, 5);
+    assert_eq!(index.as_deref(), Some("t_a"));
+    let all = db
+        .snapshot()
+        .scan("t", &ScanOptions::default())
+        .unwrap()
+        .execute(1)
+        .unwrap();
+    let expected: usize = all
+        .iter()
+        .map(|b| {
+            let a = b.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
+            a.iter().filter(|v| *v == Some(5)).count()
+        })
+        .sum();
+    assert_eq!(found, expected);
+    drop(all);
+    let db = Arc::try_unwrap(db).ok().unwrap();
+    db.close().unwrap();
+    let db = Db::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(count_where_a(&db, 5).0, expected);
+}
