@@ -204,7 +204,7 @@ impl Inner {
         let id = self.next_file.fetch_add(1, Ordering::SeqCst);
         let schema = table.storage_schema.clone();
         let path = write_segment(&self.seg_dir, id, schema, &run, self.options.row_group_rows)?;
-        let built = crate::index::build_for_run(&self.seg_dir, id, &table.def, &run)?;
+        let built = self.index_builder().build_for_run(id, &table.def, &run)?;
         let segment = SegmentFile::open(path, id, 0, self.cache.clone())?;
         crate::index::attach_built(&self.seg_dir, &segment, &table.def, &built)?;
         Ok(Arc::new(segment))
@@ -238,13 +238,8 @@ impl Inner {
             .into_iter()
             .map(|(id, path)| {
                 let segment = SegmentFile::open(path, id, 1, self.cache.clone())?;
-                crate::index::build_for_segment(
-                    &self.seg_dir,
-                    &self.cache,
-                    &segment,
-                    &table.def,
-                    &table.def.indexes,
-                )?;
+                self.index_builder()
+                    .build_for_segment(&segment, &table.def, &table.def.indexes)?;
                 Ok(Arc::new(segment))
             })
             .collect()

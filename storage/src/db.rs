@@ -153,6 +153,8 @@ pub(crate) struct Inner {
     pub work_lock: Mutex<()>,
     /// Held by CREATE INDEX for its whole build (see [`Db::add_index`]).
     pub index_builds: Mutex<()>,
+    /// Threads every index build shares.
+    pub build_budget: crate::build_budget::BuildBudget,
     pub poisoned: Mutex<Option<String>>,
     /// Why background work last failed, while it keeps failing.
     pub background_failure: Mutex<Option<crate::background::BackgroundFailure>>,
@@ -395,6 +397,7 @@ impl Db {
             progress_cv: Condvar::new(),
             work_lock: Mutex::new(()),
             index_builds: Mutex::new(()),
+            build_budget: crate::build_budget::BuildBudget::for_this_machine(),
             poisoned: Mutex::new(None),
             background_failure: Mutex::new(None),
             syncer: Mutex::new(None),
@@ -596,8 +599,7 @@ impl Db {
         def.indexes.push(index.clone());
         let mut files = UnpublishedFiles::default();
         for segment in start.segments() {
-            let file =
-                crate::index::build_file(&inner.seg_dir, &inner.cache, segment, &def, &index)?;
+            let file = inner.index_builder().build_file(segment, &def, &index)?;
             files.built.insert(segment.id, file);
         }
         let _work = inner.work_lock.lock();
@@ -617,13 +619,7 @@ impl Db {
         // Segments flushed, compacted or loaded during the build.
         for segment in current.segments() {
             if let std::collections::hash_map::Entry::Vacant(slot) = files.built.entry(segment.id) {
-                slot.insert(crate::index::build_file(
-                    &inner.seg_dir,
-                    &inner.cache,
-                    segment,
-                    &def,
-                    &index,
-                )?);
+                slot.insert(inner.index_builder().build_file(segment, &def, &index)?);
             }
         }
         let mut edits = vec![Edit::PutTable(def.clone())];
@@ -1148,6 +1144,14 @@ impl Inner {
     /// backwards: syncs and committers publish out of order).
     pub fn publish(&self, seq: u64) {
         self.visible_seq.fetch_max(seq, Ordering::SeqCst);
+    }
+
+    pub fn index_builder(&self) -> crate::index::Builder<'_> {
+        crate::index::Builder {
+            dir: &self.seg_dir,
+            cache: &self.cache,
+            budget: &self.build_budget,
+        }
     }
 
     pub fn current(&self) -> Arc<DbState> {

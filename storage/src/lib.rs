@@ -7,6 +7,7 @@
 //! snapshot isolation. Scans return Arrow record batches.
 
 mod background;
+mod build_budget;
 mod compaction;
 mod db;
 mod durable_file;

@@ -49,7 +49,13 @@ impl IndexKind for BTree {
         Ok(())
     }
 
-    fn build(&self, _index: &IndexDef, rows: &IndexRows, out: &mut dyn Write) -> Result<()> {
+    fn build(
+        &self,
+        _index: &IndexDef,
+        rows: &IndexRows,
+        _threads: usize,
+        out: &mut dyn Write,
+    ) -> Result<()> {
         let ops = rows.ops.as_primitive::<UInt8Type>();
         let mut entries = Vec::with_capacity(ops.len());
         for row in 0..ops.len() {

@@ -104,22 +104,23 @@ impl IndexKind for Hnsw {
         params(index).map(|_| ())
     }
 
-    fn build(&self, index: &IndexDef, rows: &IndexRows, out: &mut dyn Write) -> Result<()> {
+    fn build(
+        &self,
+        index: &IndexDef,
+        rows: &IndexRows,
+        threads: usize,
+        out: &mut dyn Write,
+    ) -> Result<()> {
         let params = params(index)?;
         let (dims, vectors, positions) =
             collect_vectors(rows.columns[0].as_ref(), rows.ops.as_ref())?;
-        hnsw::build(params, dims, &vectors, &positions, build_threads(), out)?;
+        hnsw::build(params, dims, &vectors, &positions, threads, out)?;
         Ok(())
     }
 
     fn open(&self, _index: &IndexDef, path: &Path) -> Result<OpenIndex> {
         Ok(open_index(path)?)
     }
-}
-
-/// Threads an index build may use.
-pub(crate) fn build_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// The non-null, non-tombstone vectors of `column`, flattened, with their

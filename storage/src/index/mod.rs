@@ -17,6 +17,7 @@ use arrow_schema::DataType;
 use basalt_formats::manifest::{Edit, IndexDef, TableDef};
 use basalt_formats::segment::SYSTEM_COLUMNS;
 
+use crate::build_budget::BuildBudget;
 use crate::durable_file::PendingFile;
 use crate::error::{Error, Result};
 use crate::segment::{ChunkCache, SegmentFile};
@@ -34,8 +35,14 @@ pub(crate) trait IndexKind: Send + Sync {
     /// Checks a definition against its table: column count and types,
     /// options.
     fn validate(&self, table: &TableDef, index: &IndexDef) -> Result<()>;
-    /// Writes the index of one segment's rows.
-    fn build(&self, index: &IndexDef, rows: &IndexRows, out: &mut dyn Write) -> Result<()>;
+    /// Writes the index of one segment's rows, on up to `threads` threads.
+    fn build(
+        &self,
+        index: &IndexDef,
+        rows: &IndexRows,
+        threads: usize,
+        out: &mut dyn Write,
+    ) -> Result<()>;
     /// Opens a file [`IndexKind::build`] wrote.
     fn open(&self, index: &IndexDef, path: &Path) -> Result<OpenIndex>;
 }
@@ -69,67 +76,77 @@ pub(crate) fn legacy_hnsw_path(dir: &Path, segment_id: u64, column: u32) -> Path
     dir.join(format!("{segment_id:06}.c{column}.hnsw"))
 }
 
-fn write_file(dir: &Path, segment_id: u64, index: &IndexDef, rows: &IndexRows) -> Result<PathBuf> {
-    let kind = kind(&index.kind)?;
-    let (file, mut out) = PendingFile::create(&file_path(dir, segment_id, index))?;
-    kind.build(index, rows, &mut out)?;
-    file.install(out)
+/// What an index build needs: where files go, the chunk cache to read
+/// segments through, and the shared thread budget.
+pub(crate) struct Builder<'a> {
+    pub dir: &'a Path,
+    pub cache: &'a ChunkCache,
+    pub budget: &'a BuildBudget,
 }
 
-/// Builds every index `def` declares for a sorted run (storage layout)
-/// about to become segment `segment_id` (flush, bulk load). Returns the
-/// ids of the indexes built.
-pub(crate) fn build_for_run(
-    dir: &Path,
-    segment_id: u64,
-    def: &TableDef,
-    run: &RecordBatch,
-) -> Result<Vec<u32>> {
-    let mut built = Vec::new();
-    for index in &def.indexes {
-        let rows = IndexRows {
-            columns: index
-                .columns
-                .iter()
-                .map(|&c| run.column(SYSTEM_COLUMNS + c as usize).clone())
-                .collect(),
-            ops: run.column(2).clone(),
-        };
-        write_file(dir, segment_id, index, &rows)?;
-        built.push(index.id);
+impl Builder<'_> {
+    fn write_file(&self, segment_id: u64, index: &IndexDef, rows: &IndexRows) -> Result<PathBuf> {
+        let kind = kind(&index.kind)?;
+        let threads = self.budget.take(self.budget.total());
+        let (file, mut out) = PendingFile::create(&file_path(self.dir, segment_id, index))?;
+        kind.build(index, rows, threads.count(), &mut out)?;
+        file.install(out)
     }
-    Ok(built)
-}
 
-/// Builds the given indexes for a written segment (compaction) and
-/// attaches them.
-pub(crate) fn build_for_segment(
-    dir: &Path,
-    cache: &ChunkCache,
-    segment: &SegmentFile,
-    def: &TableDef,
-    indexes: &[IndexDef],
-) -> Result<()> {
-    for index in indexes {
-        let (path, opened) = build_file(dir, cache, segment, def, index)?;
-        segment.attach_index(index.id, opened, path);
+    /// Builds every index `def` declares for a sorted run (storage layout)
+    /// about to become segment `segment_id` (flush, bulk load). Returns
+    /// the ids of the indexes built.
+    pub fn build_for_run(
+        &self,
+        segment_id: u64,
+        def: &TableDef,
+        run: &RecordBatch,
+    ) -> Result<Vec<u32>> {
+        let mut built = Vec::new();
+        for index in &def.indexes {
+            let rows = IndexRows {
+                columns: index
+                    .columns
+                    .iter()
+                    .map(|&c| run.column(SYSTEM_COLUMNS + c as usize).clone())
+                    .collect(),
+                ops: run.column(2).clone(),
+            };
+            self.write_file(segment_id, index, &rows)?;
+            built.push(index.id);
+        }
+        Ok(built)
     }
-    Ok(())
-}
 
-/// Builds and opens one index's file for a written segment, leaving it to
-/// the caller to attach (CREATE INDEX attaches once the index is logged).
-pub(crate) fn build_file(
-    dir: &Path,
-    cache: &ChunkCache,
-    segment: &SegmentFile,
-    def: &TableDef,
-    index: &IndexDef,
-) -> Result<(PathBuf, OpenIndex)> {
-    let rows = segment_rows(cache, segment, def, index)?;
-    let path = write_file(dir, segment.id, index, &rows)?;
-    let opened = kind(&index.kind)?.open(index, &path)?;
-    Ok((path, opened))
+    /// Builds the given indexes for a written segment (compaction, a bulk
+    /// load that missed a new index) and attaches them.
+    pub fn build_for_segment(
+        &self,
+        segment: &SegmentFile,
+        def: &TableDef,
+        indexes: &[IndexDef],
+    ) -> Result<()> {
+        for index in indexes {
+            let (path, opened) = self.build_file(segment, def, index)?;
+            segment.attach_index(index.id, opened, path);
+        }
+        Ok(())
+    }
+
+    /// Builds and opens one index's file for a written segment, leaving it
+    /// to the caller to attach (CREATE INDEX attaches once the index is
+    /// logged).
+    pub fn build_file(
+        &self,
+        segment: &SegmentFile,
+        def: &TableDef,
+        index: &IndexDef,
+    ) -> Result<(PathBuf, OpenIndex)> {
+        let rows = segment_rows(self.cache, segment, def, index)?;
+        let path = self.write_file(segment.id, index, &rows)?;
+        let opened = kind(&index.kind)?.open(index, &path)?;
+        Ok((path, opened))
+    }
 }
 
 fn segment_rows(

@@ -281,7 +281,7 @@ fn write_run(
         inner.options.row_group_rows,
     )?;
     debug_assert_eq!(path, segment_path(&inner.seg_dir, id));
-    let indexed = crate::index::build_for_run(&inner.seg_dir, id, &table.def, &run)?;
+    let indexed = inner.index_builder().build_for_run(id, &table.def, &run)?;
     Ok(Some(WrittenRun {
         id,
         path,
@@ -367,13 +367,9 @@ fn install(
                 .filter(|i| !run.indexed.contains(&i.id))
                 .cloned()
                 .collect();
-            crate::index::build_for_segment(
-                &inner.seg_dir,
-                &inner.cache,
-                &segment,
-                &table.def,
-                &missing,
-            )?;
+            inner
+                .index_builder()
+                .build_for_segment(&segment, &table.def, &missing)?;
             Ok(Arc::new(segment))
         })
         .collect::<Result<Vec<_>>>()?;
