@@ -143,11 +143,7 @@ fn small_transactions() -> basalt::storage::Options {
 
 /// `rows` lines of COPY text (`id<TAB>payload`), from `first`.
 fn copy_lines(first: u64, rows: u64) -> Vec<u8> {
-    let mut data = Vec::new();
-    for id in first..first + rows {
-        data.extend_from_slice(format!("{id}\t{}\n", "p".repeat(40)).as_bytes());
-    }
-    data
+    copy_ids(first..first + rows)
 }
 
 /// Streams `data` into `COPY table FROM STDIN` in 64 KiB messages.
@@ -252,7 +248,7 @@ fn small_transactions_and_runs() -> basalt::storage::Options {
     }
 }
 
-/// COPY text for the given ids, in the given order.
+/// COPY text (`id<TAB>payload`) for the given ids, in the given order.
 fn copy_ids(ids: impl IntoIterator<Item = u64>) -> Vec<u8> {
     let mut data = Vec::new();
     for id in ids {

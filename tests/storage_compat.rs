@@ -80,14 +80,39 @@ fn options() -> Options {
     }
 }
 
-async fn answers(db: &Database) -> Vec<String> {
+async fn answers(db: &Database, queries: &[(&str, &str)]) -> Vec<String> {
     let mut session = db.session();
     let mut out = Vec::new();
-    for (sql, _) in WAL_V1_QUERIES {
+    for (sql, _) in queries {
         let rows = common::rows(&mut session, sql).await;
         out.push(rows[0][0].clone().unwrap_or_default());
     }
     out
+}
+
+fn expected<'a>(queries: &[(&str, &'a str)]) -> Vec<&'a str> {
+    queries.iter().map(|(_, answer)| *answer).collect()
+}
+
+/// Runs a fixture's script on a new database under `tests/fixtures/name`
+/// and checks its answers: how each fixture was made, on its README's
+/// commit.
+async fn write_fixture(name: &str, script: &[&str], queries: &[(&str, &str)]) {
+    let dir = fixture(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    let db = Database::open_with(&dir, options()).unwrap();
+    let mut session = db.session();
+    for sql in script {
+        if *sql == "FLUSH" {
+            db.storage().flush().unwrap();
+        } else {
+            session.execute(sql).await.unwrap();
+        }
+    }
+    assert_eq!(answers(&db, queries).await, expected(queries));
+    drop(session);
+    drop(db);
+    let _ = std::fs::remove_file(dir.join("LOCK"));
 }
 
 #[tokio::test]
@@ -96,8 +121,8 @@ async fn a_database_with_a_version_1_wal_opens_and_answers_the_same() {
     let wal = std::fs::read_dir(dir.join("wal")).unwrap().count();
     assert!(wal >= 1, "the fixture holds its WAL");
     let db = Database::open_with(&dir, options()).unwrap();
-    let expected: Vec<&str> = WAL_V1_QUERIES.iter().map(|(_, a)| *a).collect();
-    assert_eq!(answers(&db).await, expected);
+    let expected = expected(WAL_V1_QUERIES);
+    assert_eq!(answers(&db, WAL_V1_QUERIES).await, expected);
     // Written on: new records go to a current-version file, and both
     // versions replay together after a restart.
     db.session()
@@ -109,7 +134,7 @@ async fn a_database_with_a_version_1_wal_opens_and_answers_the_same() {
     let mut session = db.session();
     let rows = common::rows(&mut session, "SELECT count(*) FROM log").await;
     assert_eq!(rows[0][0].as_deref(), Some("4"));
-    assert_eq!(answers(&db).await[..7], expected[..7]);
+    assert_eq!(answers(&db, WAL_V1_QUERIES).await[..7], expected[..7]);
 }
 
 /// Writes `tests/fixtures/wal_v1` (run on the commit before WAL version 2:
@@ -117,22 +142,7 @@ async fn a_database_with_a_version_1_wal_opens_and_answers_the_same() {
 #[tokio::test]
 #[ignore]
 async fn write_wal_v1_fixture() {
-    let dir = fixture("wal_v1");
-    let _ = std::fs::remove_dir_all(&dir);
-    let db = Database::open_with(&dir, options()).unwrap();
-    let mut session = db.session();
-    for sql in WAL_V1_SCRIPT {
-        if *sql == "FLUSH" {
-            db.storage().flush().unwrap();
-        } else {
-            session.execute(sql).await.unwrap();
-        }
-    }
-    let expected: Vec<&str> = WAL_V1_QUERIES.iter().map(|(_, a)| *a).collect();
-    assert_eq!(answers(&db).await, expected);
-    drop(session);
-    drop(db);
-    let _ = std::fs::remove_file(dir.join("LOCK"));
+    write_fixture("wal_v1", WAL_V1_SCRIPT, WAL_V1_QUERIES).await;
 }
 
 /// The statements that made `hnsw_by_column`: a vector index declared in
@@ -171,23 +181,13 @@ const HNSW_BY_COLUMN_QUERIES: &[(&str, &str)] = &[
     ("SELECT count(*) FROM docs WHERE tag = 'late'", "2"),
 ];
 
-async fn hnsw_answers(db: &Database) -> Vec<String> {
-    let mut session = db.session();
-    let mut out = Vec::new();
-    for (sql, _) in HNSW_BY_COLUMN_QUERIES {
-        let rows = common::rows(&mut session, sql).await;
-        out.push(rows[0][0].clone().unwrap_or_default());
-    }
-    out
-}
-
 #[tokio::test]
 async fn a_database_with_vector_indexes_recorded_by_column_opens_and_answers_the_same() {
     let (_scratch, dir) = copy_of("hnsw_by_column");
-    let expected: Vec<&str> = HNSW_BY_COLUMN_QUERIES.iter().map(|(_, a)| *a).collect();
+    let expected = expected(HNSW_BY_COLUMN_QUERIES);
     for _reopen in 0..2 {
         let db = Database::open_with(&dir, options()).unwrap();
-        assert_eq!(hnsw_answers(&db).await, expected);
+        assert_eq!(answers(&db, HNSW_BY_COLUMN_QUERIES).await, expected);
         // Both segments are searched through their graphs: the old files
         // were found, not silently replaced by exact comparison.
         let query = basalt::storage::VectorQuery {
@@ -208,13 +208,10 @@ async fn a_database_with_vector_indexes_recorded_by_column_opens_and_answers_the
     }
     // The files now go by the index's id; the column-named ones, linked
     // on the first open, went with the manifest that named them.
-    let mut names: Vec<String> = std::fs::read_dir(dir.join("seg"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".hnsw"))
-        .collect();
-    names.sort();
-    assert_eq!(names, ["000004.i3.hnsw", "000006.i3.hnsw"]);
+    assert_eq!(
+        common::files_ending(&dir.join("seg"), ".hnsw"),
+        ["000004.i3.hnsw", "000006.i3.hnsw"]
+    );
 }
 
 /// Writes `tests/fixtures/hnsw_by_column` (run on the commit before index
@@ -223,20 +220,10 @@ async fn a_database_with_vector_indexes_recorded_by_column_opens_and_answers_the
 #[tokio::test]
 #[ignore]
 async fn write_hnsw_by_column_fixture() {
-    let dir = fixture("hnsw_by_column");
-    let _ = std::fs::remove_dir_all(&dir);
-    let db = Database::open_with(&dir, options()).unwrap();
-    let mut session = db.session();
-    for sql in HNSW_BY_COLUMN_SCRIPT {
-        if *sql == "FLUSH" {
-            db.storage().flush().unwrap();
-        } else {
-            session.execute(sql).await.unwrap();
-        }
-    }
-    let expected: Vec<&str> = HNSW_BY_COLUMN_QUERIES.iter().map(|(_, a)| *a).collect();
-    assert_eq!(hnsw_answers(&db).await, expected);
-    drop(session);
-    drop(db);
-    let _ = std::fs::remove_file(dir.join("LOCK"));
+    write_fixture(
+        "hnsw_by_column",
+        HNSW_BY_COLUMN_SCRIPT,
+        HNSW_BY_COLUMN_QUERIES,
+    )
+    .await;
 }

@@ -9,6 +9,8 @@ use arrow_array::{ArrayRef, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use basalt::storage::{Db, Options, Predicate, PredicateOp, Scalar, ScanOptions};
 
+mod common;
+
 fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("k", DataType::Int64, false),
@@ -26,16 +28,7 @@ fn rows(keys: std::ops::Range<i64>) -> RecordBatch {
 }
 
 fn files(dir: &std::path::Path, suffix: &str) -> usize {
-    std::fs::read_dir(dir.join("seg"))
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(suffix)
-        })
-        .count()
+    common::files_ending(&dir.join("seg"), suffix).len()
 }
 
 fn count_where_a(db: &Db, a: i64) -> (usize, Option<String>) {

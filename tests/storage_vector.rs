@@ -16,6 +16,8 @@ use basalt::storage::{encode_key, Db, HnswParams, Metric, Options, VectorQuery};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+mod common;
+
 const DIMS: usize = 4;
 const KEYS: i64 = 400;
 
@@ -361,13 +363,7 @@ fn create_index_racing_drop_table_or_add_column_keeps_their_effect() {
 }
 
 fn index_files(dir: &std::path::Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir.join("seg"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".hnsw"))
-        .collect();
-    names.sort();
-    names
+    common::files_ending(&dir.join("seg"), ".hnsw")
 }
 
 fn graph_segments(db: &Db, metric: Metric) -> usize {

@@ -64,3 +64,19 @@ pub fn temp_session() -> (tempfile::TempDir, basalt::Session) {
     let db = basalt::Database::open(dir.path().join("db")).expect("opening the database");
     (dir, db.session())
 }
+
+/// Names of the files in `dir` ending with `suffix`, sorted.
+pub fn files_ending(dir: &Path, suffix: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("reading a directory")
+        .map(|e| {
+            e.expect("a directory entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|n| n.ends_with(suffix))
+        .collect();
+    names.sort();
+    names
+}
