@@ -221,6 +221,17 @@ pub(crate) fn segment_run(
     let cache = view.cache;
     let starts = segment.row_group_starts();
     let rows = matching_rows(&index, probe);
+    let segment_rows = starts.last().copied().unwrap_or(0);
+    if rows.last().is_some_and(|&r| r as usize >= segment_rows) {
+        return Err(Error::Corruption {
+            file: segment.path.clone(),
+            offset: 0,
+            reason: format!(
+                "index \"{}\" names a row past the segment's {segment_rows} rows",
+                probe.name
+            ),
+        });
+    }
     let mut batches = Vec::new();
     let mut at = 0;
     while at < rows.len() {
