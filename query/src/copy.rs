@@ -1155,8 +1155,7 @@ enum CopySink {
 }
 
 struct BulkTarget {
-    /// The storage table.
-    table: String,
+    /// The storage table (its `name` is the storage name).
     def: basalt_storage::TableDef,
     /// Positions of the copied columns in the table.
     listed: Vec<usize>,
@@ -1170,7 +1169,7 @@ impl BulkTarget {
     fn load_error(&self, error: basalt_storage::Error) -> Error {
         match error {
             basalt_storage::Error::DuplicateKey { row, .. } if row.num_rows() == 1 => {
-                crate::dml::unique_violation(&self.def, &self.table, &row, 0)
+                crate::dml::unique_violation(&self.def, &row, 0)
             }
             other => Error::from(other),
         }
@@ -1227,7 +1226,6 @@ impl Session {
                 batches: Vec::new(),
                 bytes: 0,
                 target: BulkTarget {
-                    table: target.full.clone(),
                     def: def.clone(),
                     listed,
                     name: table.clone(),
@@ -1351,7 +1349,7 @@ impl Session {
             return Ok(());
         };
         // A keyless table's keys are fresh row ids: nothing to check.
-        let load = self.shared.db.bulk_insert(&target.table)?;
+        let load = self.shared.db.bulk_insert(&target.def.name)?;
         copy.sink = CopySink::Bulk { load, target };
         self.write_bulk(copy, batches).await
     }

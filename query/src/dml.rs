@@ -175,7 +175,7 @@ impl Session {
                         .is_some();
                 match (&action, exists) {
                     (_, false) => {}
-                    (None, true) => return Err(unique_violation(&target.def, &target.full, &batch, row)),
+                    (None, true) => return Err(unique_violation(&target.def, &batch, row)),
                     (Some(OnConflictAction::DoUpdate(_)), true) if repeated => {
                         return Err(Error::sql(
                             "21000",
@@ -385,7 +385,7 @@ impl Session {
                         .with_reader(|r| r.get(&target.full, key))?
                         .is_some());
             if clash {
-                return Err(unique_violation(&target.def, &target.full, new_rows, row));
+                return Err(unique_violation(&target.def, new_rows, row));
             }
         }
         let moved: Vec<Vec<u8>> = old_keys
@@ -706,12 +706,7 @@ fn with_row_keys(batch: &RecordBatch, keys: Vec<&[u8]>) -> Result<RecordBatch> {
 }
 
 /// 23505 for the row at `row`, naming its key as Postgres does.
-pub(crate) fn unique_violation(
-    def: &TableDef,
-    full: &str,
-    batch: &RecordBatch,
-    row: usize,
-) -> Error {
+pub(crate) fn unique_violation(def: &TableDef, batch: &RecordBatch, row: usize) -> Error {
     let names: Vec<&str> = def
         .key_columns
         .iter()
@@ -727,7 +722,7 @@ pub(crate) fn unique_violation(
                 .unwrap_or_default()
         })
         .collect();
-    let table = full.rsplit('.').next().unwrap_or(full);
+    let table = crate::catalog::split_storage_name(&def.name).1;
     Error::sql(
         "23505",
         format!("duplicate key value violates unique constraint \"{table}_pkey\""),

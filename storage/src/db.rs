@@ -608,13 +608,10 @@ impl Db {
             .tables
             .get(&start.def.id)
             .ok_or_else(|| Error::TableNotFound(table.to_string()))?;
+        // Only CREATE INDEX adds indexes, and builds run one at a time: the
+        // name is still free and the id still next.
         let mut def = current.def.clone();
-        if def.indexes.iter().any(|i| i.name == name) {
-            return Err(Error::InvalidArgument(format!(
-                "index \"{name}\" already exists"
-            )));
-        }
-        def.next_index_id = def.next_index_id.max(index.id + 1);
+        def.next_index_id = index.id + 1;
         def.indexes.push(index.clone());
         // Segments flushed, compacted or loaded during the build.
         for segment in current.segments() {

@@ -24,7 +24,7 @@ use crate::memtable::{rows_to_run, RowRef};
 use crate::scan::{output_schema, run_schema_for, ScanContext, ScanOptions, ScanPlan, Source};
 use crate::segment::{ChunkCache, SegmentFile};
 use crate::vector::{RowFilter, SearchInput, VectorHits, VectorQuery};
-use crate::visibility::SnapshotView;
+use crate::visibility::{newest_in_segments, SnapshotView};
 
 /// A consistent, read-only view of the database at one commit sequence.
 pub struct Snapshot {
@@ -953,24 +953,6 @@ fn vector_search_in(
     crate::vector::search(&input, query, filter)
 }
 
-/// Whether the newest version of `key` visible at `seq` is a live row.
-pub(crate) fn holds_key(
-    cache: &ChunkCache,
-    table: &TableState,
-    seq: u64,
-    key: &[u8],
-) -> Result<bool> {
-    let in_memory = table.memtables().find_map(|m| m.get(key, seq));
-    match newest_in_segments(cache, table, seq, key, in_memory.as_ref().map(|v| v.0))? {
-        Some((segment, group, row)) => Ok(segment
-            .column(cache, group, 2)?
-            .as_primitive::<UInt8Type>()
-            .value(row)
-            != OP_DELETE),
-        None => Ok(in_memory.is_some_and(|(_, row)| !row.is_delete())),
-    }
-}
-
 fn get_row(
     cache: &ChunkCache,
     table: &TableState,
@@ -989,39 +971,6 @@ fn get_row(
             None => Ok(None),
         },
     }
-}
-
-/// The segment row holding the newest version of `key` visible at `seq`, if
-/// it is newer than `newer_than` (the memtables' version). Usually the first
-/// hit wins, as segments are consulted newest first; a bulk load's segment
-/// can hold versions older than later flushes, so sequences decide.
-fn newest_in_segments<'t>(
-    cache: &ChunkCache,
-    table: &'t TableState,
-    seq: u64,
-    key: &[u8],
-    newer_than: Option<u64>,
-) -> Result<Option<(&'t SegmentFile, usize, usize)>> {
-    let mut best = None;
-    let mut floor = newer_than;
-    for segment in table.segments() {
-        let summary = segment.summary();
-        if summary.min_seq > seq || floor.is_some_and(|f| summary.max_seq <= f) {
-            continue;
-        }
-        let Some((group, row)) = segment.find(cache, key, seq)? else {
-            continue;
-        };
-        let version = segment
-            .column(cache, group, 1)?
-            .as_primitive::<UInt64Type>()
-            .value(row);
-        if floor.is_none_or(|f| version > f) {
-            floor = Some(version);
-            best = Some((segment.as_ref(), group, row));
-        }
-    }
-    Ok(best)
 }
 
 pub(crate) fn row_from_segment(

@@ -31,7 +31,7 @@ use basalt_formats::segment::OP_PUT;
 use crate::db::{segment_def, Db, Inner, TableState};
 use crate::error::{Error, Result};
 use crate::segment::{segment_path, write_segment, SegmentFile};
-use crate::txn::{check_columns, row_keys, Snapshot};
+use crate::txn::{check_columns, row_keys};
 
 mod unique;
 
@@ -324,7 +324,7 @@ fn install(
     inner: &Inner,
     loaded: &TableState,
     written: &mut Vec<WrittenRun>,
-    checked: Option<&Snapshot>,
+    checked: Option<&unique::Checked>,
 ) -> Result<u64> {
     let _no_flush_or_compaction = inner.work_lock.lock();
     // The manifest lock is taken before the table is looked up, so that a
@@ -345,8 +345,8 @@ fn install(
     if written.is_empty() {
         return Ok(*last_seq);
     }
-    if let Some(snapshot) = checked {
-        unique::check_committed_since(inner, loaded, table, snapshot, *last_seq, written)?;
+    if let Some(checked) = checked {
+        unique::check_committed_since(inner, loaded, table, checked, *last_seq)?;
     }
     let level = if is_empty(table) && disjoint(written) {
         1

@@ -22,7 +22,8 @@ use super::WrittenRun;
 use crate::db::{Inner, TableState};
 use crate::error::{Error, Result};
 use crate::segment::{ChunkCache, SegmentFile};
-use crate::txn::{holds_key, row_from_segment, Snapshot};
+use crate::txn::{row_from_segment, Snapshot};
+use crate::visibility::holds_key;
 
 pub(super) fn duplicate(table: &TableState, row: RecordBatch) -> Error {
     Error::DuplicateKey {
@@ -44,14 +45,21 @@ pub(super) fn repeated_key(keys: &[Vec<u8>]) -> Option<usize> {
         .map(|w| w[1])
 }
 
+/// What [`check_written`] found clean: the runs, opened, and the snapshot
+/// they were checked at, held until the install so that the rows committed
+/// after it can be told apart.
+pub(super) struct Checked {
+    snapshot: Snapshot,
+    runs: Vec<SegmentFile>,
+}
+
 /// Checks the written runs against each other and against the table at a
-/// snapshot taken now; returns that snapshot, held until the install so
-/// that the rows committed after it can be told apart.
+/// snapshot taken now.
 pub(super) fn check_written(
     inner: &Arc<Inner>,
     loaded: &TableState,
     written: &[WrittenRun],
-) -> Result<Snapshot> {
+) -> Result<Checked> {
     let snapshot = Snapshot::new(inner);
     let runs = open_runs(inner, written)?;
     let table = snapshot.state().table(&loaded.def.name)?.clone();
@@ -73,27 +81,25 @@ pub(super) fn check_written(
         }
         previous = Some(at.key);
     }
-    Ok(snapshot)
+    Ok(Checked { snapshot, runs })
 }
 
-/// Fails if a row committed after `checked` and still live at `last_seq`
-/// has a key one of the runs holds.
+/// Fails if a row committed after the check's snapshot and still live at
+/// `last_seq` has a key one of the runs holds.
 pub(super) fn check_committed_since(
     inner: &Inner,
     loaded: &TableState,
     table: &TableState,
-    checked: &Snapshot,
+    checked: &Checked,
     last_seq: u64,
-    written: &[WrittenRun],
 ) -> Result<()> {
-    let since = checked.sequence();
+    let since = checked.snapshot.sequence();
     let cache = &inner.cache;
-    let runs = open_runs(inner, written)?;
-    for key in keys_committed_after(cache, table, checked, since)? {
+    for key in keys_committed_after(cache, table, &checked.snapshot, since)? {
         if !holds_key(cache, table, last_seq, &key)? {
             continue;
         }
-        for run in &runs {
+        for run in &checked.runs {
             if let Some((group, row)) = run.find(cache, &key, u64::MAX)? {
                 return Err(run_row_duplicate(cache, loaded, run, group, row));
             }
