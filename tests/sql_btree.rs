@@ -174,7 +174,10 @@ async fn create_index_checks_its_statement() {
         .unwrap();
     let cases = [
         ("CREATE INDEX t_a ON t (a)", "42P07"),
-        ("CREATE UNIQUE INDEX t_u ON t (a)", "0A000"),
+        (
+            "CREATE UNIQUE INDEX t_u ON t (a) NULLS NOT DISTINCT",
+            "0A000",
+        ),
         ("CREATE INDEX t_n ON t (nope)", "42703"),
         ("CREATE INDEX t_v ON t (v)", "42804"),
         ("CREATE INDEX t_h ON t USING hash (a)", "42704"),

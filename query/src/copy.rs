@@ -1217,7 +1217,9 @@ impl Session {
         let needs_default = def.schema.fields().iter().any(|f| {
             !names.contains(f.name()) && f.metadata().contains_key(crate::catalog::DEFAULT_KEY)
         });
-        let sink = if autocommit && !needs_default {
+        // A bulk load cannot keep a unique index's entries.
+        let unique_index = def.indexes.iter().any(basalt_storage::is_unique_index);
+        let sink = if autocommit && !needs_default && !unique_index {
             let listed = names
                 .iter()
                 .filter_map(|n| def.schema.index_of(n).ok())

@@ -32,6 +32,8 @@ struct PlannedTable {
     if_not_exists: bool,
     /// Sequences the table's serial columns draw from, created with it.
     serials: Vec<String>,
+    /// UNIQUE constraints, created as unique indexes once the table is.
+    unique: Vec<crate::index::UniqueConstraint>,
 }
 
 /// Unquoted identifiers fold to lower case, as in Postgres.
@@ -70,6 +72,15 @@ impl Session {
             self.sequences.create(&self.shared.db, sequence, 1, false)?;
         }
         self.after_ddl();
+        for constraint in planned.unique {
+            if let Err(e) = self.add_unique_constraint(&full, constraint).await {
+                // The statement failed: it leaves no table behind.
+                self.before_ddl()?;
+                self.shared.db.drop_table(&full)?;
+                self.after_ddl();
+                return Err(e);
+            }
+        }
         let Some(input) = planned.input else {
             return Ok(QueryResult::command("CREATE TABLE"));
         };
@@ -133,6 +144,10 @@ impl Session {
         mut create: ast::CreateTable,
         full: &str,
     ) -> Result<PlannedTable> {
+        let unique = crate::index::take_unique_constraints(
+            &mut create,
+            crate::catalog::split_storage_name(full).1,
+        )?;
         reject_unsupported_constraints(&create)?;
         ignore_storage_parameters(&mut create)?;
         let mut metadata: HashMap<String, HashMap<String, String>> = HashMap::new();
@@ -221,6 +236,7 @@ impl Session {
             input: is_query.then(|| table.input.as_ref().clone()),
             if_not_exists,
             serials,
+            unique,
         })
     }
 
@@ -477,6 +493,16 @@ impl Session {
                         })?;
                     self.after_ddl();
                 }
+                ast::AlterTableOperation::AddConstraint {
+                    constraint: ast::TableConstraint::Unique(unique),
+                    ..
+                } => {
+                    let constraint = crate::index::unique_constraint(&unique, &table)?;
+                    self.add_unique_constraint(&full, constraint).await?;
+                }
+                ast::AlterTableOperation::DropConstraint {
+                    name, if_exists, ..
+                } => self.drop_unique_constraint(&full, &normalize(&name), if_exists)?,
                 other => return Err(Error::not_supported(format!("ALTER TABLE {other}"))),
             }
         }

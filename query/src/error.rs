@@ -15,7 +15,7 @@ pub enum Error {
         detail: Option<String>,
     },
     #[error(transparent)]
-    Storage(#[from] basalt_storage::Error),
+    Storage(basalt_storage::Error),
     #[error(transparent)]
     DataFusion(#[from] DataFusionError),
 }
@@ -70,7 +70,7 @@ impl Error {
             DataFusionError::External(inner) => match inner.downcast::<Error>() {
                 Ok(ours) => *ours,
                 Err(inner) => match inner.downcast::<basalt_storage::Error>() {
-                    Ok(storage) => Error::Storage(*storage),
+                    Ok(storage) => Error::from(*storage),
                     Err(inner) => Error::DataFusion(DataFusionError::External(inner)),
                 },
             },
@@ -92,6 +92,48 @@ impl Error {
             other => DataFusionError::External(Box::new(other)),
         }
     }
+}
+
+impl From<basalt_storage::Error> for Error {
+    /// A unique violation gets PostgreSQL's DETAIL line naming the key.
+    fn from(err: basalt_storage::Error) -> Error {
+        match err {
+            basalt_storage::Error::UniqueViolation {
+                ref values,
+                creating,
+                ..
+            } => {
+                let key = key_text(values);
+                let detail = match creating {
+                    true => format!("Key {key} is duplicated."),
+                    false => format!("Key {key} already exists."),
+                };
+                Error::sql("23505", err.to_string()).with_detail(detail)
+            }
+            other => Error::Storage(other),
+        }
+    }
+}
+
+/// `(a, b)=(1, x)`: columns and values as PostgreSQL's key details show them.
+pub(crate) fn key_text(values: &arrow_array::RecordBatch) -> String {
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    let names: Vec<&str> = values
+        .schema_ref()
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect();
+    let shown: Vec<String> = values
+        .columns()
+        .iter()
+        .map(|column| {
+            ArrayFormatter::try_new(column.as_ref(), &FormatOptions::default())
+                .map(|f| f.value(0).to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    format!("({})=({})", names.join(", "), shown.join(", "))
 }
 
 /// The relation DataFusion's "table 'basalt.public.t' not found" names, as

@@ -53,6 +53,9 @@ fn access_method_oid(method: &str) -> i64 {
 struct IndexMeta {
     method: String,
     primary: bool,
+    unique: bool,
+    /// False while CREATE UNIQUE INDEX is still checking the rows.
+    valid: bool,
     /// `WITH (...)` and an operator class, as the definition shows them.
     options: Vec<(String, String)>,
 }
@@ -135,6 +138,8 @@ impl Snapshot {
                     index: Some(IndexMeta {
                         method: "btree".into(),
                         primary: true,
+                        unique: true,
+                        valid: true,
                         options: Vec::new(),
                     }),
                 });
@@ -159,7 +164,9 @@ impl Snapshot {
                     index: Some(IndexMeta {
                         method: index.kind.clone(),
                         primary: false,
-                        options: index.options.clone(),
+                        unique: basalt_storage::is_unique_index(index),
+                        valid: !basalt_storage::is_building_index(index),
+                        options: basalt_storage::declared_options(index),
                     }),
                 });
             }
@@ -213,7 +220,7 @@ impl Snapshot {
         let index = self.relation(oid)?;
         let table = self.relation(index.table?)?;
         let meta = index.index.as_ref()?;
-        let unique = if meta.primary { "UNIQUE " } else { "" };
+        let unique = if meta.unique { "UNIQUE " } else { "" };
         let mut columns = column_list(index);
         let mut with = Vec::new();
         for (key, value) in &meta.options {
@@ -871,17 +878,19 @@ fn index_rows(s: &Snapshot) -> Vec<Vec<ScalarValue>> {
             let keys: Vec<String> = index.key.iter().map(|k| (k + 1).to_string()).collect();
             let width = keys.len() as i64;
             let primary = index.index.as_ref().is_some_and(|m| m.primary);
+            let unique = index.index.as_ref().is_some_and(|m| m.unique);
+            let valid = index.index.as_ref().is_some_and(|m| m.valid);
             vec![
                 oid(index.oid),
                 oid(table),
                 int16(width),
                 int16(width),
-                boolean(primary),
+                boolean(unique),
                 boolean(primary),
                 boolean(false),
                 boolean(true),
                 boolean(false),
-                boolean(true),
+                boolean(valid),
                 boolean(false),
                 boolean(true),
                 boolean(true),

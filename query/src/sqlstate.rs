@@ -20,7 +20,7 @@ pub fn of_storage(err: &StorageError) -> &'static str {
         StorageError::NullKey | StorageError::NotNull(_) => "23502", // not_null_violation
         StorageError::Poisoned(_) => "58030",        // the write failure behind it
         StorageError::TransactionTooLarge { .. } => "53200", // out_of_memory
-        StorageError::DuplicateKey { .. } => "23505", // unique_violation
+        StorageError::DuplicateKey { .. } | StorageError::UniqueViolation { .. } => "23505", // unique_violation
         StorageError::Format(inner) => of_format(inner),
         StorageError::Arrow(_) => "XX000", // internal_error
         // The enum is non_exhaustive across crates; a variant added in storage
@@ -155,6 +155,16 @@ mod tests {
                     row: Box::new(arrow_array::RecordBatch::new_empty(std::sync::Arc::new(
                         arrow_schema::Schema::empty(),
                     ))),
+                },
+                "23505",
+            ),
+            (
+                StorageError::UniqueViolation {
+                    index: "i".into(),
+                    values: Box::new(arrow_array::RecordBatch::new_empty(std::sync::Arc::new(
+                        arrow_schema::Schema::empty(),
+                    ))),
+                    creating: false,
                 },
                 "23505",
             ),

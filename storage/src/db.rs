@@ -108,11 +108,21 @@ pub(crate) struct DbState {
 }
 
 impl DbState {
+    /// A user's table by name (the entries of unique indexes are reached
+    /// through their index, never by name).
     pub fn table(&self, name: &str) -> Result<&Arc<TableState>> {
         self.by_name
             .get(name)
+            .filter(|_| !crate::index::unique::is_entries_table(name))
             .and_then(|id| self.tables.get(id))
             .ok_or_else(|| Error::TableNotFound(name.to_string()))
+    }
+
+    /// Tables a user created: not the entries of unique indexes.
+    pub fn visible_tables(&self) -> impl Iterator<Item = &Arc<TableState>> {
+        self.tables
+            .values()
+            .filter(|t| !crate::index::unique::is_entries_table(&t.def.name))
     }
 
     fn with_table(&self, table: TableState) -> DbState {
@@ -431,7 +441,9 @@ impl Db {
             *inner.wal_writer.lock() = Some(handle);
         }
         inner.request_work();
-        Ok(Db { inner, background })
+        let db = Db { inner, background };
+        crate::index::unique::drop_unfinished(&db)?;
+        Ok(db)
     }
 
     pub fn path(&self) -> &Path {
@@ -456,6 +468,16 @@ impl Db {
                     .map_err(|_| Error::ColumnNotFound(k.to_string()))
             })
             .collect::<Result<Vec<_>>>()?;
+        self.create_table_def(name, schema, key_columns)
+    }
+
+    /// Creates a table whose name and schema the caller has checked.
+    pub(crate) fn create_table_def(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        key_columns: Vec<u32>,
+    ) -> Result<TableDef> {
         let inner = &self.inner;
         inner.check_poisoned()?;
         let mut manifest = inner.manifest.lock();
@@ -492,20 +514,26 @@ impl Db {
         let inner = &self.inner;
         inner.check_poisoned()?;
         let mut manifest = inner.manifest.lock();
-        let table = inner.current().table(name)?.clone();
-        inner.log_edits(
-            &mut manifest,
-            &[Edit::DropTable {
-                table_id: table.def.id,
-            }],
-        )?;
+        let state = inner.current();
+        let table = state.table(name)?.clone();
+        let mut dropped = vec![table.clone()];
+        dropped.extend(crate::index::unique::entries_tables(&state, &table.def));
+        let edits: Vec<Edit> = dropped
+            .iter()
+            .map(|t| Edit::DropTable { table_id: t.def.id })
+            .collect();
+        inner.log_edits(&mut manifest, &edits)?;
         let mut guard = inner.state.write();
         let mut next = (**guard).clone();
-        next.tables.remove(&table.def.id);
-        next.by_name.remove(name);
+        for t in &dropped {
+            next.tables.remove(&t.def.id);
+            next.by_name.remove(&t.def.name);
+        }
         *guard = Arc::new(next);
         drop(guard);
-        table.segments().for_each(|s| s.mark_obsolete());
+        for t in &dropped {
+            t.segments().for_each(|s| s.mark_obsolete());
+        }
         Ok(())
     }
 
@@ -592,9 +620,33 @@ impl Db {
         let inner = &self.inner;
         inner.check_poisoned()?;
         // One build at a time, so the id taken now is still free at the end.
-        let _one_build = inner.index_builds.lock();
+        let one_build = inner.index_builds.lock();
         let start = inner.current().table(table)?.clone();
-        let index = new_index(&start.def, name, kind, columns, options)?;
+        let mut index = new_index(&start.def, name, kind, columns, options)?;
+        if !crate::index::unique::is_unique(&index) {
+            return self.build_index(&start, index);
+        }
+        index.options.push((
+            crate::index::unique::BUILDING.to_string(),
+            "true".to_string(),
+        ));
+        let entries = crate::index::unique::create_entries(self, &start.def, &index)?;
+        let published = self.build_index(&start, index.clone());
+        drop(one_build);
+        match published {
+            Ok(_) => crate::index::unique::fill_and_finish(self, start.def.id, &index),
+            Err(e) => {
+                self.drop_entries(&entries);
+                Err(e)
+            }
+        }
+    }
+
+    /// Builds `index` (checked, with a free id) for every segment of `start`
+    /// and the segments added meanwhile, and publishes it.
+    pub(crate) fn build_index(&self, start: &TableState, index: IndexDef) -> Result<TableDef> {
+        let inner = &self.inner;
+        let table = &start.def.name;
         let mut def = start.def.clone();
         def.indexes.push(index.clone());
         let mut files = UnpublishedFiles::default();
@@ -625,7 +677,7 @@ impl Db {
             segment_id: segment.id,
             index_id: index.id,
         }));
-        let def = self.publish_definition(&current.def, def, &edits)?;
+        let def = self.publish_definition(&current.def, def, &edits, &[])?;
         for segment in current.segments() {
             if let Some((path, opened)) = files.built.remove(&segment.id) {
                 segment.attach_index(index.id, opened, path);
@@ -639,20 +691,42 @@ impl Db {
     /// the drop is logged; a search that already holds one keeps reading
     /// its mapping.
     pub fn drop_index(&self, table: &str, name: &str) -> Result<TableDef> {
+        let id = self.inner.current().table(table)?.def.id;
+        self.drop_index_of(id, |i| i.name == name)
+            .and_then(|dropped| {
+                dropped.ok_or_else(|| {
+                    Error::InvalidArgument(format!("index \"{name}\" does not exist"))
+                })
+            })
+    }
+
+    /// Drops the first index of table `table_id` that `which` picks, and
+    /// a unique index's entries with it; `None` if none matches.
+    pub(crate) fn drop_index_of(
+        &self,
+        table_id: u32,
+        which: impl Fn(&IndexDef) -> bool,
+    ) -> Result<Option<TableDef>> {
         let inner = &self.inner;
         inner.check_poisoned()?;
         let _work = inner.work_lock.lock();
         let state = inner.current();
-        let t = state.table(table)?.clone();
-        let Some(index) = t.def.indexes.iter().find(|i| i.name == name).cloned() else {
-            return Err(Error::InvalidArgument(format!(
-                "index \"{name}\" does not exist"
-            )));
+        let Some(t) = state.tables.get(&table_id).cloned() else {
+            return Ok(None);
+        };
+        let Some(index) = t.def.indexes.iter().find(|i| which(i)).cloned() else {
+            return Ok(None);
         };
         let mut def = t.def.clone();
         def.indexes.retain(|i| i.id != index.id);
-        let edits = [Edit::PutTable(def.clone())];
-        let def = self.publish_definition(&t.def, def, &edits)?;
+        let entries = crate::index::unique::entries_table(&state, &t.def, &index);
+        let mut edits = vec![Edit::PutTable(def.clone())];
+        edits.extend(
+            entries
+                .iter()
+                .map(|e| Edit::DropTable { table_id: e.def.id }),
+        );
+        let def = self.publish_definition(&t.def, def, &edits, entries.as_slice())?;
         for segment in t.segments() {
             if let Some(path) = segment.detach_index(index.id) {
                 if let Err(e) = fs::remove_file(&path) {
@@ -660,7 +734,26 @@ impl Db {
                 }
             }
         }
-        Ok(def)
+        Ok(Some(def))
+    }
+
+    /// Drops the entries table of a unique index that was never published.
+    pub(crate) fn drop_entries(&self, entries: &TableDef) {
+        let inner = &self.inner;
+        let mut manifest = inner.manifest.lock();
+        let edit = Edit::DropTable {
+            table_id: entries.id,
+        };
+        if let Err(e) = inner.log_edits(&mut manifest, &[edit]) {
+            // Dropped again at the next open, as an orphan.
+            tracing::warn!(error = %e, "could not drop an unused unique index's entries");
+            return;
+        }
+        let mut guard = inner.state.write();
+        let mut next = (**guard).clone();
+        next.tables.remove(&entries.id);
+        next.by_name.remove(&entries.name);
+        *guard = Arc::new(next);
     }
 
     /// Logs `edits` and makes `def` the table's definition, if the table is
@@ -668,11 +761,12 @@ impl Db {
     /// but without the manifest lock: a DROP TABLE, RENAME or ADD COLUMN
     /// may have been logged meanwhile, and logging a definition read before
     /// it would undo it (after a restart, a dropped table would come back).
-    fn publish_definition(
+    pub(crate) fn publish_definition(
         &self,
         read: &TableDef,
         def: TableDef,
         edits: &[Edit],
+        dropped: &[Arc<TableState>],
     ) -> Result<TableDef> {
         let inner = &self.inner;
         let mut manifest = inner.manifest.lock();
@@ -692,7 +786,16 @@ impl Db {
         // Only the declaration changed: rows in memory keep their layout.
         let mut next = (**current).clone();
         next.def = def.clone();
-        *guard = Arc::new(guard.with_table(next));
+        let mut state = guard.with_table(next);
+        for t in dropped {
+            state.tables.remove(&t.def.id);
+            state.by_name.remove(&t.def.name);
+        }
+        *guard = Arc::new(state);
+        drop(guard);
+        for t in dropped {
+            t.segments().for_each(|s| s.mark_obsolete());
+        }
         Ok(def)
     }
 
@@ -749,8 +852,7 @@ impl Db {
     pub fn tables(&self) -> Vec<TableDef> {
         self.inner
             .current()
-            .tables
-            .values()
+            .visible_tables()
             .map(|t| t.def.clone())
             .collect()
     }
@@ -890,6 +992,13 @@ fn validate_table(name: &str, schema: &Schema, key_columns: &[&str]) -> Result<(
     if name.is_empty() {
         return Err(Error::InvalidArgument("table name is empty".into()));
     }
+    // The names of unique indexes' entries start with one: a user's table
+    // can never take or reach them.
+    if name.contains('\0') {
+        return Err(Error::InvalidArgument(
+            "a table name cannot contain the character 0x00".into(),
+        ));
+    }
     if schema.fields().is_empty() {
         return Err(Error::InvalidArgument(format!(
             "table \"{name}\" has no columns"
@@ -926,7 +1035,7 @@ fn validate_table(name: &str, schema: &Schema, key_columns: &[&str]) -> Result<(
 }
 
 /// A new index's definition, checked against its table.
-fn new_index(
+pub(crate) fn new_index(
     def: &TableDef,
     name: &str,
     kind: &str,

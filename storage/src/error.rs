@@ -43,6 +43,15 @@ pub enum Error {
         table: String,
         row: Box<arrow_array::RecordBatch>,
     },
+    /// A write gave a UNIQUE index's value to a second row (`creating`:
+    /// CREATE UNIQUE INDEX found two rows holding it); `values` are the
+    /// index columns' values.
+    #[error("{}", if *creating { format!("could not create unique index \"{index}\"") } else { format!("duplicate key value violates unique constraint \"{index}\"") })]
+    UniqueViolation {
+        index: String,
+        values: Box<arrow_array::RecordBatch>,
+        creating: bool,
+    },
     #[error("database is read-only after an earlier write failure: {0}")]
     Poisoned(String),
     #[error("format error: {0}")]

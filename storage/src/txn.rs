@@ -51,6 +51,15 @@ impl Snapshot {
         &self.state
     }
 
+    /// Scans table `t` of this snapshot's state, reached by id.
+    pub(crate) fn scan_table(&self, t: &TableState, options: &ScanOptions) -> Result<ScanPlan> {
+        plan_scan(&self.inner.cache, t, self.seq, options, None)
+    }
+
+    pub(crate) fn state_arc(&self) -> Arc<DbState> {
+        self.state.clone()
+    }
+
     pub fn sequence(&self) -> u64 {
         self.seq
     }
@@ -60,7 +69,7 @@ impl Snapshot {
     }
 
     pub fn tables(&self) -> Vec<TableDef> {
-        self.state.tables.values().map(|t| t.def.clone()).collect()
+        self.state.visible_tables().map(|t| t.def.clone()).collect()
     }
 
     pub fn scan(&self, table: &str, options: &ScanOptions) -> Result<ScanPlan> {
@@ -130,8 +139,24 @@ impl Pending {
         if batch.num_rows() == 0 {
             return;
         }
-        self.batches.push(Arc::new(owning_only_its_rows(batch)));
-        *self.index.get_mut() = None;
+        let batch = Arc::new(owning_only_its_rows(batch));
+        // Kept up to date rather than rebuilt: a unique index reads its
+        // entries after every write, and a rebuild per statement made a
+        // transaction of many small writes quadratic.
+        if let Some(index) = self.index.get_mut() {
+            let rows = Arc::make_mut(index);
+            let keys = batch.column(0).as_binary::<i32>();
+            for row in 0..batch.num_rows() {
+                rows.insert(
+                    keys.value(row).to_vec(),
+                    RowRef {
+                        batch: batch.clone(),
+                        row: row as u32,
+                    },
+                );
+            }
+        }
+        self.batches.push(batch);
     }
 
     fn index(&self) -> Arc<RowIndex> {
@@ -282,13 +307,11 @@ impl Transaction {
         let t = pending.table.clone();
         check_columns(&t.def, batch)?;
         let keys = row_keys(&t, batch)?;
-        let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(BinaryArray::from_iter_values(keys.iter())),
-            Arc::new(UInt8Array::from(vec![OP_PUT; batch.num_rows()])),
-        ];
-        columns.extend(batch.columns().iter().cloned());
-        let batch = RecordBatch::try_new(t.wal_schema.clone(), columns)?;
-        self.buffer(t.def.id, batch)
+        crate::index::unique::on_put(self, &t, batch, &keys)?;
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.write_puts(&t, &keys, batch)
     }
 
     /// Adds a batch of WAL rows to the table's pending writes, within the
@@ -344,6 +367,15 @@ impl Transaction {
             return Ok(());
         }
         let t = pending.table.clone();
+        crate::index::unique::on_delete(self, &t, &keys)?;
+        self.write_deletes(&t, &keys)
+    }
+
+    /// Buffers tombstones for `keys` of table `t`.
+    pub(crate) fn write_deletes(&mut self, t: &Arc<TableState>, keys: &[Vec<u8>]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
         let n = keys.len();
         let mut columns: Vec<ArrayRef> = vec![
             Arc::new(BinaryArray::from_iter_values(keys.iter())),
@@ -357,7 +389,43 @@ impl Transaction {
                 .map(|f| new_null_array(f.data_type(), n)),
         );
         let batch = RecordBatch::try_new(t.wal_schema.clone(), columns)?;
+        self.pending
+            .entry(t.def.id)
+            .or_insert_with(|| Pending::new(t.clone()));
         self.buffer(t.def.id, batch)
+    }
+
+    /// Buffers `batch` (the table's columns) as puts under the given keys.
+    pub(crate) fn write_puts(
+        &mut self,
+        t: &Arc<TableState>,
+        keys: &[Vec<u8>],
+        batch: &RecordBatch,
+    ) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(BinaryArray::from_iter_values(keys.iter())),
+            Arc::new(UInt8Array::from(vec![OP_PUT; keys.len()])),
+        ];
+        columns.extend(batch.columns().iter().cloned());
+        let batch = RecordBatch::try_new(t.wal_schema.clone(), columns)?;
+        self.pending
+            .entry(t.def.id)
+            .or_insert_with(|| Pending::new(t.clone()));
+        self.buffer(t.def.id, batch)
+    }
+
+    /// The row of `t` with encoded key `key`, as this transaction sees it.
+    pub(crate) fn read_row(&self, t: &TableState, key: &[u8]) -> Result<Option<RecordBatch>> {
+        get_row(
+            &self.snapshot.inner.cache,
+            t,
+            self.snapshot.seq,
+            key,
+            self.pending.get(&t.def.id),
+        )
     }
 
     /// Scans the snapshot with this transaction's own writes applied.
@@ -458,13 +526,27 @@ impl Transaction {
             let state = inner.current();
             for p in self.pending.values() {
                 match state.tables.get(&p.table.def.id) {
-                    Some(t) if t.def.schema_version == p.table.def.schema_version => {}
+                    // A unique index created since the snapshot has entries
+                    // this transaction did not write.
+                    Some(t)
+                        if t.def.schema_version == p.table.def.schema_version
+                            && crate::index::unique::same_indexes(&t.def, &p.table.def) => {}
                     Some(t) => return Err(Error::SchemaChanged(t.def.name.clone())),
                     None => return Err(Error::TableNotFound(p.table.def.name.clone())),
                 }
             }
             if *last_seq != self.snapshot.seq {
-                check_conflicts(&inner.cache, &state, &self.pending, self.snapshot.seq)?;
+                if let Some((table_id, key)) =
+                    find_conflict(&inner.cache, &state, &self.pending, self.snapshot.seq)?
+                {
+                    return Err(crate::index::unique::conflict_error(
+                        &state,
+                        table_id,
+                        self.pending
+                            .get(&table_id)
+                            .and_then(|p| p.index().get(key).cloned()),
+                    ));
+                }
             }
             let seq = *last_seq + 1;
             payload[..8].copy_from_slice(&seq.to_le_bytes());
@@ -641,12 +723,14 @@ fn freeze_if_needed(inner: &Inner, state: &DbState, written: &[u32]) -> Result<(
     inner.freeze_locked(&ids)
 }
 
-fn check_conflicts(
+/// The first table and key this transaction wrote that another committed
+/// after its snapshot.
+fn find_conflict<'p>(
     cache: &ChunkCache,
     state: &DbState,
-    pending: &BTreeMap<u32, Pending>,
+    pending: &'p BTreeMap<u32, Pending>,
     snapshot_seq: u64,
-) -> Result<()> {
+) -> Result<Option<(u32, &'p [u8])>> {
     for (id, p) in pending {
         let Some(t) = state.tables.get(id) else {
             continue;
@@ -656,7 +740,7 @@ fn check_conflicts(
         for key in p.keys() {
             let in_memory = t.memtables().find_map(|m| m.latest_seq(key));
             if in_memory.is_some_and(|seq| seq > snapshot_seq) {
-                return Err(Error::WriteConflict);
+                return Ok(Some((*id, key)));
             }
             // Flushed versions are older than the memtables' unless a bulk
             // load installed some since the snapshot.
@@ -664,11 +748,11 @@ fn check_conflicts(
                 continue;
             }
             if newest_segment_seq(cache, t, key, snapshot_seq)?.is_some_and(|s| s > snapshot_seq) {
-                return Err(Error::WriteConflict);
+                return Ok(Some((*id, key)));
             }
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// The newest sequence of `key` in segments changed since `snapshot_seq`,

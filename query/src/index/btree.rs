@@ -13,10 +13,8 @@ const IGNORED_OPTIONS: &[&str] = &["fillfactor", "deduplicate_items"];
 
 impl Session {
     pub(crate) fn create_btree_index(&mut self, create: ast::CreateIndex) -> Result<Prepared> {
-        if create.unique {
-            return Err(Error::not_supported(
-                "UNIQUE secondary indexes (a PRIMARY KEY is enforced)",
-            ));
+        if create.nulls_distinct == Some(false) {
+            return Err(Error::not_supported("UNIQUE NULLS NOT DISTINCT"));
         }
         if create.predicate.is_some() || !create.include.is_empty() {
             return Err(Error::not_supported("partial or covering btree indexes"));
@@ -64,7 +62,10 @@ impl Session {
             name,
             kind: "btree",
             columns,
-            options: Vec::new(),
+            options: match create.unique {
+                true => vec![("unique".to_string(), "true".to_string())],
+                false => Vec::new(),
+            },
         }))
     }
 }

@@ -9,6 +9,12 @@ use crate::error::{Error, Result};
 use crate::session::{QueryResult, Session};
 
 mod btree;
+mod unique;
+
+pub(crate) use unique::{
+    from_table_constraint as unique_constraint, take_from_create as take_unique_constraints,
+    UniqueConstraint,
+};
 
 type CreateIndex = fn(&mut Session, ast::CreateIndex) -> Result<Prepared>;
 

@@ -36,8 +36,27 @@ impl IndexKind for BTree {
     }
 
     fn validate(&self, table: &TableDef, index: &IndexDef) -> Result<()> {
+        use super::unique::{BUILDING, UNIQUE};
+        if let Some((key, value)) = index
+            .options
+            .iter()
+            .find(|(key, value)| ![UNIQUE, BUILDING].contains(&key.as_str()) || value != "true")
+        {
+            return Err(Error::InvalidArgument(format!(
+                "btree index option {key} = {value} is not recognized"
+            )));
+        }
         for &c in &index.columns {
             let field = table.schema.field(c as usize);
+            // Entries compare encoded values, and -0 and 0 (or two NaNs)
+            // encode apart though SQL finds them equal.
+            if super::unique::is_unique(index) && field.data_type().is_floating() {
+                return Err(Error::InvalidArgument(format!(
+                    "column \"{}\" of type {} cannot be part of a unique index",
+                    field.name(),
+                    field.data_type()
+                )));
+            }
             if !is_key_type(field.data_type()) {
                 return Err(Error::InvalidArgument(format!(
                     "column \"{}\" of type {} cannot be indexed by a btree index",

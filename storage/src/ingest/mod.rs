@@ -92,6 +92,7 @@ impl Db {
     fn start_load(&self, table: &str, unique: bool) -> Result<BulkLoad> {
         self.inner.check_poisoned()?;
         let table = self.inner.current().table(table)?.clone();
+        refuse_unique_indexes(&table.def)?;
         let unique = unique && !table.is_keyless();
         Ok(BulkLoad {
             inner: self.inner.clone(),
@@ -342,6 +343,7 @@ fn install(
     if table.def.schema_version != loaded.def.schema_version {
         return Err(Error::SchemaChanged(table.def.name.clone()));
     }
+    refuse_unique_indexes(&table.def)?;
     if written.is_empty() {
         return Ok(*last_seq);
     }
@@ -441,4 +443,16 @@ fn disjoint(written: &[WrittenRun]) -> bool {
         .collect();
     ranges.sort();
     ranges.windows(2).all(|w| w[0].1 < w[1].0)
+}
+
+/// A bulk load writes segments without the entries a unique index keeps
+/// (see `index::unique`), so it cannot load a table that has one.
+fn refuse_unique_indexes(def: &basalt_formats::manifest::TableDef) -> Result<()> {
+    match def.indexes.iter().find(|i| crate::index::unique::is_unique(i)) {
+        Some(index) => Err(Error::InvalidArgument(format!(
+            "table \"{}\" has unique index \"{}\": a bulk load cannot check it; insert the rows, or drop the index, load, and create it again",
+            def.name, index.name
+        ))),
+        None => Ok(()),
+    }
 }

@@ -1,0 +1,167 @@
+//! UNIQUE constraints: `col type UNIQUE`, `[CONSTRAINT name] UNIQUE (cols)`
+//! in CREATE TABLE, and `ALTER TABLE ... ADD [CONSTRAINT name] UNIQUE (cols)`
+//! / `DROP CONSTRAINT name`. Each is a unique btree index named as
+//! PostgreSQL names a constraint's index (`table_col_key`), so the catalog
+//! and the errors read as PostgreSQL's.
+
+use datafusion::sql::sqlparser::ast::{self, ColumnOption, TableConstraint};
+
+use crate::catalog::split_storage_name;
+use crate::ddl::normalize;
+use crate::error::{Error, Result};
+use crate::session::Session;
+
+/// A UNIQUE constraint to create as an index.
+pub(crate) struct UniqueConstraint {
+    pub name: String,
+    pub columns: Vec<String>,
+}
+
+/// The btree options of a unique index.
+pub(crate) fn unique_options() -> Vec<(String, String)> {
+    vec![("unique".to_string(), "true".to_string())]
+}
+
+/// Takes the UNIQUE constraints out of a CREATE TABLE (the planner would
+/// refuse them), named as PostgreSQL names them.
+pub(crate) fn take_from_create(
+    create: &mut ast::CreateTable,
+    table: &str,
+) -> Result<Vec<UniqueConstraint>> {
+    let mut found = Vec::new();
+    for column in &mut create.columns {
+        let name = normalize(&column.name);
+        let mut kept = Vec::new();
+        for option in column.options.drain(..) {
+            match option.option {
+                ColumnOption::Unique(unique) => {
+                    check_supported(&unique)?;
+                    let given = option.name.as_ref().or(unique.name.as_ref());
+                    found.push(constraint(given, table, vec![name.clone()]));
+                }
+                _ => kept.push(option),
+            }
+        }
+        column.options = kept;
+    }
+    let mut kept = Vec::new();
+    for constraint_def in create.constraints.drain(..) {
+        match constraint_def {
+            TableConstraint::Unique(unique) => found.push(from_table_constraint(&unique, table)?),
+            other => kept.push(other),
+        }
+    }
+    create.constraints = kept;
+    Ok(found)
+}
+
+/// `UNIQUE (cols)` as a table constraint (CREATE TABLE or ALTER TABLE).
+pub(crate) fn from_table_constraint(
+    unique: &ast::UniqueConstraint,
+    table: &str,
+) -> Result<UniqueConstraint> {
+    check_supported(unique)?;
+    let columns = unique
+        .columns
+        .iter()
+        .map(|c| match &c.column.expr {
+            ast::Expr::Identifier(ident) => Ok(normalize(ident)),
+            other => Err(Error::not_supported(format!(
+                "a UNIQUE constraint over {other}"
+            ))),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(constraint(unique.name.as_ref(), table, columns))
+}
+
+fn check_supported(unique: &ast::UniqueConstraint) -> Result<()> {
+    if matches!(unique.nulls_distinct, ast::NullsDistinctOption::NotDistinct) {
+        return Err(Error::not_supported("UNIQUE NULLS NOT DISTINCT"));
+    }
+    if unique
+        .characteristics
+        .as_ref()
+        .is_some_and(|c| c.deferrable == Some(true))
+    {
+        return Err(Error::not_supported("a DEFERRABLE UNIQUE constraint"));
+    }
+    Ok(())
+}
+
+fn constraint(given: Option<&ast::Ident>, table: &str, columns: Vec<String>) -> UniqueConstraint {
+    let name = match given {
+        Some(name) => normalize(name),
+        None => format!("{table}_{}_key", columns.join("_")),
+    };
+    UniqueConstraint { name, columns }
+}
+
+impl Session {
+    /// Creates `constraint`'s unique index on table `full` (a storage name).
+    pub(crate) async fn add_unique_constraint(
+        &mut self,
+        full: &str,
+        constraint: UniqueConstraint,
+    ) -> Result<()> {
+        if self.index_name_taken(full, &constraint.name) {
+            return Err(Error::sql(
+                "42P07",
+                format!("relation \"{}\" already exists", constraint.name),
+            ));
+        }
+        let def = self.shared.db.table(full)?;
+        for column in &constraint.columns {
+            if def.schema.index_of(column).is_err() {
+                return Err(Error::sql(
+                    "42703",
+                    format!("column \"{column}\" named in key does not exist"),
+                ));
+            }
+        }
+        self.before_ddl()?;
+        let db = self.shared.db.clone();
+        let full = full.to_string();
+        let built = tokio::task::spawn_blocking(move || {
+            let columns: Vec<&str> = constraint.columns.iter().map(String::as_str).collect();
+            db.add_index(&full, &constraint.name, "btree", &columns, unique_options())
+        })
+        .await
+        .map_err(|e| Error::sql("XX000", format!("the index build failed: {e}")))?;
+        built.map_err(|e| match e {
+            basalt_storage::Error::InvalidArgument(message) => Error::sql("42804", message),
+            other => other.into(),
+        })?;
+        self.after_ddl();
+        Ok(())
+    }
+
+    /// `ALTER TABLE ... DROP CONSTRAINT name`: a unique constraint's index.
+    pub(crate) fn drop_unique_constraint(
+        &mut self,
+        full: &str,
+        name: &str,
+        if_exists: bool,
+    ) -> Result<()> {
+        let def = self.shared.db.table(full)?;
+        let is_constraint = def
+            .indexes
+            .iter()
+            .any(|i| i.name == name && basalt_storage::is_unique_index(i));
+        if !is_constraint {
+            if if_exists {
+                return Ok(());
+            }
+            return Err(Error::sql(
+                "42704",
+                format!(
+                    "constraint \"{name}\" of relation \"{}\" does not exist",
+                    split_storage_name(full).1
+                ),
+            ));
+        }
+        self.before_ddl()?;
+        self.shared.db.drop_index(full, name)?;
+        self.after_ddl();
+        Ok(())
+    }
+}
