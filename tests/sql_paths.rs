@@ -194,3 +194,42 @@ async fn transactions_fail_alike_on_both_paths() {
         pair.run(sql).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unique_indexes_refuse_alike_on_both_paths() {
+    let mut pair = Pair::new().await;
+    for sql in [
+        "CREATE TABLE u (id bigint PRIMARY KEY, email text, n bigint)",
+        "CREATE UNIQUE INDEX u_email ON u (email)",
+        "INSERT INTO u VALUES (1, 'a', 1), (2, 'b', 2), (3, NULL, 3)",
+    ] {
+        pair.run(sql).await;
+    }
+    for (sql, want) in [
+        ("INSERT INTO u VALUES (4, 'a', 4)", "error 23505"),
+        ("INSERT INTO u VALUES (4, NULL, 4)", "INSERT 0 1"),
+        ("UPDATE u SET email = 'b' WHERE id = 1", "error 23505"),
+        ("UPDATE u SET email = 'c' WHERE id = 1 RETURNING email", "rows [c]"),
+        ("INSERT INTO u VALUES (5, 'a', 5)", "INSERT 0 1"),
+        ("SELECT id, email FROM u WHERE email = 'a'", "rows [5|a]"),
+    ] {
+        assert_eq!(pair.run(sql).await, want, "{sql}");
+    }
+    let insert = "INSERT INTO u (id, email, n) VALUES ($1, $2, $3)";
+    let rows: Vec<Vec<Param>> = (10..16)
+        .map(|i| vec![int(i), untyped(&format!("e{i}")), int(i)])
+        .chain([
+            vec![int(20), untyped("e10"), int(1)],
+            vec![int(21), Param::Null(None), int(1)],
+            vec![int(22), untyped("e11"), int(1)],
+        ])
+        .collect();
+    pair.run_prepared(insert, &rows).await;
+    let update = "UPDATE u SET email = $2 WHERE id = $1";
+    let updates: Vec<Vec<Param>> = (10..16)
+        .map(|i| vec![int(i), untyped(&format!("f{i}"))])
+        .chain([vec![int(10), untyped("f11")], vec![int(2), untyped("f12")]])
+        .collect();
+    pair.run_prepared(update, &updates).await;
+    pair.run("SELECT id, email, n FROM u ORDER BY id").await;
+}
