@@ -209,7 +209,10 @@ async fn unique_indexes_refuse_alike_on_both_paths() {
         ("INSERT INTO u VALUES (4, 'a', 4)", "error 23505"),
         ("INSERT INTO u VALUES (4, NULL, 4)", "INSERT 0 1"),
         ("UPDATE u SET email = 'b' WHERE id = 1", "error 23505"),
-        ("UPDATE u SET email = 'c' WHERE id = 1 RETURNING email", "rows [c]"),
+        (
+            "UPDATE u SET email = 'c' WHERE id = 1 RETURNING email",
+            "rows [c]",
+        ),
         ("INSERT INTO u VALUES (5, 'a', 5)", "INSERT 0 1"),
         ("SELECT id, email FROM u WHERE email = 'a'", "rows [5|a]"),
     ] {

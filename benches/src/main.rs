@@ -2,6 +2,7 @@
 //! same machine, same run. Prints figures, then one JSON line (the last) with
 //! the Basalt/peer ratios. Run through `benches/run WORKLOAD`.
 
+mod index_build;
 mod tpch;
 mod vector;
 
@@ -52,6 +53,9 @@ enum Workload {
     /// HNSW build and single-threaded search on clustered vectors, against
     /// hnswlib (pip `hnswlib`) on the same data and parameters.
     Vector(vector::VectorArgs),
+    /// Single-row commits alone and during CREATE INDEX (HNSW) over a table
+    /// of vectors; Basalt against itself.
+    IndexBuild(index_build::IndexBuildArgs),
 }
 
 type BoxError = Box<dyn std::error::Error>;
@@ -67,6 +71,7 @@ fn main() -> ExitCode {
         } => storage(keys, batch, scan_rows, dir, rounds),
         Workload::Tpch(args) => tpch::run(args),
         Workload::Vector(args) => vector::run(args),
+        Workload::IndexBuild(args) => index_build::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -51,7 +51,7 @@ const LATENT: usize = 12;
 
 /// Clustered points in a `LATENT`-dimensional space, mapped into `dims`
 /// by one fixed random linear map, plus a little noise in every dimension.
-fn generate(rows: usize, dims: usize, seed: u64) -> Vec<f32> {
+pub(crate) fn generate(rows: usize, dims: usize, seed: u64) -> Vec<f32> {
     let mut shared = SmallRng::seed_from_u64(0);
     let centres: Vec<f32> = (0..CLUSTERS * LATENT)
         .map(|_| shared.gen_range(-1.0..1.0))
@@ -119,7 +119,7 @@ fn basalt_formats_l2(a: &[f32], b: &[f32]) -> f32 {
     Metric::L2.rank(a, b)
 }
 
-fn schema(dims: usize) -> Arc<Schema> {
+pub(crate) fn schema(dims: usize) -> Arc<Schema> {
     Arc::new(Schema::new(vec![
         Field::new("id", DataType::Int64, false),
         Field::new(
@@ -133,7 +133,7 @@ fn schema(dims: usize) -> Arc<Schema> {
     ]))
 }
 
-fn batch(dims: usize, start: usize, vectors: &[f32]) -> Result<RecordBatch, BoxError> {
+pub(crate) fn batch(dims: usize, start: usize, vectors: &[f32]) -> Result<RecordBatch, BoxError> {
     let rows = vectors.len() / dims;
     let list = FixedSizeListArray::try_new(
         Arc::new(Field::new_list_field(DataType::Float32, true)),
