@@ -91,18 +91,26 @@ impl Session {
             Some(rows) => vec![rows],
             None => self.planned_rows(insert, &target).await?,
         };
-        let action = match on {
-            None => None,
+        let (action, arbiter) = match on {
+            None => (None, Arbiter::PrimaryKey),
             Some(OnInsert::OnConflict(on_conflict)) => {
-                check_conflict_target(&target, on_conflict.conflict_target.as_ref())?;
-                Some(on_conflict.action)
+                let arbiter = check_conflict_target(&target, on_conflict.conflict_target.as_ref())?;
+                (Some(on_conflict.action), arbiter)
             }
             Some(OnInsert::DuplicateKeyUpdate(_)) => {
                 return Err(Error::not_supported("ON DUPLICATE KEY UPDATE"))
             }
             Some(other) => return Err(Error::not_supported(format!("{other}"))),
         };
-        let written = self.write_inserted(&target, rows, action).await?;
+        let written = match arbiter {
+            Arbiter::PrimaryKey => self.write_inserted(&target, rows, action).await?,
+            Arbiter::Unique(index) => {
+                let action =
+                    action.ok_or_else(|| Error::sql("XX000", "an arbiter without ON CONFLICT"))?;
+                self.write_inserted_on_unique(&target, rows, action, &index)
+                    .await?
+            }
+        };
         self.finish(&target, returning, written, "INSERT").await
     }
 
@@ -209,6 +217,89 @@ impl Session {
             }
         }
         if let (Some(OnConflictAction::DoUpdate(update)), false) = (action, conflicts.is_empty()) {
+            written.extend(self.update_conflicts(target, update, conflicts).await?);
+        }
+        Ok(written)
+    }
+
+    /// `INSERT ... ON CONFLICT` naming a unique index: a proposed row whose
+    /// values a stored row holds (or an earlier proposed row gave) conflicts;
+    /// its primary key must still be new.
+    async fn write_inserted_on_unique(
+        &mut self,
+        target: &Target,
+        batches: Vec<RecordBatch>,
+        action: OnConflictAction,
+        index: &basalt_storage::IndexDef,
+    ) -> Result<Vec<RecordBatch>> {
+        if target.def.key_columns.is_empty() {
+            return Err(Error::not_supported(
+                "ON CONFLICT on a unique index of a table without a primary key",
+            ));
+        }
+        let updating = matches!(action, OnConflictAction::DoUpdate(_));
+        let index_columns: Vec<usize> = index.columns.iter().map(|&c| c as usize).collect();
+        let mut seen_values: HashSet<Vec<u8>> = HashSet::new();
+        let mut seen_keys: HashSet<Vec<u8>> = HashSet::new();
+        let mut written = Vec::new();
+        let mut conflicts = Vec::new();
+        for batch in batches {
+            let keys = row_keys(&target.def, &batch)?;
+            let holders =
+                self.with_txn(|txn| txn.unique_holders(&target.full, &index.name, &batch))?;
+            let values: Vec<ArrayRef> = index_columns
+                .iter()
+                .map(|&c| batch.column(c).clone())
+                .collect();
+            let mut insert_mask = Vec::with_capacity(keys.len());
+            let mut conflict_keys: Vec<Vec<u8>> = Vec::new();
+            let mut conflict_mask = Vec::with_capacity(keys.len());
+            for (row, (key, holder)) in keys.iter().zip(holders).enumerate() {
+                let mut value = Vec::new();
+                let has_value = values.iter().all(|c| !c.is_null(row))
+                    && basalt_storage::encode_key(&values, row, &mut value).is_ok();
+                let repeated = has_value && !seen_values.insert(value);
+                if repeated && updating {
+                    return Err(Error::sql(
+                        "21000",
+                        "ON CONFLICT DO UPDATE command cannot affect row a second time",
+                    )
+                    .with_detail(
+                        "Ensure that no rows proposed for insertion within the same command have duplicate constrained values.",
+                    ));
+                }
+                let conflict = repeated || holder.is_some();
+                if !conflict {
+                    // Not the arbiter: the primary key is checked as on a plain INSERT.
+                    let key_taken = !seen_keys.insert(key.clone())
+                        || self
+                            .shared
+                            .with_reader(|r| r.get(&target.full, key))?
+                            .is_some();
+                    if key_taken {
+                        return Err(unique_violation(&target.def, &batch, row));
+                    }
+                }
+                insert_mask.push(!conflict);
+                conflict_mask.push(conflict);
+                if let Some(holder) = holder.filter(|_| updating) {
+                    conflict_keys.push(holder);
+                }
+            }
+            let inserted = filter(&batch, insert_mask)?;
+            if inserted.num_rows() > 0 {
+                self.with_txn(|txn| txn.put(&target.full, &inserted))?;
+                written.push(inserted);
+            }
+            if updating {
+                let conflicting = filter(&batch, conflict_mask)?;
+                if conflicting.num_rows() > 0 {
+                    let keys = conflict_keys.iter().map(Vec::as_slice).collect();
+                    conflicts.push(with_row_keys(&conflicting, keys)?);
+                }
+            }
+        }
+        if let (OnConflictAction::DoUpdate(update), false) = (action, conflicts.is_empty()) {
             written.extend(self.update_conflicts(target, update, conflicts).await?);
         }
         Ok(written)
@@ -517,36 +608,66 @@ impl Session {
     }
 }
 
-/// ON CONFLICT names the primary key (its columns or its constraint), the
-/// only unique constraint a Basalt table has.
-fn check_conflict_target(target: &Target, conflict: Option<&ast::ConflictTarget>) -> Result<()> {
+/// Which unique constraint decides that an inserted row conflicts.
+enum Arbiter {
+    PrimaryKey,
+    Unique(basalt_storage::IndexDef),
+}
+
+/// ON CONFLICT names the primary key or a unique index (its columns, in
+/// any order, or its name).
+fn check_conflict_target(
+    target: &Target,
+    conflict: Option<&ast::ConflictTarget>,
+) -> Result<Arbiter> {
     let table = target.full.rsplit('.').next().unwrap_or(&target.full);
-    let matches = match conflict {
-        None => true,
+    let column_names = |columns: &[u32]| -> Vec<String> {
+        let mut names: Vec<String> = columns
+            .iter()
+            .map(|&c| target.def.schema.field(c as usize).name().clone())
+            .collect();
+        names.sort();
+        names
+    };
+    let unique_indexes =
+        target.def.indexes.iter().filter(|i| {
+            basalt_storage::is_unique_index(i) && !basalt_storage::is_building_index(i)
+        });
+    let found = match conflict {
+        None => Some(Arbiter::PrimaryKey),
         Some(ast::ConflictTarget::Columns(columns)) => {
             let mut named: Vec<String> = columns.iter().map(normalize).collect();
-            let mut key: Vec<String> = target
-                .def
-                .key_columns
-                .iter()
-                .map(|&c| target.def.schema.field(c as usize).name().clone())
-                .collect();
             named.sort();
-            key.sort();
-            named == key
+            if named == column_names(&target.def.key_columns) {
+                Some(Arbiter::PrimaryKey)
+            } else {
+                let mut indexes = unique_indexes;
+                indexes
+                    .find(|i| column_names(&i.columns) == named)
+                    .map(|i| Arbiter::Unique(i.clone()))
+            }
         }
         Some(ast::ConflictTarget::OnConstraint(name)) => {
-            name.to_string().trim_matches('"') == format!("{table}_pkey")
+            let name = name.to_string().trim_matches('"').to_string();
+            if name == format!("{table}_pkey") {
+                Some(Arbiter::PrimaryKey)
+            } else {
+                let mut indexes = unique_indexes;
+                indexes
+                    .find(|i| i.name == name)
+                    .map(|i| Arbiter::Unique(i.clone()))
+            }
         }
     };
-    if matches || target.def.key_columns.is_empty() {
+    match found {
+        Some(arbiter) => Ok(arbiter),
         // A keyless table fails with the same code where conflicts are handled.
-        return Ok(());
+        None if target.def.key_columns.is_empty() => Ok(Arbiter::PrimaryKey),
+        None => Err(Error::sql(
+            "42P10",
+            "there is no unique or exclusion constraint matching the ON CONFLICT specification",
+        )),
     }
-    Err(Error::sql(
-        "42P10",
-        "there is no unique or exclusion constraint matching the ON CONFLICT specification",
-    ))
 }
 
 /// The table a single-table UPDATE or DELETE names, with its alias.

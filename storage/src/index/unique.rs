@@ -192,6 +192,42 @@ fn entries_of<'s>(
 }
 
 impl Transaction {
+    /// For each row of `batch` (the table's columns), the key of the row
+    /// that holds its values in unique index `index`, as this transaction
+    /// sees it: `None` where no row does or a value is NULL. What
+    /// `INSERT ... ON CONFLICT (cols)` needs to find its conflicting rows.
+    pub fn unique_holders(
+        &self,
+        table: &str,
+        index: &str,
+        batch: &RecordBatch,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        let state = self.snapshot().state_arc();
+        let t = state.table(table)?;
+        let Some(index) = t
+            .def
+            .indexes
+            .iter()
+            .find(|i| i.name == index && is_unique(i))
+        else {
+            return Err(Error::InvalidArgument(format!(
+                "\"{index}\" is not a unique index of table \"{table}\""
+            )));
+        };
+        crate::txn::check_columns(&t.def, batch)?;
+        let entries = entries_of(&state, &t.def, index)?;
+        index_values(batch, index)?
+            .into_iter()
+            .map(|value| {
+                let Some(value) = value else { return Ok(None) };
+                match self.entry_holder(entries, &value)? {
+                    Some(holder) if self.row_holds(t, index, &holder, &value)? => Ok(Some(holder)),
+                    _ => Ok(None),
+                }
+            })
+            .collect()
+    }
+
     /// The key of the row holding `value` in `index`'s entries, as this
     /// transaction sees them.
     fn entry_holder(&self, entries: &TableState, value: &[u8]) -> Result<Option<Vec<u8>>> {
