@@ -162,3 +162,98 @@ fn an_index_naming_rows_its_segment_lacks_is_corruption() {
     );
     assert!(text.contains(".bseg") && text.contains("t_a"), "{text}");
 }
+
+/// `ORDER BY a LIMIT k` through a B-tree index: each segment gives its
+/// first k visible rows in `a` order (and ties), not all its rows, and the
+/// first k of the union are the table's first k.
+#[test]
+fn a_scan_for_the_first_rows_reads_few_rows_per_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        segment_max_rows: 2_000,
+        background_work: false,
+        ..Options::default()
+    };
+    let db = Db::open(dir.path(), options).unwrap();
+    db.create_table("t", schema(), &["k"]).unwrap();
+    db.add_index("t", "t_a", "btree", &["a"], Vec::new())
+        .unwrap();
+    let mut load = db.bulk_load("t").unwrap();
+    load.write(&rows(0..10_000)).unwrap();
+    load.finish().unwrap();
+    // Newer versions in memory move some rows; a few rows are deleted.
+    let mut txn = db.begin();
+    let moved = RecordBatch::try_new(
+        schema(),
+        vec![
+            Arc::new(Int64Array::from_iter_values(1..=5)) as ArrayRef,
+            Arc::new(Int64Array::from(vec![1000; 5])),
+        ],
+    )
+    .unwrap();
+    txn.put("t", &moved).unwrap();
+    txn.delete_keys(
+        "t",
+        basalt::storage::encode_keys(
+            &[Arc::new(Int64Array::from(vec![97i64, 194])) as ArrayRef],
+            2,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    txn.commit().unwrap();
+    let first = |descending: bool| {
+        let options = ScanOptions {
+            first_rows: Some(basalt::storage::FirstRows {
+                column: 1,
+                descending,
+                nulls_first: false,
+                limit: 3,
+            }),
+            ..ScanOptions::default()
+        };
+        let plan = db.snapshot().scan("t", &options).unwrap();
+        let batches = plan.execute(1).unwrap();
+        let mut found: Vec<(i64, i64)> = Vec::new();
+        for batch in &batches {
+            let k = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap();
+            let a = batch
+                .column(1)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap();
+            found.extend((0..batch.num_rows()).map(|i| (a.value(i), k.value(i))));
+        }
+        (found, plan.index().map(str::to_string))
+    };
+    let (ascending, index) = first(false);
+    assert_eq!(index.as_deref(), Some("t_a"));
+    // Five segments of 2,000 rows, each giving its rows with the three
+    // smallest values (about 21 per value) rather than all 2,000.
+    assert!(ascending.len() < 500, "{} rows read", ascending.len());
+    let mut ascending = ascending;
+    ascending.sort();
+    let mut want: Vec<(i64, i64)> = (0..10_000i64)
+        .filter(|k| ![97, 194].contains(k))
+        .map(|k| {
+            if (1..=5).contains(&k) {
+                (1000, k)
+            } else {
+                (k % 97, k)
+            }
+        })
+        .collect();
+    want.sort();
+    assert_eq!(ascending[..3], want[..3]);
+    // Every row tied on the smallest value is there.
+    let ties = want.iter().filter(|(a, _)| *a == 0).count();
+    assert_eq!(ascending.iter().filter(|(a, _)| *a == 0).count(), ties);
+    let (mut descending, _) = first(true);
+    descending.sort();
+    assert!(descending.len() < 500);
+    assert_eq!(descending[descending.len() - 3..], want[want.len() - 3..]);
+}

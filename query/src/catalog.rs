@@ -337,6 +337,7 @@ pub(crate) fn meta_rows(db: &Db, kind: &str) -> Result<Vec<MetaRow>> {
         }],
         limit: None,
         with_key: false,
+        first_rows: None,
     };
     let batches = db.snapshot().scan(META_TABLE, &options)?.execute(1)?;
     let mut rows = Vec::new();

@@ -548,6 +548,7 @@ impl Session {
                 predicates: Vec::new(),
                 limit: None,
                 with_key: true,
+                first_rows: None,
             };
             let batches = self
                 .shared

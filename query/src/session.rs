@@ -192,6 +192,7 @@ impl Database {
         ctx.add_optimizer_rule(Arc::new(crate::ann::VectorSearchRule {
             ef_search: shared.ef_search.clone(),
         }));
+        ctx.add_optimizer_rule(Arc::new(crate::index::FirstRowsRule));
         ctx.register_catalog(
             CATALOG,
             Arc::new(StorageCatalog {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use arrow_array::{BooleanArray, RecordBatch, RecordBatchOptions};
 use arrow_schema::{DataType, Field, FieldRef, Schema, SchemaRef};
 use async_trait::async_trait;
-use basalt_storage::{Predicate, PredicateOp, Scalar, ScanOptions, ScanPlan, TableDef};
+use basalt_storage::{FirstRows, Predicate, PredicateOp, Scalar, ScanOptions, ScanPlan, TableDef};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::catalog::Session;
 use datafusion::common::stats::Precision;
@@ -49,6 +49,9 @@ pub struct StorageTable {
     /// The primary key, so the planner knows what it determines
     /// (`GROUP BY id` may select the other columns, as in Postgres).
     constraints: Constraints,
+    /// Set under a sort with a limit on an indexed column (see
+    /// `crate::index::btree`): segments contribute only their first rows.
+    first_rows: Option<FirstRows>,
 }
 
 impl StorageTable {
@@ -80,6 +83,7 @@ impl StorageTable {
             schema,
             defaults,
             constraints,
+            first_rows: None,
         }
     }
 }
@@ -87,6 +91,19 @@ impl StorageTable {
 impl StorageTable {
     pub(crate) fn def(&self) -> &TableDef {
         &self.def
+    }
+
+    /// The table, scanned for only the first rows in one column's order.
+    pub(crate) fn with_first_rows(&self, first_rows: FirstRows) -> StorageTable {
+        StorageTable {
+            shared: self.shared.clone(),
+            def: self.def.clone(),
+            keyed: self.keyed,
+            schema: self.schema.clone(),
+            defaults: self.defaults.clone(),
+            constraints: self.constraints.clone(),
+            first_rows: Some(first_rows),
+        }
     }
 
     pub(crate) fn shared(&self) -> &Arc<SessionShared> {
@@ -217,6 +234,7 @@ impl TableProvider for StorageTable {
             predicates,
             limit,
             with_key,
+            first_rows: self.first_rows.clone(),
         };
         let plan = self
             .shared

@@ -50,6 +50,11 @@ pub struct ScanOptions {
     pub limit: Option<usize>,
     /// Append the encoded key as a trailing `_key` Binary column (for deletes by key).
     pub with_key: bool,
+    /// Only the first rows in one column's order are wanted (a sort with a
+    /// limit above sorts what the scan returns): a B-tree index on that
+    /// column lets segments contribute just their first rows. Used only
+    /// without predicates.
+    pub first_rows: Option<crate::index::btree::FirstRows>,
 }
 
 pub(crate) enum Source {

@@ -944,6 +944,13 @@ fn plan_scan(
         .is_none()
         .then(|| crate::index::btree::choose(&table.def, &options.predicates))
         .flatten();
+    let ordered = options
+        .first_rows
+        .as_ref()
+        .filter(|_| probe.is_none() && point.is_none() && options.predicates.is_empty())
+        .and_then(|wanted| {
+            crate::index::btree::ordering_index(&table.def, wanted.column).map(|i| (wanted, i))
+        });
     let own = pending.map(|p| p.index());
     let hides = |key: &[u8]| own.as_ref().is_some_and(|rows| rows.contains_key(key));
     let view = SnapshotView {
@@ -952,16 +959,28 @@ fn plan_scan(
         seq,
         pending_keys: own.is_some().then_some(&hides as &dyn Fn(&[u8]) -> bool),
     };
-    let index_used = probe.as_ref().map(|p| p.name.clone());
+    let index_used = match (&probe, &ordered) {
+        (Some(probe), _) => Some(probe.name.clone()),
+        (None, Some((_, index))) => Some(index.name.clone()),
+        (None, None) => None,
+    };
     for segment in table.segments() {
         if segment.summary().min_seq > seq {
             continue;
         }
-        let run = match &probe {
-            Some(probe) => {
+        let run = match (&probe, &ordered) {
+            (Some(probe), _) => {
                 crate::index::btree::segment_run(&view, segment, probe, &needed, &run_schema)?
             }
-            None => None,
+            (None, Some((wanted, index))) => crate::index::btree::first_rows_run(
+                &view,
+                segment,
+                index,
+                wanted,
+                &needed,
+                &run_schema,
+            )?,
+            (None, None) => None,
         };
         match run {
             Some(run) => sources.push(Source::Memory(run)),

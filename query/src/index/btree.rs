@@ -1,12 +1,22 @@
 //! `CREATE INDEX name ON t (col [, ...])`: PostgreSQL's default index, a
 //! B-tree per segment that scans with an equality, IN list or range on
-//! its first column read through (`StorageScanExec ... index=name`).
+//! its first column read through (`StorageScanExec ... index=name`), as
+//! does a sort with a limit on its first column ([`FirstRowsRule`]).
 
+use std::sync::Arc;
+
+use basalt_storage::FirstRows;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::Result as DfResult;
+use datafusion::datasource::{provider_as_source, source_as_provider};
+use datafusion::logical_expr::{Expr, LogicalPlan, Projection, Sort, TableScan};
+use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use datafusion::sql::sqlparser::ast;
 
 use super::{index_name, IndexBuild, Prepared};
 use crate::error::{Error, Result};
 use crate::session::Session;
+use crate::table::StorageTable;
 
 /// Storage options PostgreSQL's btree takes that change nothing here.
 const IGNORED_OPTIONS: &[&str] = &["fillfactor", "deduplicate_items"];
@@ -67,5 +77,123 @@ impl Session {
                 false => Vec::new(),
             },
         }))
+    }
+}
+
+/// `ORDER BY col [ASC|DESC] [NULLS ...] LIMIT k` with no WHERE clause, over
+/// a table with a B-tree index whose first column is `col`: the scan is
+/// told so ([`FirstRows`]) and reads from each segment only its first k
+/// rows in that order, which the Sort above (kept) orders and cuts.
+#[derive(Debug)]
+pub(crate) struct FirstRowsRule;
+
+impl OptimizerRule for FirstRowsRule {
+    fn name(&self) -> &str {
+        "basalt_btree_first_rows"
+    }
+
+    fn rewrite(
+        &self,
+        plan: LogicalPlan,
+        _config: &dyn OptimizerConfig,
+    ) -> DfResult<Transformed<LogicalPlan>> {
+        plan.transform_down(|node| match node {
+            LogicalPlan::Sort(sort) if sort.fetch.is_some() => rewrite_sort(sort),
+            other => Ok(Transformed::no(other)),
+        })
+    }
+}
+
+fn rewrite_sort(sort: Sort) -> DfResult<Transformed<LogicalPlan>> {
+    let wanted = match (sort.fetch, sort.expr.first()) {
+        (Some(limit), Some(first)) => match &first.expr {
+            Expr::Column(column) => {
+                Some((column.name.clone(), first.asc, first.nulls_first, limit))
+            }
+            _ => None,
+        },
+        _ => None,
+    };
+    let Some((column, asc, nulls_first, limit)) = wanted else {
+        return Ok(Transformed::no(LogicalPlan::Sort(sort)));
+    };
+    match first_rows_scan(&sort.input, &column, asc, nulls_first, limit)? {
+        Some(input) => Ok(Transformed::new(
+            LogicalPlan::Sort(Sort {
+                input: Arc::new(input),
+                ..sort
+            }),
+            true,
+            TreeNodeRecursion::Jump,
+        )),
+        None => Ok(Transformed::no(LogicalPlan::Sort(sort))),
+    }
+}
+
+/// `plan` with its storage scan told which first rows are wanted, when the
+/// column (seen through projections) is an unfiltered table's indexed one.
+fn first_rows_scan(
+    plan: &LogicalPlan,
+    column: &str,
+    asc: bool,
+    nulls_first: bool,
+    limit: usize,
+) -> DfResult<Option<LogicalPlan>> {
+    match plan {
+        LogicalPlan::Projection(projection) => {
+            let source = projection
+                .schema
+                .iter()
+                .position(|(_, field)| field.name() == column)
+                .and_then(|i| match projection.expr[i].clone().unalias() {
+                    Expr::Column(source) => Some(source.name),
+                    _ => None,
+                });
+            let Some(source) = source else {
+                return Ok(None);
+            };
+            let Some(input) = first_rows_scan(&projection.input, &source, asc, nulls_first, limit)?
+            else {
+                return Ok(None);
+            };
+            Ok(Some(LogicalPlan::Projection(
+                Projection::try_new_with_schema(
+                    projection.expr.clone(),
+                    Arc::new(input),
+                    projection.schema.clone(),
+                )?,
+            )))
+        }
+        LogicalPlan::TableScan(scan) if scan.filters.is_empty() => {
+            let Ok(provider) = source_as_provider(&scan.source) else {
+                return Ok(None);
+            };
+            let Some(table) = provider.downcast_ref::<StorageTable>() else {
+                return Ok(None);
+            };
+            let def = table.def();
+            let Ok(position) = def.schema.index_of(column) else {
+                return Ok(None);
+            };
+            let indexed = def
+                .indexes
+                .iter()
+                .any(|i| i.kind == "btree" && i.columns[0] as usize == position);
+            if !indexed {
+                return Ok(None);
+            }
+            let wanted = FirstRows {
+                column: position,
+                descending: !asc,
+                nulls_first,
+                limit,
+            };
+            let source = provider_as_source(Arc::new(table.with_first_rows(wanted)));
+            Ok(Some(LogicalPlan::TableScan(TableScan {
+                source,
+                ..scan.clone()
+            })))
+        }
+        _ => Ok(None),
     }
 }

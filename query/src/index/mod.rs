@@ -11,6 +11,8 @@ use crate::session::{QueryResult, Session};
 mod btree;
 mod unique;
 
+pub(crate) use btree::FirstRowsRule;
+
 pub(crate) use unique::{
     from_table_constraint as unique_constraint, take_from_create as take_unique_constraints,
     UniqueConstraint,

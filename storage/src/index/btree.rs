@@ -251,7 +251,7 @@ pub(crate) fn segment_run(
             ),
         });
     }
-    let mut batches = Vec::new();
+    let mut picked = Vec::with_capacity(rows.len());
     let mut at = 0;
     while at < rows.len() {
         let (group, _) = locate(&starts, rows[at] as usize);
@@ -262,29 +262,147 @@ pub(crate) fn segment_run(
             keys_array.as_binary::<i32>(),
             seqs_array.as_primitive::<UInt64Type>(),
         );
-        let mut picked = Vec::new();
         for &row in &rows[at..end] {
             let local = row as usize - starts[group];
             if local < keys.len() && view.is_newest(keys.value(local), seqs.value(local))? {
-                picked.push(local as u32);
+                picked.push(row);
             }
-        }
-        if !picked.is_empty() {
-            let mut columns = Vec::with_capacity(SYSTEM_COLUMNS + needed.len());
-            for c in 0..SYSTEM_COLUMNS {
-                columns.push(segment.column(cache, group, c)?);
-            }
-            for &c in needed {
-                let data_type = view.table.def.schema.field(c).data_type();
-                columns.push(segment.table_column(cache, group, c, data_type)?);
-            }
-            let batch = RecordBatch::try_new(run_schema.clone(), columns)?;
-            let take = UInt32Array::from(picked);
-            batches.push(arrow_select::take::take_record_batch(&batch, &take)?);
         }
         at = end;
     }
-    Ok(Some(arrow_select::concat::concat_batches(
-        run_schema, &batches,
-    )?))
+    rows_as_run(view, segment, &starts, &picked, needed, run_schema).map(Some)
+}
+
+/// `ORDER BY column LIMIT limit`: a scan then needs from each segment only
+/// its first `limit` rows in that order that are the newest visible
+/// version of their key, and the rows tied with the last of them (a later
+/// sort key may order ties).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirstRows {
+    /// Table column position.
+    pub column: usize,
+    pub descending: bool,
+    pub nulls_first: bool,
+    pub limit: usize,
+}
+
+/// The B-tree index that orders rows by `column` first, if any (floats
+/// excluded, as for lookups: `-0` and `0` sort apart when encoded).
+pub(crate) fn ordering_index(def: &TableDef, column: usize) -> Option<&IndexDef> {
+    def.indexes.iter().find(|i| {
+        i.kind == KIND
+            && i.columns[0] as usize == column
+            && !def.schema.field(column).data_type().is_floating()
+    })
+}
+
+/// The segment's rows `wanted` asks for, as a run (system columns, then
+/// `needed`) in key order; `None` when the segment has no file of the index
+/// or the index cannot tell: NULLs, which it does not hold, would come
+/// first, or come last and the non-NULL rows are too few.
+pub(crate) fn first_rows_run(
+    view: &SnapshotView<'_>,
+    segment: &SegmentFile,
+    index: &IndexDef,
+    wanted: &FirstRows,
+    needed: &[usize],
+    run_schema: &SchemaRef,
+) -> Result<Option<RecordBatch>> {
+    let Some(file) = segment
+        .index(index.id)
+        .and_then(|i| i.downcast::<BTreeIndex>().ok())
+    else {
+        return Ok(None);
+    };
+    let has_nulls = segment.row_groups().iter().any(|g| {
+        g.columns
+            .get(SYSTEM_COLUMNS + wanted.column)
+            .is_none_or(|chunk| chunk.null_count > 0)
+    });
+    if has_nulls && wanted.nulls_first {
+        return Ok(None);
+    }
+    let starts = segment.row_group_starts();
+    let segment_rows = starts.last().copied().unwrap_or(0);
+    let data_type = view.table.def.schema.field(wanted.column).data_type();
+    let mut picked: Vec<u32> = Vec::new();
+    // The first column's encoding in the last picked entry, once `limit` are.
+    let mut boundary: Option<Vec<u8>> = None;
+    let n = file.len();
+    for step in 0..n {
+        let entry = if wanted.descending {
+            n - 1 - step
+        } else {
+            step
+        };
+        if let Some(boundary) = &boundary {
+            if !file.key(entry).starts_with(boundary) {
+                break;
+            }
+        }
+        let row = file.row(entry) as usize;
+        if row >= segment_rows {
+            return Err(Error::Corruption {
+                file: segment.path.clone(),
+                offset: 0,
+                reason: format!(
+                    "index \"{}\" names a row past the segment's {segment_rows} rows",
+                    index.name
+                ),
+            });
+        }
+        let (group, _) = locate(&starts, row);
+        let local = row - starts[group];
+        let keys = segment.column(view.cache, group, 0)?;
+        let seqs = segment.column(view.cache, group, 1)?;
+        if !view.is_newest(
+            keys.as_binary::<i32>().value(local),
+            seqs.as_primitive::<UInt64Type>().value(local),
+        )? {
+            continue;
+        }
+        picked.push(row as u32);
+        if boundary.is_none() && picked.len() >= wanted.limit {
+            let column = segment.table_column(view.cache, group, wanted.column, data_type)?;
+            let mut first = Vec::new();
+            encode_key(&[column], local, &mut first)?;
+            boundary = Some(first);
+        }
+    }
+    if boundary.is_none() && has_nulls {
+        return Ok(None);
+    }
+    picked.sort_unstable();
+    rows_as_run(view, segment, &starts, &picked, needed, run_schema).map(Some)
+}
+
+/// Segment rows `rows` (ascending) as a run: system columns, then `needed`.
+fn rows_as_run(
+    view: &SnapshotView<'_>,
+    segment: &SegmentFile,
+    starts: &[usize],
+    rows: &[u32],
+    needed: &[usize],
+    run_schema: &SchemaRef,
+) -> Result<RecordBatch> {
+    let mut batches = Vec::new();
+    let mut at = 0;
+    while at < rows.len() {
+        let (group, _) = locate(starts, rows[at] as usize);
+        let end = at + rows[at..].partition_point(|&r| (r as usize) < starts[group + 1]);
+        let mut columns = Vec::with_capacity(SYSTEM_COLUMNS + needed.len());
+        for c in 0..SYSTEM_COLUMNS {
+            columns.push(segment.column(view.cache, group, c)?);
+        }
+        for &c in needed {
+            let data_type = view.table.def.schema.field(c).data_type();
+            columns.push(segment.table_column(view.cache, group, c, data_type)?);
+        }
+        let batch = RecordBatch::try_new(run_schema.clone(), columns)?;
+        let take =
+            UInt32Array::from_iter_values(rows[at..end].iter().map(|&r| r - starts[group] as u32));
+        batches.push(arrow_select::take::take_record_batch(&batch, &take)?);
+        at = end;
+    }
+    Ok(arrow_select::concat::concat_batches(run_schema, &batches)?)
 }

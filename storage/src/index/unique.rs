@@ -580,6 +580,7 @@ fn fill_all(db: &Db, table_id: u32, index: &IndexDef) -> Result<()> {
         predicates: Vec::new(),
         limit: None,
         with_key: true,
+        first_rows: None,
     };
     let plan = snapshot.scan_table(&t, &options)?;
     for unit in 0..plan.num_units() {
