@@ -472,6 +472,29 @@ impl ExecutionPlan for VectorSearchExec {
     }
 }
 
+/// pgvector's form: the metric as the column's operator class, the rest
+/// as `WITH (...)`.
+pub(crate) fn shown_hnsw_options(options: &[(String, String)]) -> crate::index::Shown {
+    let mut shown = crate::index::Shown {
+        column_suffix: None,
+        with: Vec::new(),
+    };
+    for (key, value) in options {
+        match key.as_str() {
+            "metric" => {
+                let class = match value.as_str() {
+                    "cosine" => "vector_cosine_ops",
+                    "ip" => "vector_ip_ops",
+                    _ => "vector_l2_ops",
+                };
+                shown.column_suffix = Some(class.to_string());
+            }
+            _ => shown.with.push((key.clone(), value.clone())),
+        }
+    }
+    shown
+}
+
 impl crate::session::Session {
     /// `CREATE INDEX [name] ON t USING hnsw (col opclass) WITH (m, ef_construction)`.
     pub(crate) fn create_hnsw_index(

@@ -221,21 +221,16 @@ impl Snapshot {
         let table = self.relation(index.table?)?;
         let meta = index.index.as_ref()?;
         let unique = if meta.unique { "UNIQUE " } else { "" };
-        let mut columns = column_list(index);
-        let mut with = Vec::new();
-        for (key, value) in &meta.options {
-            match (meta.method.as_str(), key.as_str()) {
-                ("hnsw", "metric") => {
-                    let class = match value.as_str() {
-                        "cosine" => "vector_cosine_ops",
-                        "ip" => "vector_ip_ops",
-                        _ => "vector_l2_ops",
-                    };
-                    columns = format!("{columns} {class}");
-                }
-                _ => with.push(format!("{key}='{value}'")),
-            }
-        }
+        let shown = crate::index::shown_options(&meta.method, &meta.options);
+        let columns = match shown.column_suffix {
+            Some(suffix) => format!("{} {suffix}", column_list(index)),
+            None => column_list(index),
+        };
+        let with: Vec<String> = shown
+            .with
+            .iter()
+            .map(|(key, value)| format!("{key}='{value}'"))
+            .collect();
         let with = if with.is_empty() {
             String::new()
         } else {

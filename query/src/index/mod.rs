@@ -1,6 +1,7 @@
 //! CREATE INDEX by access method. Each method is one module listed in
-//! [`METHODS`] (hnsw's lives with its search, in `crate::ann`); the
-//! storage side of every kind is `basalt_storage`'s index framework.
+//! [`METHODS`] (hnsw's lives with its search, in `crate::ann`), with how
+//! `pg_get_indexdef` shows its options; the storage side of every kind is
+//! `basalt_storage`'s index framework.
 
 use datafusion::sql::sqlparser::ast;
 
@@ -36,21 +37,57 @@ pub(crate) struct IndexBuild {
     pub options: Vec<(String, String)>,
 }
 
+/// How `pg_get_indexdef` shows an index's options: text after each column
+/// (an operator class) and the `WITH (...)` pairs.
+pub(crate) struct Shown {
+    pub column_suffix: Option<String>,
+    pub with: Vec<(String, String)>,
+}
+
+/// An access method: its CREATE INDEX and how its definition reads.
+struct Method {
+    name: &'static str,
+    create: CreateIndex,
+    show: fn(&[(String, String)]) -> Shown,
+}
+
 /// Every access method `CREATE INDEX ... USING` accepts; the first is the
 /// default, as btree is PostgreSQL's.
-const METHODS: &[(&str, CreateIndex)] = &[
-    ("btree", Session::create_btree_index),
-    ("hnsw", Session::create_hnsw_index),
+const METHODS: &[Method] = &[
+    Method {
+        name: "btree",
+        create: Session::create_btree_index,
+        show: |options| Shown {
+            column_suffix: None,
+            with: options.to_vec(),
+        },
+    },
+    Method {
+        name: "hnsw",
+        create: Session::create_hnsw_index,
+        show: crate::ann::shown_hnsw_options,
+    },
 ];
+
+/// `options` (as declared) as `pg_get_indexdef` shows them for `method`.
+pub(crate) fn shown_options(method: &str, options: &[(String, String)]) -> Shown {
+    match METHODS.iter().find(|m| m.name == method) {
+        Some(m) => (m.show)(options),
+        None => Shown {
+            column_suffix: None,
+            with: options.to_vec(),
+        },
+    }
+}
 
 impl Session {
     /// Builds off the async workers: a build reads every segment.
     pub(crate) async fn create_index(&mut self, create: ast::CreateIndex) -> Result<QueryResult> {
         let method = create.using.as_ref().map_or_else(
-            || METHODS[0].0.to_string(),
+            || METHODS[0].name.to_string(),
             |u| u.to_string().to_ascii_lowercase(),
         );
-        let Some((_, prepare)) = METHODS.iter().find(|(name, _)| *name == method) else {
+        let Some(prepare) = METHODS.iter().find(|m| m.name == method).map(|m| m.create) else {
             return Err(Error::sql(
                 "42704",
                 format!("access method \"{method}\" does not exist"),
