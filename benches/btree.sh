@@ -54,7 +54,7 @@ CREATE TABLE ins_indexed (id bigint PRIMARY KEY, k bigint, v text);
 CREATE INDEX ins_indexed_k ON ins_indexed (k);
 CREATE TABLE ins_unique (id bigint PRIMARY KEY, k bigint, v text);
 CREATE UNIQUE INDEX ins_unique_k ON ins_unique (k);"
-rows="SELECT i, (i * 7919) % $ROWS, 'value-' || i FROM generate_series(0, $ROWS - 1) AS s(i)"
+rows="SELECT i, (i * 7919) % $ROWS, 'value-' || i FROM generate_series(0::bigint, $ROWS - 1) AS s(i)"
 echo "== load $ROWS rows"
 sql "${pg[@]}" -c "$schema"
 sql "${basalt[@]}" -c "$schema"

@@ -144,17 +144,7 @@ impl Pending {
         // entries after every write, and a rebuild per statement made a
         // transaction of many small writes quadratic.
         if let Some(index) = self.index.get_mut() {
-            let rows = Arc::make_mut(index);
-            let keys = batch.column(0).as_binary::<i32>();
-            for row in 0..batch.num_rows() {
-                rows.insert(
-                    keys.value(row).to_vec(),
-                    RowRef {
-                        batch: batch.clone(),
-                        row: row as u32,
-                    },
-                );
-            }
+            index_rows(Arc::make_mut(index), &batch);
         }
         self.batches.push(batch);
     }
@@ -165,16 +155,7 @@ impl Pending {
             .get_or_insert_with(|| {
                 let mut rows = BTreeMap::new();
                 for batch in &self.batches {
-                    let keys = batch.column(0).as_binary::<i32>();
-                    for row in 0..batch.num_rows() {
-                        rows.insert(
-                            keys.value(row).to_vec(),
-                            RowRef {
-                                batch: batch.clone(),
-                                row: row as u32,
-                            },
-                        );
-                    }
+                    index_rows(&mut rows, batch);
                 }
                 Arc::new(rows)
             })
@@ -213,6 +194,20 @@ impl Pending {
                 many.iter().map(|b| b.as_ref()),
             )?),
         }
+    }
+}
+
+/// Adds `batch`'s rows to `rows`, later rows overriding earlier ones.
+fn index_rows(rows: &mut RowIndex, batch: &Arc<RecordBatch>) {
+    let keys = batch.column(0).as_binary::<i32>();
+    for row in 0..batch.num_rows() {
+        rows.insert(
+            keys.value(row).to_vec(),
+            RowRef {
+                batch: batch.clone(),
+                row: row as u32,
+            },
+        );
     }
 }
 

@@ -81,7 +81,7 @@ pub(crate) fn shown_options(method: &str, options: &[(String, String)]) -> Shown
 }
 
 impl Session {
-    /// Builds off the async workers: a build reads every segment.
+    /// CREATE INDEX by the method `USING` names (btree by default).
     pub(crate) async fn create_index(&mut self, create: ast::CreateIndex) -> Result<QueryResult> {
         let method = create.using.as_ref().map_or_else(
             || METHODS[0].name.to_string(),
@@ -96,6 +96,13 @@ impl Session {
         let Prepared::Build(build) = prepare(self, create)? else {
             return Ok(QueryResult::command("CREATE INDEX"));
         };
+        self.build_index(build).await?;
+        Ok(QueryResult::command("CREATE INDEX"))
+    }
+
+    /// Builds and publishes an index off the async workers: a build reads
+    /// every segment.
+    pub(crate) async fn build_index(&mut self, build: IndexBuild) -> Result<()> {
         self.before_ddl()?;
         let db = self.shared.db.clone();
         let built = tokio::task::spawn_blocking(move || {
@@ -115,7 +122,7 @@ impl Session {
             other => other.into(),
         })?;
         self.after_ddl();
-        Ok(QueryResult::command("CREATE INDEX"))
+        Ok(())
     }
 
     /// Whether `IF NOT EXISTS` finds the name taken; 42P07 without it.

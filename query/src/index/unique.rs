@@ -118,21 +118,14 @@ impl Session {
                 ));
             }
         }
-        self.before_ddl()?;
-        let db = self.shared.db.clone();
-        let full = full.to_string();
-        let built = tokio::task::spawn_blocking(move || {
-            let columns: Vec<&str> = constraint.columns.iter().map(String::as_str).collect();
-            db.add_index(&full, &constraint.name, "btree", &columns, unique_options())
+        self.build_index(super::IndexBuild {
+            table: full.to_string(),
+            name: constraint.name,
+            kind: "btree",
+            columns: constraint.columns,
+            options: unique_options(),
         })
         .await
-        .map_err(|e| Error::sql("XX000", format!("the index build failed: {e}")))?;
-        built.map_err(|e| match e {
-            basalt_storage::Error::InvalidArgument(message) => Error::sql("42804", message),
-            other => other.into(),
-        })?;
-        self.after_ddl();
-        Ok(())
     }
 
     /// `ALTER TABLE ... DROP CONSTRAINT name`: a unique constraint's index.
