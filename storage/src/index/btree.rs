@@ -231,25 +231,14 @@ pub(crate) fn segment_run(
     needed: &[usize],
     run_schema: &SchemaRef,
 ) -> Result<Option<RecordBatch>> {
-    let Some(index) = segment
-        .index(probe.index_id)
-        .and_then(|i| i.downcast::<BTreeIndex>().ok())
-    else {
+    let Some(index) = file_of(segment, probe.index_id) else {
         return Ok(None);
     };
     let cache = view.cache;
     let starts = segment.row_group_starts();
     let rows = matching_rows(&index, probe);
-    let segment_rows = starts.last().copied().unwrap_or(0);
-    if rows.last().is_some_and(|&r| r as usize >= segment_rows) {
-        return Err(Error::Corruption {
-            file: segment.path.clone(),
-            offset: 0,
-            reason: format!(
-                "index \"{}\" names a row past the segment's {segment_rows} rows",
-                probe.name
-            ),
-        });
+    if let Some(&last) = rows.last() {
+        check_row(segment, &starts, &probe.name, last as usize)?;
     }
     let mut picked = Vec::with_capacity(rows.len());
     let mut at = 0;
@@ -308,10 +297,7 @@ pub(crate) fn first_rows_run(
     needed: &[usize],
     run_schema: &SchemaRef,
 ) -> Result<Option<RecordBatch>> {
-    let Some(file) = segment
-        .index(index.id)
-        .and_then(|i| i.downcast::<BTreeIndex>().ok())
-    else {
+    let Some(file) = file_of(segment, index.id) else {
         return Ok(None);
     };
     let has_nulls = segment.row_groups().iter().any(|g| {
@@ -323,7 +309,6 @@ pub(crate) fn first_rows_run(
         return Ok(None);
     }
     let starts = segment.row_group_starts();
-    let segment_rows = starts.last().copied().unwrap_or(0);
     let data_type = view.table.def.schema.field(wanted.column).data_type();
     let mut picked: Vec<u32> = Vec::new();
     // The first column's encoding in the last picked entry, once `limit` are.
@@ -341,16 +326,7 @@ pub(crate) fn first_rows_run(
             }
         }
         let row = file.row(entry) as usize;
-        if row >= segment_rows {
-            return Err(Error::Corruption {
-                file: segment.path.clone(),
-                offset: 0,
-                reason: format!(
-                    "index \"{}\" names a row past the segment's {segment_rows} rows",
-                    index.name
-                ),
-            });
-        }
+        check_row(segment, &starts, &index.name, row)?;
         let (group, _) = locate(&starts, row);
         let local = row - starts[group];
         let keys = segment.column(view.cache, group, 0)?;
@@ -374,6 +350,28 @@ pub(crate) fn first_rows_run(
     }
     picked.sort_unstable();
     rows_as_run(view, segment, &starts, &picked, needed, run_schema).map(Some)
+}
+
+/// The segment's file of B-tree index `index_id`, if it has one.
+fn file_of(segment: &SegmentFile, index_id: u32) -> Option<Arc<BTreeIndex>> {
+    segment
+        .index(index_id)
+        .and_then(|i| i.downcast::<BTreeIndex>().ok())
+}
+
+/// A row an index names must be in its segment (`starts`: the row groups'
+/// first rows, then the row count); a checksummed file that says otherwise
+/// is corrupt.
+fn check_row(segment: &SegmentFile, starts: &[usize], index: &str, row: usize) -> Result<()> {
+    let segment_rows = starts.last().copied().unwrap_or(0);
+    if row < segment_rows {
+        return Ok(());
+    }
+    Err(Error::Corruption {
+        file: segment.path.clone(),
+        offset: 0,
+        reason: format!("index \"{index}\" names a row past the segment's {segment_rows} rows"),
+    })
 }
 
 /// Segment rows `rows` (ascending) as a run: system columns, then `needed`.

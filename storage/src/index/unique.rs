@@ -153,24 +153,32 @@ fn violation(
     row: usize,
     creating: bool,
 ) -> Error {
-    let schema = entries_schema(def, index);
     let columns: Vec<ArrayRef> = index
         .columns
         .iter()
         .map(|&c| batch.column(c as usize).slice(row, 1))
         .collect();
-    let fields: Vec<Field> = schema.fields()[..columns.len()]
+    violation_of(index, &entries_schema(def, index), columns, creating).unwrap_or_else(|e| e)
+}
+
+/// The violation of `index` by one row's values of its columns, named as
+/// the entries' schema `entries` names them.
+fn violation_of(
+    index: &IndexDef,
+    entries: &Schema,
+    columns: Vec<ArrayRef>,
+    creating: bool,
+) -> Result<Error> {
+    let fields: Vec<Field> = entries.fields()[..columns.len()]
         .iter()
         .map(|f| f.as_ref().clone())
         .collect();
-    match RecordBatch::try_new(Arc::new(Schema::new(fields)), columns) {
-        Ok(values) => Error::UniqueViolation {
-            index: index.name.clone(),
-            values: Box::new(values),
-            creating,
-        },
-        Err(e) => e.into(),
-    }
+    let values = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+    Ok(Error::UniqueViolation {
+        index: index.name.clone(),
+        values: Box::new(values),
+        creating,
+    })
 }
 
 /// The entries table of `index` in `state`.
@@ -499,16 +507,7 @@ pub(crate) fn conflict_error(state: &DbState, table_id: u32, mine: Option<RowRef
         let columns: Vec<ArrayRef> = (0..index.columns.len())
             .map(|i| batch.column(2 + i).slice(row.row as usize, 1))
             .collect();
-        let fields: Vec<Field> = entries.def.schema.fields()[..columns.len()]
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
-        let values = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).ok()?;
-        Some(Error::UniqueViolation {
-            index: index.name.clone(),
-            values: Box::new(values),
-            creating: false,
-        })
+        violation_of(index, &entries.def.schema, columns, false).ok()
     };
     violation().unwrap_or(Error::WriteConflict)
 }
@@ -542,11 +541,8 @@ pub(crate) fn create_entries(db: &Db, def: &TableDef, index: &IndexDef) -> Resul
     let name = entries_name(def.id, index.id);
     // Left by a build that failed and could not drop it: never published,
     // so nothing refers to it.
-    if let Some(orphan) = db.inner.current().by_name.get(&name).and_then(|id| {
-        let state = db.inner.current();
-        state.tables.get(id).map(|t| t.def.clone())
-    }) {
-        db.drop_entries(&orphan);
+    if let Ok(orphan) = entries_of(&db.inner.current(), def, index) {
+        db.drop_entries(&orphan.def);
     }
     let keys = (0..index.columns.len() as u32).collect();
     db.create_table_def(&name, entries_schema(def, index), keys)
