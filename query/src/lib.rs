@@ -101,7 +101,6 @@ macro_rules! pass_through_plan_methods {
 }
 
 mod access;
-mod ann;
 mod build_keys;
 mod catalog;
 mod checked_arith;

@@ -184,12 +184,12 @@ impl Database {
             state: RwLock::new(ctx.state_weak_ref()),
             temp_tables: Mutex::new(Default::default()),
             ef_search: Arc::new(std::sync::atomic::AtomicUsize::new(
-                crate::ann::DEFAULT_EF_SEARCH,
+                crate::index::DEFAULT_EF_SEARCH,
             )),
         });
         ctx.add_analyzer_rule(Arc::new(crate::text_datetime::PostgresDatetimeInput));
         ctx.add_analyzer_rule(Arc::new(crate::checked_arith::CheckConstantOverflow));
-        ctx.add_optimizer_rule(Arc::new(crate::ann::VectorSearchRule {
+        ctx.add_optimizer_rule(Arc::new(crate::index::VectorSearchRule {
             ef_search: shared.ef_search.clone(),
         }));
         ctx.add_optimizer_rule(Arc::new(crate::index::FirstRowsRule));

@@ -6,14 +6,14 @@
 use std::sync::Arc;
 
 use basalt_storage::FirstRows;
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::Result as DfResult;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Column, Result as DfResult};
 use datafusion::datasource::{provider_as_source, source_as_provider};
 use datafusion::logical_expr::{Expr, LogicalPlan, Projection, Sort, TableScan};
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use datafusion::sql::sqlparser::ast;
 
-use super::{index_name, IndexBuild, Prepared};
+use super::{index_name, resolve_through, sort_over, IndexBuild, Prepared};
 use crate::error::{Error, Result};
 use crate::session::Session;
 use crate::table::StorageTable;
@@ -117,17 +117,8 @@ fn rewrite_sort(sort: Sort) -> DfResult<Transformed<LogicalPlan>> {
     let Some((column, asc, nulls_first, limit)) = wanted else {
         return Ok(Transformed::no(LogicalPlan::Sort(sort)));
     };
-    match first_rows_scan(&sort.input, &column, asc, nulls_first, limit)? {
-        Some(input) => Ok(Transformed::new(
-            LogicalPlan::Sort(Sort {
-                input: Arc::new(input),
-                ..sort
-            }),
-            true,
-            TreeNodeRecursion::Jump,
-        )),
-        None => Ok(Transformed::no(LogicalPlan::Sort(sort))),
-    }
+    let input = first_rows_scan(&sort.input, &column, asc, nulls_first, limit)?;
+    Ok(sort_over(sort, input))
 }
 
 /// `plan` with its storage scan told which first rows are wanted, when the
@@ -141,17 +132,11 @@ fn first_rows_scan(
 ) -> DfResult<Option<LogicalPlan>> {
     match plan {
         LogicalPlan::Projection(projection) => {
-            let source = projection
-                .schema
-                .iter()
-                .position(|(_, field)| field.name() == column)
-                .and_then(|i| match projection.expr[i].clone().unalias() {
-                    Expr::Column(source) => Some(source.name),
-                    _ => None,
-                });
-            let Some(source) = source else {
+            let named = Expr::Column(Column::from_name(column));
+            let Expr::Column(source) = resolve_through(projection, &named) else {
                 return Ok(None);
             };
+            let source = source.name;
             let Some(input) = first_rows_scan(&projection.input, &source, asc, nulls_first, limit)?
             else {
                 return Ok(None);

@@ -1,8 +1,12 @@
-//! CREATE INDEX by access method. Each method is one module listed in
-//! [`METHODS`] (hnsw's lives with its search, in `crate::ann`), with how
-//! `pg_get_indexdef` shows its options; the storage side of every kind is
-//! `basalt_storage`'s index framework.
+//! Index access methods. Each is one module listed in [`METHODS`]: its
+//! CREATE INDEX, how `pg_get_indexdef` shows its options, and its planner
+//! rule (`btree`: sorts with a limit; `hnsw`: nearest-neighbour search).
+//! The storage side of every kind is `basalt_storage`'s index framework.
 
+use std::sync::Arc;
+
+use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
+use datafusion::logical_expr::{Expr, LogicalPlan, Projection, Sort};
 use datafusion::sql::sqlparser::ast;
 
 use crate::catalog::split_storage_name;
@@ -10,9 +14,11 @@ use crate::error::{Error, Result};
 use crate::session::{QueryResult, Session};
 
 mod btree;
+mod hnsw;
 mod unique;
 
 pub(crate) use btree::FirstRowsRule;
+pub(crate) use hnsw::{VectorSearchRule, DEFAULT_EF_SEARCH};
 
 pub(crate) use unique::{
     from_table_constraint as unique_constraint, take_from_create as take_unique_constraints,
@@ -65,7 +71,7 @@ const METHODS: &[Method] = &[
     Method {
         name: "hnsw",
         create: Session::create_hnsw_index,
-        show: crate::ann::shown_hnsw_options,
+        show: hnsw::shown_hnsw_options,
     },
 ];
 
@@ -168,5 +174,33 @@ pub(crate) fn index_name(create: &ast::CreateIndex, table: &str, columns: &[Stri
             .map(crate::ddl::normalize)
             .unwrap_or_default(),
         None => format!("{}_{}_idx", split_storage_name(table).1, columns.join("_")),
+    }
+}
+
+/// A column's defining expression in the projection, when it is one.
+pub(crate) fn resolve_through(projection: &Projection, expr: &Expr) -> Expr {
+    if let Expr::Column(column) = expr {
+        for (i, (_, field)) in projection.schema.iter().enumerate() {
+            if field.name() == &column.name {
+                return projection.expr[i].clone().unalias();
+            }
+        }
+    }
+    expr.clone()
+}
+
+/// `sort` over the input a method's planner rule made of its own (its
+/// scan replaced or told what the sort wants), or unchanged.
+pub(crate) fn sort_over(sort: Sort, input: Option<LogicalPlan>) -> Transformed<LogicalPlan> {
+    match input {
+        Some(input) => Transformed::new(
+            LogicalPlan::Sort(Sort {
+                input: Arc::new(input),
+                ..sort
+            }),
+            true,
+            TreeNodeRecursion::Jump,
+        ),
+        None => Transformed::no(LogicalPlan::Sort(sort)),
     }
 }

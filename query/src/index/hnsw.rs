@@ -17,7 +17,7 @@ use arrow_schema::SchemaRef;
 use async_trait::async_trait;
 use basalt_storage::{index_specs, Metric, VectorQuery, VectorSearchStats};
 use datafusion::catalog::Session;
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DFSchema, DataFusionError, Result, ScalarValue, TableReference};
 use datafusion::datasource::{provider_as_source, source_as_provider, TableProvider, TableType};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -34,6 +34,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
 
+use super::{resolve_through, sort_over};
 use crate::catalog::SessionShared;
 use crate::table::StorageTable;
 
@@ -79,22 +80,13 @@ impl VectorSearchRule {
             Some(first) if first.asc => first.expr.clone(),
             _ => return Ok(Transformed::no(LogicalPlan::Sort(sort))),
         };
-        match replace_scan(
+        let input = replace_scan(
             sort.input.as_ref(),
             &first,
             k,
             self.ef_search.load(Ordering::Relaxed),
-        )? {
-            Some(input) => Ok(Transformed::new(
-                LogicalPlan::Sort(Sort {
-                    input: Arc::new(input),
-                    ..sort
-                }),
-                true,
-                TreeNodeRecursion::Jump,
-            )),
-            None => Ok(Transformed::no(LogicalPlan::Sort(sort))),
-        }
+        )?;
+        Ok(sort_over(sort, input))
     }
 }
 
@@ -131,18 +123,6 @@ fn replace_scan(
         LogicalPlan::TableScan(scan) => vector_scan(scan, ranked_by, k, ef_search, Vec::new()),
         _ => Ok(None),
     }
-}
-
-/// A column's defining expression in the projection, when it is one.
-fn resolve_through(projection: &Projection, expr: &Expr) -> Expr {
-    if let Expr::Column(column) = expr {
-        for (i, (_, field)) in projection.schema.iter().enumerate() {
-            if field.name() == &column.name {
-                return projection.expr[i].clone().unalias();
-            }
-        }
-    }
-    expr.clone()
 }
 
 fn vector_scan(
