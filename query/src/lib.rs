@@ -100,54 +100,33 @@ macro_rules! pass_through_plan_methods {
     };
 }
 
-mod access;
-mod build_keys;
-mod catalog;
-mod checked_arith;
-mod complexity;
-mod cooperative;
-mod copy;
-mod ddl;
-mod decimal_arith;
-mod dml;
-mod error;
-mod index;
-mod interrupt;
-mod join_filter;
-mod join_keys;
-mod json;
-mod load;
-mod oltp;
-mod pgcatalog;
-mod pgfunctions;
-pub mod pgtext;
-pub mod pgtypes;
-pub mod prepare;
-mod readfile;
-mod row_exprs;
-mod sequences;
-mod session;
-mod settings;
-mod shared_subplan;
-pub mod sqlstate;
-mod table;
+pub(crate) mod catalog;
+pub(crate) mod index;
+pub(crate) mod io;
+#[cfg(test)]
+mod layers;
+pub(crate) mod optimizer;
+pub(crate) mod pg;
+pub(crate) mod session;
+pub(crate) mod sql;
 #[cfg(test)]
 mod test_rng;
-mod text_datetime;
-pub mod vector;
+pub(crate) mod types;
 
-pub use catalog::{CATALOG, PG_TYPE_KEY, SCHEMA};
-pub use copy::CopyStream;
-pub use copy::Reject;
-pub use error::{Error, Result};
-pub use interrupt::Interrupt;
-pub use load::{
+pub use catalog::table::{StorageScanExec, StorageTable};
+pub use catalog::{CATALOG, SCHEMA};
+pub use io::copy::{CopyStream, Reject};
+pub use io::load::{
     FileAccess, FileFormat, LoadOptions, LoadProgress, LoadReport, OnError, ProgressFn,
 };
-pub use oltp::PreparedStatement;
-pub use prepare::{bind, Description, Param};
+pub use session::oltp::PreparedStatement;
+pub use session::prepare::{self, bind, Description, Param};
 pub use session::{Database, QueryResult, ResultBudget, Session};
-pub use table::{StorageScanExec, StorageTable};
+pub use sql::error::{Error, Result};
+pub use sql::interrupt::Interrupt;
+pub use sql::sqlstate;
+pub use types::pgtypes::PG_TYPE_KEY;
+pub use types::{pgtext, pgtypes, vector};
 
 /// The parsed statement [`Session::execute_statement`] takes.
 pub use datafusion::sql::parser::Statement;

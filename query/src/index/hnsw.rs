@@ -34,12 +34,40 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
 
-use super::{resolve_through, sort_over};
+use datafusion::sql::sqlparser::ast;
+
+use super::{
+    index_name, require_column, resolve_through, sort_over, IndexBuild, IndexTarget, Setting,
+};
+use crate::catalog::table::StorageTable;
 use crate::catalog::SessionShared;
-use crate::table::StorageTable;
+use crate::sql::syntax::normalize;
 
 /// pgvector's default `hnsw.ef_search`.
 pub const DEFAULT_EF_SEARCH: usize = 40;
+
+/// `hnsw.ef_search`: candidates kept per search, as pgvector's.
+pub(crate) const SETTINGS: &[Setting] = &[Setting {
+    name: "hnsw.ef_search",
+    default: "40",
+    apply: set_ef_search,
+}];
+
+fn set_ef_search(shared: &SessionShared, text: &str) -> crate::Result<()> {
+    let ef: usize = text
+        .parse()
+        .ok()
+        .filter(|ef| (1..=1000).contains(ef))
+        .ok_or_else(|| {
+            crate::Error::sql(
+                "22023",
+                format!("invalid value for parameter \"hnsw.ef_search\": \"{text}\""),
+            )
+            .with_detail("Valid values are between \"1\" and \"1000\".")
+        })?;
+    shared.ef_search.store(ef, Ordering::Relaxed);
+    Ok(())
+}
 
 /// The rule, one per session; `ef_search` follows `SET hnsw.ef_search`.
 #[derive(Debug)]
@@ -148,7 +176,7 @@ fn vector_scan(
     let indexed = index_specs(def)
         .iter()
         .any(|spec| spec.column == column && spec.params.metric == ranking.metric);
-    let dims_match = crate::vector::dimensions_of(def.schema.field(column).data_type())
+    let dims_match = crate::types::vector::dimensions_of(def.schema.field(column).data_type())
         == Some(ranking.query.len());
     if !indexed || !dims_match || table.is_keyed() {
         return Ok(None);
@@ -216,7 +244,7 @@ fn scalar_vector(value: &ScalarValue) -> Option<Vec<f32>> {
     match value {
         ScalarValue::Utf8(Some(text))
         | ScalarValue::LargeUtf8(Some(text))
-        | ScalarValue::Utf8View(Some(text)) => crate::vector::parse_vector(text).ok(),
+        | ScalarValue::Utf8View(Some(text)) => crate::types::vector::parse_vector(text).ok(),
         ScalarValue::FixedSizeList(list) if list.len() == 1 && list.is_valid(0) => {
             let values =
                 arrow_array::cast::AsArray::as_fixed_size_list(list.as_ref() as &dyn Array)
@@ -475,75 +503,60 @@ pub(crate) fn shown_hnsw_options(options: &[(String, String)]) -> crate::index::
     shown
 }
 
-impl crate::session::Session {
-    /// `CREATE INDEX [name] ON t USING hnsw (col opclass) WITH (m, ef_construction)`.
-    pub(crate) fn create_hnsw_index(
-        &mut self,
-        create: datafusion::sql::sqlparser::ast::CreateIndex,
-    ) -> crate::Result<crate::index::Prepared> {
-        use crate::Error;
-        if create.unique || create.predicate.is_some() || !create.include.is_empty() {
-            return Err(Error::not_supported(
-                "UNIQUE, partial or covering hnsw indexes",
-            ));
-        }
-        let [column] = create.columns.as_slice() else {
-            return Err(Error::sql(
-                "0A000",
-                "an hnsw index covers exactly one column",
-            ));
-        };
-        let datafusion::sql::sqlparser::ast::Expr::Identifier(ident) = &column.column.expr else {
-            return Err(Error::not_supported("an hnsw index over an expression"));
-        };
-        let column_name = crate::ddl::normalize(ident);
-        let metric = operator_class_metric(column.operator_class.as_ref())?;
-        let mut params = basalt_storage::HnswParams::new(metric);
-        for option in &create.with {
-            apply_index_option(option, &mut params)?;
-        }
-        if params.ef_construction < 2 * params.m {
-            return Err(Error::sql(
-                "22023",
-                "ef_construction must be greater than or equal to 2 * m",
-            ));
-        }
-        let target = self.target(&create.table_name, None)?;
-        let name =
-            crate::index::index_name(&create, &target.full, std::slice::from_ref(&column_name));
-        if self.name_in_use(&create, &target.full, &name)? {
-            return Ok(crate::index::Prepared::Done);
-        }
-        if target.def.schema.index_of(&column_name).is_err() {
-            return Err(Error::sql(
-                "42703",
-                format!("column \"{column_name}\" does not exist"),
-            ));
-        }
-        let field = target
-            .def
-            .schema
-            .field_with_name(&column_name)
-            .map_err(|e| Error::sql("42703", e.to_string()))?;
-        if crate::vector::dimensions_of(field.data_type()).is_none() {
-            return Err(Error::sql(
-                "42804",
-                format!("column \"{column_name}\" is not a vector column; hnsw indexes vector(n)"),
-            ));
-        }
-        Ok(crate::index::Prepared::Build(crate::index::IndexBuild {
-            table: target.full,
-            name,
-            kind: "hnsw",
-            columns: vec![column_name],
-            options: basalt_storage::hnsw_options(&params),
-        }))
+/// `CREATE INDEX [name] ON t USING hnsw (col opclass) WITH (m, ef_construction)`.
+pub(crate) fn plan_index(
+    create: &ast::CreateIndex,
+    target: &IndexTarget,
+) -> crate::Result<IndexBuild> {
+    use crate::Error;
+    if create.unique || create.predicate.is_some() || !create.include.is_empty() {
+        return Err(Error::not_supported(
+            "UNIQUE, partial or covering hnsw indexes",
+        ));
     }
+    let [column] = create.columns.as_slice() else {
+        return Err(Error::sql(
+            "0A000",
+            "an hnsw index covers exactly one column",
+        ));
+    };
+    let ast::Expr::Identifier(ident) = &column.column.expr else {
+        return Err(Error::not_supported("an hnsw index over an expression"));
+    };
+    let column_name = normalize(ident);
+    let metric = operator_class_metric(column.operator_class.as_ref())?;
+    let mut params = basalt_storage::HnswParams::new(metric);
+    for option in &create.with {
+        apply_index_option(option, &mut params)?;
+    }
+    if params.ef_construction < 2 * params.m {
+        return Err(Error::sql(
+            "22023",
+            "ef_construction must be greater than or equal to 2 * m",
+        ));
+    }
+    require_column(&target.def, &column_name)?;
+    let field = target
+        .def
+        .schema
+        .field_with_name(&column_name)
+        .map_err(|e| Error::sql("42703", e.to_string()))?;
+    if crate::types::vector::dimensions_of(field.data_type()).is_none() {
+        return Err(Error::sql(
+            "42804",
+            format!("column \"{column_name}\" is not a vector column; hnsw indexes vector(n)"),
+        ));
+    }
+    Ok(IndexBuild {
+        table: target.full.clone(),
+        name: index_name(create, &target.full, std::slice::from_ref(&column_name)),
+        kind: "hnsw",
+        columns: vec![column_name],
+        options: basalt_storage::hnsw_options(&params),
+    })
 }
 
-fn operator_class_metric(
-    class: Option<&datafusion::sql::sqlparser::ast::ObjectName>,
-) -> crate::Result<Metric> {
+fn operator_class_metric(class: Option<&ast::ObjectName>) -> crate::Result<Metric> {
     let name = class
         .and_then(|c| c.0.last())
         .and_then(|p| p.as_ident())
@@ -561,10 +574,10 @@ fn operator_class_metric(
 
 /// `m = 16` or `ef_construction = 64`, in pgvector's ranges.
 fn apply_index_option(
-    option: &datafusion::sql::sqlparser::ast::Expr,
+    option: &ast::Expr,
     params: &mut basalt_storage::HnswParams,
 ) -> crate::Result<()> {
-    use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr as SqlExpr};
+    use ast::{BinaryOperator, Expr as SqlExpr};
     let SqlExpr::BinaryOp {
         left,
         op: BinaryOperator::Eq,

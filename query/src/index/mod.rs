@@ -1,6 +1,7 @@
 //! Index access methods. Each is one module listed in [`METHODS`]: its
-//! CREATE INDEX, how `pg_get_indexdef` shows its options, and its planner
-//! rule (`btree`: sorts with a limit; `hnsw`: nearest-neighbour search).
+//! CREATE INDEX check, how `pg_get_indexdef` shows its options, and its
+//! planner rule (`btree`: sorts with a limit; `hnsw`: nearest-neighbour
+//! search). The session runs the statement (`crate::session::index`).
 //! The storage side of every kind is `basalt_storage`'s index framework.
 
 use std::sync::Arc;
@@ -9,30 +10,37 @@ use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
 use datafusion::logical_expr::{Expr, LogicalPlan, Projection, Sort};
 use datafusion::sql::sqlparser::ast;
 
-use crate::catalog::split_storage_name;
-use crate::error::{Error, Result};
-use crate::session::{QueryResult, Session};
+use basalt_storage::TableDef;
+use datafusion::optimizer::OptimizerRule;
+
+use crate::catalog::{split_storage_name, SessionShared};
+use crate::sql::error::{Error, Result};
+use crate::sql::syntax::normalize;
 
 mod btree;
 mod hnsw;
 mod unique;
 
-pub(crate) use btree::FirstRowsRule;
-pub(crate) use hnsw::{VectorSearchRule, DEFAULT_EF_SEARCH};
+pub(crate) use hnsw::DEFAULT_EF_SEARCH;
 
 pub(crate) use unique::{
     from_table_constraint as unique_constraint, take_from_create as take_unique_constraints,
-    UniqueConstraint,
+    unique_options, UniqueConstraint,
 };
 
-type CreateIndex = fn(&mut Session, ast::CreateIndex) -> Result<Prepared>;
-
-/// What a method made of its CREATE INDEX statement.
-pub(crate) enum Prepared {
-    /// Nothing to build (`IF NOT EXISTS` and the name is taken).
-    Done,
-    Build(IndexBuild),
+/// The table a CREATE INDEX names, as the session resolved it.
+pub(crate) struct IndexTarget {
+    /// Its storage name.
+    pub full: String,
+    pub def: TableDef,
 }
+
+/// A method's check of its CREATE INDEX against the table: the index to
+/// build, named (the session then checks the name is free).
+type PlanIndex = fn(&ast::CreateIndex, &IndexTarget) -> Result<IndexBuild>;
+
+/// A method's planner rule, made once per session.
+type PlannerRule = fn(&Arc<SessionShared>) -> Arc<dyn OptimizerRule + Send + Sync>;
 
 /// An index to build, checked against the catalog.
 pub(crate) struct IndexBuild {
@@ -50,11 +58,22 @@ pub(crate) struct Shown {
     pub with: Vec<(String, String)>,
 }
 
-/// An access method: its CREATE INDEX and how its definition reads.
-struct Method {
+/// A session setting of a method (`SET hnsw.ef_search = 100`).
+pub(crate) struct Setting {
+    pub name: &'static str,
+    pub default: &'static str,
+    /// Checks a new value and hands it to the method's planner rule.
+    pub apply: fn(&SessionShared, &str) -> Result<()>,
+}
+
+/// An access method: its CREATE INDEX, how its definition reads, the
+/// planner rule that uses it and its session settings.
+pub(crate) struct Method {
     name: &'static str,
-    create: CreateIndex,
+    pub plan: PlanIndex,
     show: fn(&[(String, String)]) -> Shown,
+    rule: PlannerRule,
+    settings: &'static [Setting],
 }
 
 /// Every access method `CREATE INDEX ... USING` accepts; the first is the
@@ -62,16 +81,24 @@ struct Method {
 const METHODS: &[Method] = &[
     Method {
         name: "btree",
-        create: Session::create_btree_index,
+        plan: btree::plan_index,
         show: |options| Shown {
             column_suffix: None,
             with: options.to_vec(),
         },
+        rule: |_| Arc::new(btree::FirstRowsRule),
+        settings: &[],
     },
     Method {
         name: "hnsw",
-        create: Session::create_hnsw_index,
+        plan: hnsw::plan_index,
         show: hnsw::shown_hnsw_options,
+        rule: |shared| {
+            Arc::new(hnsw::VectorSearchRule {
+                ef_search: shared.ef_search.clone(),
+            })
+        },
+        settings: hnsw::SETTINGS,
     },
 ];
 
@@ -86,80 +113,54 @@ pub(crate) fn shown_options(method: &str, options: &[(String, String)]) -> Shown
     }
 }
 
-impl Session {
-    /// CREATE INDEX by the method `USING` names (btree by default).
-    pub(crate) async fn create_index(&mut self, create: ast::CreateIndex) -> Result<QueryResult> {
-        let method = create.using.as_ref().map_or_else(
-            || METHODS[0].name.to_string(),
-            |u| u.to_string().to_ascii_lowercase(),
-        );
-        let Some(prepare) = METHODS.iter().find(|m| m.name == method).map(|m| m.create) else {
-            return Err(Error::sql(
-                "42704",
-                format!("access method \"{method}\" does not exist"),
-            ));
-        };
-        let Prepared::Build(build) = prepare(self, create)? else {
-            return Ok(QueryResult::command("CREATE INDEX"));
-        };
-        self.build_index(build).await?;
-        Ok(QueryResult::command("CREATE INDEX"))
-    }
+/// The method `USING` names (btree by default); 42704 for an unknown one.
+pub(crate) fn method(create: &ast::CreateIndex) -> Result<&'static Method> {
+    let name = create.using.as_ref().map_or_else(
+        || METHODS[0].name.to_string(),
+        |u| u.to_string().to_ascii_lowercase(),
+    );
+    METHODS
+        .iter()
+        .find(|m| m.name == name)
+        .ok_or_else(|| Error::sql("42704", format!("access method \"{name}\" does not exist")))
+}
 
-    /// Builds and publishes an index off the async workers: a build reads
-    /// every segment.
-    pub(crate) async fn build_index(&mut self, build: IndexBuild) -> Result<()> {
-        self.before_ddl()?;
-        let db = self.shared.db.clone();
-        let built = tokio::task::spawn_blocking(move || {
-            let columns: Vec<&str> = build.columns.iter().map(String::as_str).collect();
-            db.add_index(
-                &build.table,
-                &build.name,
-                build.kind,
-                &columns,
-                build.options,
-            )
-        })
-        .await
-        .map_err(|e| Error::sql("XX000", format!("the index build failed: {e}")))?;
-        built.map_err(|e| match e {
-            basalt_storage::Error::InvalidArgument(message) => Error::sql("42804", message),
-            other => other.into(),
-        })?;
-        self.after_ddl();
-        Ok(())
-    }
+/// Every method's session settings.
+pub(crate) fn settings() -> impl Iterator<Item = &'static Setting> {
+    METHODS.iter().flat_map(|m| m.settings)
+}
 
-    /// Whether `IF NOT EXISTS` finds the name taken; 42P07 without it.
-    pub(crate) fn name_in_use(
-        &self,
-        create: &ast::CreateIndex,
-        table: &str,
-        name: &str,
-    ) -> Result<bool> {
-        if !self.index_name_taken(table, name) {
-            return Ok(false);
-        }
-        if create.if_not_exists {
-            return Ok(true);
-        }
-        Err(Error::sql(
-            "42P07",
-            format!("relation \"{name}\" already exists"),
-        ))
-    }
+/// The method setting called `name` (lower case), if one is.
+pub(crate) fn setting(name: &str) -> Option<&'static Setting> {
+    settings().find(|s| s.name == name)
+}
 
-    /// Index names are unique per schema, across tables and kinds.
-    pub(crate) fn index_name_taken(&self, table: &str, name: &str) -> bool {
-        let schema = split_storage_name(table).0;
-        self.shared
-            .db
-            .tables()
-            .iter()
-            .filter(|t| split_storage_name(&t.name).0 == schema)
-            .flat_map(|t| &t.indexes)
-            .any(|index| index.name == name)
+/// Every method's planner rule, for one session.
+pub(crate) fn planner_rules(
+    shared: &Arc<SessionShared>,
+) -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
+    METHODS.iter().map(|m| (m.rule)(shared)).collect()
+}
+
+/// Whether `name` is taken among `tables`' indexes in `table`'s schema:
+/// index names are unique per schema, across tables and kinds.
+pub(crate) fn index_name_taken(tables: &[TableDef], table: &str, name: &str) -> bool {
+    let schema = split_storage_name(table).0;
+    tables
+        .iter()
+        .filter(|t| split_storage_name(&t.name).0 == schema)
+        .flat_map(|t| &t.indexes)
+        .any(|index| index.name == name)
+}
+
+/// A column of the table, or 42703.
+pub(crate) fn require_column(def: &TableDef, column: &str) -> Result<()> {
+    match def.schema.index_of(column) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(Error::sql(
+            "42703",
+            format!("column \"{column}\" does not exist"),
+        )),
     }
 }
 
@@ -171,7 +172,7 @@ pub(crate) fn index_name(create: &ast::CreateIndex, table: &str, columns: &[Stri
             .0
             .last()
             .and_then(|p| p.as_ident())
-            .map(crate::ddl::normalize)
+            .map(normalize)
             .unwrap_or_default(),
         None => format!("{}_{}_idx", split_storage_name(table).1, columns.join("_")),
     }

@@ -6,10 +6,8 @@
 
 use datafusion::sql::sqlparser::ast::{self, ColumnOption, TableConstraint};
 
-use crate::catalog::split_storage_name;
-use crate::ddl::normalize;
-use crate::error::{Error, Result};
-use crate::session::Session;
+use crate::sql::error::{Error, Result};
+use crate::sql::syntax::normalize;
 
 /// A UNIQUE constraint to create as an index.
 pub(crate) struct UniqueConstraint {
@@ -94,67 +92,4 @@ fn constraint(given: Option<&ast::Ident>, table: &str, columns: Vec<String>) -> 
         None => format!("{table}_{}_key", columns.join("_")),
     };
     UniqueConstraint { name, columns }
-}
-
-impl Session {
-    /// Creates `constraint`'s unique index on table `full` (a storage name).
-    pub(crate) async fn add_unique_constraint(
-        &mut self,
-        full: &str,
-        constraint: UniqueConstraint,
-    ) -> Result<()> {
-        if self.index_name_taken(full, &constraint.name) {
-            return Err(Error::sql(
-                "42P07",
-                format!("relation \"{}\" already exists", constraint.name),
-            ));
-        }
-        let def = self.shared.db.table(full)?;
-        for column in &constraint.columns {
-            if def.schema.index_of(column).is_err() {
-                return Err(Error::sql(
-                    "42703",
-                    format!("column \"{column}\" named in key does not exist"),
-                ));
-            }
-        }
-        self.build_index(super::IndexBuild {
-            table: full.to_string(),
-            name: constraint.name,
-            kind: "btree",
-            columns: constraint.columns,
-            options: unique_options(),
-        })
-        .await
-    }
-
-    /// `ALTER TABLE ... DROP CONSTRAINT name`: a unique constraint's index.
-    pub(crate) fn drop_unique_constraint(
-        &mut self,
-        full: &str,
-        name: &str,
-        if_exists: bool,
-    ) -> Result<()> {
-        let def = self.shared.db.table(full)?;
-        let is_constraint = def
-            .indexes
-            .iter()
-            .any(|i| i.name == name && basalt_storage::is_unique_index(i));
-        if !is_constraint {
-            if if_exists {
-                return Ok(());
-            }
-            return Err(Error::sql(
-                "42704",
-                format!(
-                    "constraint \"{name}\" of relation \"{}\" does not exist",
-                    split_storage_name(full).1
-                ),
-            ));
-        }
-        self.before_ddl()?;
-        self.shared.db.drop_index(full, name)?;
-        self.after_ddl();
-        Ok(())
-    }
 }
