@@ -10,6 +10,7 @@ pub(crate) mod dml;
 pub(crate) mod index;
 pub(crate) mod load;
 pub(crate) mod oltp;
+pub(crate) mod point_select;
 pub mod prepare;
 pub(crate) mod settings;
 

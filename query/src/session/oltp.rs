@@ -20,7 +20,7 @@ use arrow_array::{
     new_null_array, ArrayRef, Int16Array, Int32Array, Int64Array, Int8Array, LargeStringArray,
     RecordBatch, StringArray, UInt16Array, UInt32Array, UInt64Array, UInt8Array,
 };
-use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow_schema::{DataType, Field, TimeUnit};
 use basalt_storage::TableDef;
 use datafusion::arrow::compute::{cast, concat};
 use datafusion::sql::parser::Statement;
@@ -29,33 +29,16 @@ use datafusion::sql::sqlparser::ast::{
 };
 use parking_lot::Mutex;
 
-use crate::catalog::storage_name;
 use crate::session::dml::{cast_value, conform, Target};
 use crate::session::prepare::{param_expr, placeholder_of, Param};
-use crate::session::{QueryResult, Session};
+use crate::session::Session;
 use crate::sql::error::{Error, Result};
 use crate::sql::syntax::conjuncts;
 use crate::sql::syntax::normalize;
 
-/// A point SELECT, resolved against the table it reads. It depends on the
-/// statement and the table's definition only, so a prepared statement
-/// keeps it ([`PreparedStatement`]) for as long as the table's id and
-/// schema version stay the same.
-struct PointSelect {
-    table: String,
-    /// The table's (id, schema version) it was resolved against.
-    version: (u32, u32),
-    /// Indexes into the table's schema, in output order.
-    columns: Vec<usize>,
-    /// The output columns, under the names the query gives them.
-    schema: SchemaRef,
-    /// Where each key column's value comes from, in key order.
-    key: Vec<KeySource>,
-}
-
 /// A point SELECT's key column value: a literal, or a parameter read as a
 /// literal of the column's type would be.
-enum KeySource {
+pub(crate) enum KeySource {
     Value(ArrayRef),
     Param { index: usize, data_type: DataType },
 }
@@ -70,7 +53,7 @@ pub struct PreparedStatement {
     /// each Bind reports); counting them walked the whole syntax tree on
     /// every Execute.
     placeholders: Option<usize>,
-    point: Mutex<Option<Arc<PointSelect>>>,
+    pub(crate) point: Mutex<Option<Arc<crate::session::point_select::PointSelect>>>,
     update: Mutex<Option<Arc<PointUpdate>>>,
     insert: Mutex<Option<Arc<PreparedInsert>>>,
 }
@@ -119,7 +102,7 @@ impl PreparedStatement {
         }
     }
 
-    fn query(&self) -> Option<&ast::Query> {
+    pub(crate) fn query(&self) -> Option<&ast::Query> {
         match self.sql()? {
             ast::Statement::Query(query) => Some(query),
             _ => None,
@@ -133,106 +116,9 @@ impl std::fmt::Debug for PreparedStatement {
     }
 }
 
-impl Session {
-    /// Answers `query` when it is a primary-key point SELECT; `None` sends
-    /// it to DataFusion.
-    pub(crate) fn point_select(&self, query: &ast::Query) -> Result<Option<QueryResult>> {
-        if !self.settings.fast_paths() {
-            return Ok(None);
-        }
-        match self.recognise(query) {
-            Some(point) => self.run_point_select(&point, &[]),
-            None => Ok(None),
-        }
-    }
-
-    /// [`Session::point_select`] of a prepared statement, its placeholders
-    /// standing for `params`; the recognised shape is kept with it.
-    pub(crate) fn point_select_prepared(
-        &self,
-        prepared: &PreparedStatement,
-        params: &[Param],
-    ) -> Result<Option<QueryResult>> {
-        if !self.settings.fast_paths() {
-            return Ok(None);
-        }
-        let cached = prepared.point.lock().clone();
-        let point = match cached {
-            Some(point) if self.shared.db.table_version(&point.table) == Some(point.version) => {
-                point
-            }
-            _ => {
-                let Some(point) = prepared.query().and_then(|q| self.recognise(q)) else {
-                    return Ok(None);
-                };
-                let point = Arc::new(point);
-                *prepared.point.lock() = Some(point.clone());
-                point
-            }
-        };
-        self.run_point_select(&point, params)
-    }
-
-    /// Reads the row; `None` when the parameters do not make a key exactly.
-    fn run_point_select(
-        &self,
-        point: &PointSelect,
-        params: &[Param],
-    ) -> Result<Option<QueryResult>> {
-        let Some(key) = encode_point_key(&point.key, params) else {
-            return Ok(None);
-        };
-        let row = self.shared.with_reader(|r| r.get(&point.table, &key))?;
-        let batches = match row {
-            Some(row) => {
-                let columns = point.columns.iter().map(|&i| row.column(i).clone());
-                let batch = RecordBatch::try_new(point.schema.clone(), columns.collect());
-                vec![batch.map_err(|e| Error::from_datafusion(e.into()))?]
-            }
-            None => Vec::new(),
-        };
-        Ok(Some(QueryResult::rows(
-            "SELECT",
-            point.schema.clone(),
-            batches,
-        )))
-    }
-
-    fn recognise(&self, query: &ast::Query) -> Option<PointSelect> {
-        let select = plain_select(query)?;
-        let [from] = select.from.as_slice() else {
-            return None;
-        };
-        if !from.joins.is_empty() {
-            return None;
-        }
-        let (name, alias) = plain_table(&from.relation)?;
-        let (schema, table) = self.resolve(name).ok()?;
-        let full = storage_name(&schema, &table);
-        let def = self.shared.db.table(&full).ok()?;
-        if def.key_columns.is_empty() {
-            return None;
-        }
-        let qualifier = alias.map(normalize).unwrap_or(table);
-        let columns = projection(&select.projection, &def, &qualifier)?;
-        let key = key_sources(select.selection.as_ref()?, &def, &qualifier)?;
-        let fields: Vec<Field> = columns
-            .iter()
-            .map(|(i, name)| def.schema.field(*i).clone().with_name(name))
-            .collect();
-        Some(PointSelect {
-            table: full,
-            version: (def.id, def.schema_version),
-            columns: columns.into_iter().map(|(i, _)| i).collect(),
-            schema: Arc::new(Schema::new(fields)),
-            key,
-        })
-    }
-}
-
 /// The query's SELECT when nothing but a projection, one FROM item and a
 /// WHERE clause is in play.
-fn plain_select(query: &ast::Query) -> Option<&ast::Select> {
+pub(crate) fn plain_select(query: &ast::Query) -> Option<&ast::Select> {
     let bare_query = query.with.is_none()
         && query.order_by.is_none()
         && query.limit_clause.is_none()
@@ -270,7 +156,9 @@ fn plain_select(query: &ast::Query) -> Option<&ast::Select> {
 }
 
 /// A table named in FROM without arguments, hints or column aliases.
-fn plain_table(relation: &TableFactor) -> Option<(&ast::ObjectName, Option<&ast::Ident>)> {
+pub(crate) fn plain_table(
+    relation: &TableFactor,
+) -> Option<(&ast::ObjectName, Option<&ast::Ident>)> {
     let TableFactor::Table {
         name,
         alias,
@@ -297,7 +185,7 @@ fn plain_table(relation: &TableFactor) -> Option<(&ast::ObjectName, Option<&ast:
 }
 
 /// The schema index a column reference names: `col` or `qualifier.col`.
-fn column_of(expr: &Expr, def: &TableDef, qualifier: &str) -> Option<usize> {
+pub(crate) fn column_of(expr: &Expr, def: &TableDef, qualifier: &str) -> Option<usize> {
     let name = match expr {
         Expr::Identifier(ident) => normalize(ident),
         Expr::CompoundIdentifier(parts) => match parts.as_slice() {
@@ -310,7 +198,7 @@ fn column_of(expr: &Expr, def: &TableDef, qualifier: &str) -> Option<usize> {
     def.schema.index_of(&name).ok()
 }
 
-fn projection(
+pub(crate) fn projection(
     items: &[SelectItem],
     def: &TableDef,
     qualifier: &str,
@@ -344,10 +232,34 @@ fn key_of(selection: &Expr, def: &TableDef, qualifier: &str) -> Option<Vec<u8>> 
 /// Where each key column's value comes from, when `selection` is nothing
 /// but one equality per key column against a literal or a placeholder.
 fn key_sources(selection: &Expr, def: &TableDef, qualifier: &str) -> Option<Vec<KeySource>> {
-    let mut conditions = Vec::new();
-    conjuncts(selection, &mut conditions);
+    as_key(equalities(selection, def, qualifier)?, def)
+}
+
+/// `equalities` in key order, when they fix each key column and nothing else.
+pub(crate) fn as_key(
+    equalities: Vec<(usize, KeySource)>,
+    def: &TableDef,
+) -> Option<Vec<KeySource>> {
     let mut sources: Vec<Option<KeySource>> = Vec::new();
     sources.resize_with(def.key_columns.len(), || None);
+    for (column, source) in equalities {
+        let slot = def.key_columns.iter().position(|&k| k as usize == column)?;
+        sources[slot] = Some(source);
+    }
+    sources.into_iter().collect()
+}
+
+/// The columns `selection` fixes and where each value comes from, when it
+/// is nothing but equalities of distinct columns with a literal or a
+/// placeholder.
+pub(crate) fn equalities(
+    selection: &Expr,
+    def: &TableDef,
+    qualifier: &str,
+) -> Option<Vec<(usize, KeySource)>> {
+    let mut conditions = Vec::new();
+    conjuncts(selection, &mut conditions);
+    let mut found: Vec<(usize, KeySource)> = Vec::new();
     for condition in conditions {
         let Expr::BinaryOp {
             left,
@@ -361,35 +273,41 @@ fn key_sources(selection: &Expr, def: &TableDef, qualifier: &str) -> Option<Vec<
             Some(column) => (column, right),
             None => (column_of(right, def, qualifier)?, left),
         };
-        let slot = def.key_columns.iter().position(|&k| k as usize == column)?;
-        if sources[slot].is_some() {
+        if found.iter().any(|(c, _)| *c == column) {
             return None;
         }
         let data_type = def.schema.field(column).data_type().clone();
-        sources[slot] = Some(match placeholder_of(literal) {
+        let source = match placeholder_of(literal) {
             Some(n) => KeySource::Param {
                 index: n.checked_sub(1)?,
                 data_type,
             },
             None => KeySource::Value(key_value(literal, &data_type)?),
-        });
+        };
+        found.push((column, source));
     }
-    sources.into_iter().collect()
+    Some(found)
+}
+
+/// The value a source stands for, the parameters bound; `None` when it is
+/// not exactly of its column's type.
+pub(crate) fn source_value(source: &KeySource, params: &[Param]) -> Option<ArrayRef> {
+    match source {
+        KeySource::Value(value) => Some(value.clone()),
+        KeySource::Param { index, data_type } => {
+            key_value(&param_expr(params.get(*index)?).ok()?, data_type)
+        }
+    }
 }
 
 /// The encoded key, a placeholder meaning what binding would put in its
 /// place; `None` when a value is missing or is not exactly of its column's
 /// type.
-fn encode_point_key(sources: &[KeySource], params: &[Param]) -> Option<Vec<u8>> {
-    let mut values = Vec::with_capacity(sources.len());
-    for source in sources {
-        values.push(match source {
-            KeySource::Value(value) => value.clone(),
-            KeySource::Param { index, data_type } => {
-                key_value(&param_expr(params.get(*index)?).ok()?, data_type)?
-            }
-        });
-    }
+pub(crate) fn encode_point_key(sources: &[KeySource], params: &[Param]) -> Option<Vec<u8>> {
+    let values = sources
+        .iter()
+        .map(|source| source_value(source, params))
+        .collect::<Option<Vec<_>>>()?;
     let mut key = Vec::new();
     basalt_storage::encode_key(&values, 0, &mut key).ok()?;
     Some(key)
@@ -397,7 +315,7 @@ fn encode_point_key(sources: &[KeySource], params: &[Param]) -> Option<Vec<u8>> 
 
 /// A literal as a one-element array of the key column's type, when it
 /// means that value without any coercion DataFusion might do differently.
-fn key_value(expr: &Expr, data_type: &DataType) -> Option<ArrayRef> {
+pub(crate) fn key_value(expr: &Expr, data_type: &DataType) -> Option<ArrayRef> {
     let (text, class) = literal(expr)?;
     match (class, data_type) {
         (Class::Integer, _) => integer_array(text.trim().parse().ok()?, data_type),
@@ -1161,6 +1079,7 @@ fn constant(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::QueryResult;
     use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
     use datafusion::sql::sqlparser::parser::Parser;
 
