@@ -202,7 +202,7 @@ async fn a_database_with_vector_indexes_recorded_by_column_opens_and_answers_the
         let hits = db
             .storage()
             .snapshot()
-            .vector_search("docs", &query, None)
+            .search("docs", &query, None)
             .unwrap();
         assert_eq!(hits.stats.graph_segments, 2, "{:?}", hits.stats);
     }

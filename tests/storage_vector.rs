@@ -129,7 +129,7 @@ fn check_searches(
         };
         let filter = tag.map(tag_filter);
         let hits = snapshot
-            .vector_search("items", &query, filter.as_ref().map(|f| f as _))
+            .search("items", &query, filter.as_ref().map(|f| f as _))
             .unwrap();
         let keys: Vec<i64> = hits
             .batch
@@ -250,7 +250,7 @@ fn searches_match_the_model_through_flush_compaction_load_and_reopen() {
     db.compact().unwrap();
     let hits = db
         .snapshot()
-        .vector_search(
+        .search(
             "items",
             &VectorQuery {
                 column: 1,
@@ -292,9 +292,9 @@ fn a_transaction_sees_its_own_vectors_and_not_the_ones_it_replaced() {
         projection: vec![0],
         filter_columns: vec![],
     };
-    let own = txn.vector_search("items", &query, None).unwrap();
+    let own = txn.search("items", &query, None).unwrap();
     assert_eq!(own.batch.column(0).as_primitive::<Int64Type>().value(0), 2);
-    let others = db.snapshot().vector_search("items", &query, None).unwrap();
+    let others = db.snapshot().search("items", &query, None).unwrap();
     assert_eq!(
         others.batch.column(0).as_primitive::<Int64Type>().value(0),
         1
@@ -376,7 +376,7 @@ fn graph_segments(db: &Db, metric: Metric) -> usize {
         projection: vec![0],
         filter_columns: vec![],
     };
-    let hits = db.snapshot().vector_search("items", &query, None).unwrap();
+    let hits = db.snapshot().search("items", &query, None).unwrap();
     hits.stats.graph_segments
 }
 

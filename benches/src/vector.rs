@@ -255,7 +255,7 @@ pub fn run(args: VectorArgs) -> Result<(), BoxError> {
                 projection: vec![0],
                 filter_columns: vec![],
             };
-            let hits = snapshot.vector_search("items", &query, None)?;
+            let hits = snapshot.search("items", &query, None)?;
             let ids = arrow_array::cast::AsArray::as_primitive::<arrow_array::types::Int64Type>(
                 hits.batch.column(0).as_ref(),
             );

@@ -37,6 +37,7 @@ pub use db::{ColumnRange, Db, TableStats};
 pub use error::{Error, Result};
 pub use index::btree::FirstRows;
 pub use index::hnsw::{index_specs, options as hnsw_options, IndexSpec};
+pub use index::search::{IndexSearch, SearchInput};
 pub use index::unique::{declared_options, is_building_index, is_unique_index};
 pub use ingest::{BulkLoad, LoadSummary};
 pub use options::Options;

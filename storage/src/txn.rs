@@ -20,10 +20,11 @@ use parking_lot::Mutex;
 
 use crate::db::{Db, DbState, Inner, TableState};
 use crate::error::{Error, Result};
+use crate::index::search::{search_in, IndexSearch};
 use crate::memtable::{rows_to_run, RowRef};
 use crate::scan::{output_schema, run_schema_for, ScanContext, ScanOptions, ScanPlan, Source};
 use crate::segment::{ChunkCache, SegmentFile};
-use crate::vector::{RowFilter, SearchInput, VectorHits, VectorQuery};
+use crate::vector::RowFilter;
 use crate::visibility::{newest_in_segments, SnapshotView};
 
 /// A consistent, read-only view of the database at one commit sequence.
@@ -82,15 +83,16 @@ impl Snapshot {
         )
     }
 
-    /// The `query.k` rows nearest to `query.query` that `filter` admits.
-    pub fn vector_search(
+    /// Answers an index kind's `query` over `table` (a [`crate::VectorQuery`]
+    /// finds the `k` rows nearest its vector) among the rows `filter` admits.
+    pub fn search<Q: IndexSearch>(
         &self,
         table: &str,
-        query: &VectorQuery,
+        query: &Q,
         filter: Option<RowFilter<'_>>,
-    ) -> Result<VectorHits> {
+    ) -> Result<Q::Hits> {
         let t = self.state.table(table)?;
-        vector_search_in(&self.inner.cache, t, self.seq, None, query, filter)
+        search_in(&self.inner.cache, t, self.seq, None, query, filter)
     }
 
     /// The row with encoded key `key`, as a one-row batch of the table's schema.
@@ -112,7 +114,7 @@ impl Drop for Snapshot {
 }
 
 /// A transaction's buffered writes to one table.
-struct Pending {
+pub(crate) struct Pending {
     table: Arc<TableState>,
     /// Writes in WAL batch layout, in the order made: a later row overrides
     /// an earlier one with the same key, in the memtable and in WAL replay
@@ -149,7 +151,7 @@ impl Pending {
         self.batches.push(batch);
     }
 
-    fn index(&self) -> Arc<RowIndex> {
+    pub(crate) fn index(&self) -> Arc<RowIndex> {
         let mut index = self.index.lock();
         index
             .get_or_insert_with(|| {
@@ -169,7 +171,7 @@ impl Pending {
             .flat_map(|b| b.column(0).as_binary::<i32>().iter().flatten())
     }
 
-    fn to_run(
+    pub(crate) fn to_run(
         &self,
         needed: &[usize],
         run_schema: &arrow_schema::SchemaRef,
@@ -435,15 +437,15 @@ impl Transaction {
         )
     }
 
-    /// As [`Snapshot::vector_search`], with this transaction's own writes.
-    pub fn vector_search(
+    /// As [`Snapshot::search`], with this transaction's own writes.
+    pub fn search<Q: IndexSearch>(
         &self,
         table: &str,
-        query: &VectorQuery,
+        query: &Q,
         filter: Option<RowFilter<'_>>,
-    ) -> Result<VectorHits> {
+    ) -> Result<Q::Hits> {
         let t = self.snapshot.state.table(table)?;
-        vector_search_in(
+        search_in(
             &self.snapshot.inner.cache,
             t,
             self.snapshot.seq,
@@ -965,7 +967,12 @@ fn plan_scan(
         }
         let run = match (&probe, &ordered) {
             (Some(probe), _) => {
-                crate::index::btree::segment_run(&view, segment, probe, &needed, &run_schema)?
+                match crate::index::btree::segment_run(&view, segment, probe, &needed, &run_schema)?
+                {
+                    Some(None) => continue,
+                    Some(Some(run)) => Some(run),
+                    None => None,
+                }
             }
             (None, Some((wanted, index))) => crate::index::btree::first_rows_run(
                 &view,
@@ -998,57 +1005,6 @@ fn plan_scan(
         cache: cache.clone(),
     };
     Ok(ScanPlan::new(sources, ctx, options.limit).with_index(index_used))
-}
-
-fn vector_search_in(
-    cache: &ChunkCache,
-    table: &TableState,
-    seq: u64,
-    pending: Option<&Pending>,
-    query: &VectorQuery,
-    filter: Option<RowFilter<'_>>,
-) -> Result<VectorHits> {
-    let n = table.def.schema.fields().len();
-    for &c in query
-        .projection
-        .iter()
-        .chain(&query.filter_columns)
-        .chain([&query.column])
-    {
-        if c >= n {
-            return Err(Error::InvalidArgument(format!(
-                "column index {c} out of range for table \"{}\"",
-                table.def.name
-            )));
-        }
-    }
-    let all: Vec<usize> = (0..n).collect();
-    let memtables: Vec<_> = table
-        .memtables()
-        .filter(|m| m.min_seq().is_some_and(|min| min <= seq))
-        .collect();
-    let mut memory = Vec::new();
-    let own = pending.map(|p| p.index());
-    if pending.is_some() || !memtables.is_empty() {
-        let run_schema = run_schema_for(&table.def.schema, &all);
-        if let Some(p) = pending {
-            memory.push(p.to_run(&all, &run_schema)?);
-        }
-        for m in memtables {
-            memory.push(m.to_run(Some(seq), &all, &run_schema)?);
-        }
-    }
-    let own_runs = usize::from(pending.is_some());
-    let hides = |key: &[u8]| own.as_ref().is_some_and(|rows| rows.contains_key(key));
-    let input = SearchInput {
-        cache,
-        table,
-        seq,
-        memory,
-        pending_keys: own.is_some().then_some(&hides as &dyn Fn(&[u8]) -> bool),
-        own_runs,
-    };
-    crate::vector::search(&input, query, filter)
 }
 
 fn get_row(

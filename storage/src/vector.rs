@@ -20,8 +20,9 @@ use basalt_formats::segment::{OP_DELETE, SYSTEM_COLUMNS};
 
 use crate::db::TableState;
 use crate::error::{Error, Result};
+use crate::index::search::{IndexSearch, SearchInput};
 use crate::segment::{locate, ChunkCache, SegmentFile};
-use crate::visibility::{KeyTest, SnapshotView};
+use crate::visibility::SnapshotView;
 
 /// What to find.
 #[derive(Debug, Clone)]
@@ -116,19 +117,30 @@ impl TopK {
     }
 }
 
-pub(crate) struct SearchInput<'a> {
-    pub cache: &'a ChunkCache,
-    pub table: &'a TableState,
-    pub seq: u64,
-    /// Runs newest first: a transaction's own writes, then memtables.
-    pub memory: Vec<RecordBatch>,
-    /// The keys a transaction has written, which hide every stored version.
-    pub pending_keys: Option<KeyTest<'a>>,
-    /// Which memory runs hold a transaction's own writes (always visible).
-    pub own_runs: usize,
+impl IndexSearch for VectorQuery {
+    type Hits = VectorHits;
+    type Corpus = ();
+
+    fn columns(&self) -> Vec<usize> {
+        let read = self.projection.iter().chain(&self.filter_columns);
+        read.copied().chain([self.column]).collect()
+    }
+
+    fn corpus(&self, _input: &SearchInput<'_>) -> Result<()> {
+        Ok(())
+    }
+
+    fn search(
+        &self,
+        input: &SearchInput<'_>,
+        _corpus: &(),
+        filter: Option<RowFilter<'_>>,
+    ) -> Result<VectorHits> {
+        search(input, self, filter)
+    }
 }
 
-pub(crate) fn search(
+fn search(
     input: &SearchInput<'_>,
     query: &VectorQuery,
     filter: Option<RowFilter<'_>>,

@@ -104,15 +104,16 @@ impl Reader<'_> {
         }
     }
 
-    pub fn vector_search(
+    /// An index kind's search (see `basalt_storage::IndexSearch`).
+    pub fn search<Q: basalt_storage::IndexSearch>(
         &self,
         table: &str,
-        query: &basalt_storage::VectorQuery,
+        query: &Q,
         filter: Option<basalt_storage::RowFilter<'_>>,
-    ) -> basalt_storage::Result<basalt_storage::VectorHits> {
+    ) -> basalt_storage::Result<Q::Hits> {
         match self {
-            Reader::Transaction(t) => t.vector_search(table, query, filter),
-            Reader::Snapshot(s) => s.vector_search(table, query, filter),
+            Reader::Transaction(t) => t.search(table, query, filter),
+            Reader::Snapshot(s) => s.search(table, query, filter),
         }
     }
 }

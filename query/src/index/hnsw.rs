@@ -387,7 +387,7 @@ impl VectorSearchExec {
         let hits = self
             .shared
             .with_reader(|reader| {
-                reader.vector_search(
+                reader.search(
                     &self.table,
                     &self.query,
                     filter_fn

@@ -223,20 +223,25 @@ fn matching_rows(index: &BTreeIndex, probe: &IndexProbe) -> Vec<u32> {
 
 /// The segment's rows the probe selects that are the newest version of
 /// their key the snapshot sees, as a run (system columns, then `needed`),
-/// in key order; `None` when the segment has no file of the index.
+/// in key order, `Some(None)` when there are none (most segments, for a
+/// point lookup: no run is built for them); `None` when the segment has
+/// no file of the index.
 pub(crate) fn segment_run(
     view: &SnapshotView<'_>,
     segment: &SegmentFile,
     probe: &IndexProbe,
     needed: &[usize],
     run_schema: &SchemaRef,
-) -> Result<Option<RecordBatch>> {
+) -> Result<Option<Option<RecordBatch>>> {
     let Some(index) = file_of(segment, probe.index_id) else {
         return Ok(None);
     };
+    let rows = matching_rows(&index, probe);
+    if rows.is_empty() {
+        return Ok(Some(None));
+    }
     let cache = view.cache;
     let starts = segment.row_group_starts();
-    let rows = matching_rows(&index, probe);
     if let Some(&last) = rows.last() {
         check_row(segment, &starts, &probe.name, last as usize)?;
     }
@@ -259,7 +264,10 @@ pub(crate) fn segment_run(
         }
         at = end;
     }
-    rows_as_run(view, segment, &starts, &picked, needed, run_schema).map(Some)
+    if picked.is_empty() {
+        return Ok(Some(None));
+    }
+    rows_as_run(view, segment, &starts, &picked, needed, run_schema).map(|run| Some(Some(run)))
 }
 
 /// `ORDER BY column LIMIT limit`: a scan then needs from each segment only
@@ -402,5 +410,8 @@ fn rows_as_run(
         batches.push(arrow_select::take::take_record_batch(&batch, &take)?);
         at = end;
     }
-    Ok(arrow_select::concat::concat_batches(run_schema, &batches)?)
+    match <[RecordBatch; 1]>::try_from(batches) {
+        Ok([one]) => Ok(one),
+        Err(batches) => Ok(arrow_select::concat::concat_batches(run_schema, &batches)?),
+    }
 }

@@ -24,6 +24,7 @@ use crate::segment::{ChunkCache, SegmentFile};
 
 pub(crate) mod btree;
 pub mod hnsw;
+pub mod search;
 pub(crate) mod unique;
 
 /// An opened index file; each kind's search downcasts it to its own type.
