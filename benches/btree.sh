@@ -35,7 +35,10 @@ mkdir "$work/pg" && chown postgres "$work/pg"
 runuser -u postgres -- "$PGBIN/initdb" -D "$work/pg" -U postgres --auth=trust >/dev/null
 runuser -u postgres -- "$PGBIN/pg_ctl" -D "$work/pg" -l "$work/pg/server.log" -w \
     -o "-p $PG_PORT -k $work/pg -c listen_addresses=127.0.0.1 -c shared_buffers=1GB -c max_connections=50" start >/dev/null
-"$CARGO_TARGET_DIR/release/basalt" serve --data "$work/basalt" --listen "127.0.0.1:$BASALT_PORT" >"$work/basalt.log" 2>&1 &
+# Each server gets 1 GiB for its cache of table data: PostgreSQL's
+# shared_buffers, Basalt's decoded column chunks.
+"$CARGO_TARGET_DIR/release/basalt" serve --data "$work/basalt" --listen "127.0.0.1:$BASALT_PORT" \
+    --cache-size 1GiB >"$work/basalt.log" 2>&1 &
 basalt_pid=$!
 for _ in $(seq 50); do
     pg_isready -q -h 127.0.0.1 -p "$BASALT_PORT" && break
