@@ -227,3 +227,76 @@ async fn write_hnsw_by_column_fixture() {
     )
     .await;
 }
+
+/// The statements that made `unique_by_option`: UNIQUE indexes as the
+/// btree option `unique` in a tag-10 PutTable (before tag 12), one built
+/// over a flushed segment by CREATE UNIQUE INDEX, one a keyless table's
+/// constraint, with their entries tables in segments and in the WAL.
+const UNIQUE_BY_OPTION_SCRIPT: &[&str] = &[
+    "CREATE TABLE users (id bigint PRIMARY KEY, email text, team int)",
+    "INSERT INTO users SELECT value, 'u' || value || '@x', value % 10 \
+     FROM generate_series(1, 300)",
+    "FLUSH",
+    "CREATE UNIQUE INDEX users_email ON users (email)",
+    "CREATE TABLE pairs (a int, b int, UNIQUE (a, b))",
+    "INSERT INTO pairs SELECT value % 20, value FROM generate_series(1, 100)",
+    "UPDATE users SET email = 'changed' || id WHERE id % 50 = 0",
+    "FLUSH",
+    "DELETE FROM users WHERE id % 7 = 0",
+    "INSERT INTO users VALUES (1000, 'late@x', 1)",
+];
+
+/// The answers `unique_by_option` must give.
+const UNIQUE_BY_OPTION_QUERIES: &[(&str, &str)] = &[
+    ("SELECT count(*) FROM users", "259"),
+    ("SELECT count(*) FROM users WHERE email = 'u14@x'", "0"),
+    ("SELECT id FROM users WHERE email = 'changed100'", "100"),
+    ("SELECT id FROM users WHERE email = 'late@x'", "1000"),
+    ("SELECT count(*) FROM pairs", "100"),
+];
+
+#[tokio::test]
+async fn a_database_with_unique_indexes_as_options_opens_and_enforces_them() {
+    let (_scratch, dir) = copy_of("unique_by_option");
+    let expected = expected(UNIQUE_BY_OPTION_QUERIES);
+    for reopen in 0..2 {
+        let db = Database::open_with(&dir, options()).unwrap();
+        assert_eq!(answers(&db, UNIQUE_BY_OPTION_QUERIES).await, expected);
+        let mut session = db.session();
+        for duplicate in [
+            "INSERT INTO users VALUES (2000, 'u1@x', 0)",
+            "INSERT INTO users VALUES (2001, 'late@x', 0)",
+            "UPDATE users SET email = 'changed50' WHERE id = 2",
+            "INSERT INTO pairs VALUES (5, 5)",
+        ] {
+            let err = session.execute(duplicate).await.unwrap_err();
+            assert_eq!(err.sqlstate(), "23505", "{duplicate}: {err}");
+        }
+        // A deleted row's value is free again, and then taken.
+        let free = format!("INSERT INTO users VALUES ({}, 'u14@x', 0)", 3000 + reopen);
+        session.execute(&free).await.unwrap();
+        let taken = session
+            .execute("INSERT INTO users VALUES (3100, 'u14@x', 0)")
+            .await
+            .unwrap_err();
+        assert_eq!(taken.sqlstate(), "23505", "{taken}");
+        session
+            .execute("DELETE FROM users WHERE id >= 3000")
+            .await
+            .unwrap();
+    }
+}
+
+/// Writes `tests/fixtures/unique_by_option` (run on the commit before
+/// tag 12: `cargo test --test storage_compat -- --ignored --exact
+/// write_unique_by_option_fixture`).
+#[tokio::test]
+#[ignore]
+async fn write_unique_by_option_fixture() {
+    write_fixture(
+        "unique_by_option",
+        UNIQUE_BY_OPTION_SCRIPT,
+        UNIQUE_BY_OPTION_QUERIES,
+    )
+    .await;
+}

@@ -123,6 +123,21 @@ mod tag {
     pub const ADD_SEGMENT_INDEX: u8 = 9;
     pub const PUT_TABLE: u8 = 10;
     pub const ADD_INDEX_FILE: u8 = 11;
+    /// A tag-10 PutTable whose table has a UNIQUE index: a reader that
+    /// does not enforce them must refuse the manifest, not open it.
+    pub const PUT_TABLE_UNIQUE: u8 = 12;
+}
+
+/// The btree option that makes an index UNIQUE (FORMAT.md, section 13).
+pub const UNIQUE_OPTION: &str = "unique";
+
+impl TableDef {
+    /// Whether one of the table's indexes is UNIQUE.
+    pub fn has_unique_index(&self) -> bool {
+        self.indexes
+            .iter()
+            .any(|i| i.option(UNIQUE_OPTION) == Some("true"))
+    }
 }
 
 /// Field metadata by which a column declared its HNSW index before index
@@ -141,7 +156,10 @@ pub fn encode_edits(edits: &[Edit]) -> Result<Vec<u8>> {
 fn encode_edit(edit: &Edit, e: &mut Encoder) -> Result<()> {
     match edit {
         Edit::PutTable(t) => {
-            e.u8(tag::PUT_TABLE);
+            e.u8(match t.has_unique_index() {
+                true => tag::PUT_TABLE_UNIQUE,
+                false => tag::PUT_TABLE,
+            });
             e.u32(t.id);
             e.str(&t.name);
             encode_schema(&t.schema, e)?;
@@ -310,7 +328,7 @@ fn decode_edit(d: &mut Decoder<'_>) -> Result<Edit> {
     let at = d.position();
     Ok(match d.u8()? {
         tag::PUT_TABLE_V1 => Edit::PutTable(upgrade_v1_table(decode_table(d, at)?)),
-        tag::PUT_TABLE => {
+        tag::PUT_TABLE | tag::PUT_TABLE_UNIQUE => {
             let mut def = decode_table(d, at)?;
             def.next_index_id = d.u32()?;
             let n_indexes = d.count(16)?;
@@ -513,6 +531,25 @@ mod tests {
     fn every_edit_round_trips() {
         let edits = every_edit();
         assert_eq!(decode_edits(&encode_edits(&edits).unwrap()).unwrap(), edits);
+    }
+
+    /// A table with a UNIQUE index is written under its own tag, which a
+    /// reader that does not enforce uniqueness refuses; both tags read.
+    #[test]
+    fn a_table_with_a_unique_index_is_written_under_tag_12() {
+        let Edit::PutTable(plain) = every_edit().remove(0) else {
+            unreachable!()
+        };
+        let mut unique = plain.clone();
+        unique.indexes[0]
+            .options
+            .push((UNIQUE_OPTION.into(), "true".into()));
+        for (def, tag) in [(plain, tag::PUT_TABLE), (unique, tag::PUT_TABLE_UNIQUE)] {
+            let edits = vec![Edit::PutTable(def)];
+            let bytes = encode_edits(&edits).unwrap();
+            assert_eq!(bytes[4], tag, "the edit's tag follows the edit count");
+            assert_eq!(decode_edits(&bytes).unwrap(), edits);
+        }
     }
 
     #[test]

@@ -35,7 +35,7 @@ use crate::scan::ScanOptions;
 use crate::txn::Transaction;
 
 /// The option marking a B-tree index UNIQUE (`unique = true`).
-pub(crate) const UNIQUE: &str = "unique";
+pub(crate) const UNIQUE: &str = basalt_formats::manifest::UNIQUE_OPTION;
 /// The option marking a unique index whose entries are still being filled.
 pub(crate) const BUILDING: &str = "building";
 
