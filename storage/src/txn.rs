@@ -20,6 +20,7 @@ use parking_lot::Mutex;
 
 use crate::db::{Db, DbState, Inner, TableState};
 use crate::error::{Error, Result};
+use crate::index::btree::SegmentRows;
 use crate::index::search::{search_in, IndexSearch};
 use crate::memtable::{rows_to_run, RowRef};
 use crate::scan::{output_schema, run_schema_for, ScanContext, ScanOptions, ScanPlan, Source};
@@ -967,11 +968,12 @@ fn plan_scan(
         }
         let run = match (&probe, &ordered) {
             (Some(probe), _) => {
-                match crate::index::btree::segment_run(&view, segment, probe, &needed, &run_schema)?
-                {
-                    Some(None) => continue,
-                    Some(Some(run)) => Some(run),
-                    None => None,
+                let read =
+                    crate::index::btree::segment_run(&view, segment, probe, &needed, &run_schema)?;
+                match read {
+                    SegmentRows::None => continue,
+                    SegmentRows::Run(run) => Some(run),
+                    SegmentRows::Unindexed => None,
                 }
             }
             (None, Some((wanted, index))) => crate::index::btree::first_rows_run(

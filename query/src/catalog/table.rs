@@ -343,6 +343,12 @@ fn literal(expr: &Expr) -> Option<Scalar> {
     let Expr::Literal(value, _) = expr else {
         return None;
     };
+    storage_scalar(value)
+}
+
+/// A non-null value as a storage scalar, as a pushed-down predicate
+/// compares it (the point SELECT path converts its values here too).
+pub(crate) fn storage_scalar(value: &ScalarValue) -> Option<Scalar> {
     Some(match value {
         ScalarValue::Boolean(Some(v)) => Scalar::Boolean(*v),
         ScalarValue::Int8(Some(v)) => Scalar::Int(i64::from(*v)),

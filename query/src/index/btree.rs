@@ -9,11 +9,14 @@ use basalt_storage::FirstRows;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, Result as DfResult};
 use datafusion::datasource::{provider_as_source, source_as_provider};
-use datafusion::logical_expr::{Expr, LogicalPlan, Projection, Sort, TableScan};
+use datafusion::logical_expr::{Expr, LogicalPlan, Sort, TableScan};
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use datafusion::sql::sqlparser::ast;
 
-use super::{index_name, require_column, resolve_through, sort_over, IndexBuild, IndexTarget};
+use super::{
+    index_name, projection_over, require_column, resolve_through, sort_over, IndexBuild,
+    IndexTarget,
+};
 use crate::catalog::table::StorageTable;
 use crate::sql::error::{Error, Result};
 use crate::sql::syntax::normalize;
@@ -128,13 +131,7 @@ fn first_rows_scan(
             else {
                 return Ok(None);
             };
-            Ok(Some(LogicalPlan::Projection(
-                Projection::try_new_with_schema(
-                    projection.expr.clone(),
-                    Arc::new(input),
-                    projection.schema.clone(),
-                )?,
-            )))
+            Ok(Some(projection_over(projection, input)?))
         }
         LogicalPlan::TableScan(scan) if scan.filters.is_empty() => {
             let Ok(provider) = source_as_provider(&scan.source) else {

@@ -22,9 +22,7 @@ use datafusion::common::{DFSchema, DataFusionError, Result, ScalarValue, TableRe
 use datafusion::datasource::{provider_as_source, source_as_provider, TableProvider, TableType};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::utils::{conjunction, split_conjunction_owned};
-use datafusion::logical_expr::{
-    Expr, LogicalPlan, Projection, Sort, TableProviderFilterPushDown, TableScan,
-};
+use datafusion::logical_expr::{Expr, LogicalPlan, Sort, TableProviderFilterPushDown, TableScan};
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -37,7 +35,8 @@ use datafusion::physical_plan::{
 use datafusion::sql::sqlparser::ast;
 
 use super::{
-    index_name, require_column, resolve_through, sort_over, IndexBuild, IndexTarget, Setting,
+    index_name, projection_over, require_column, resolve_through, sort_over, IndexBuild,
+    IndexTarget, Setting,
 };
 use crate::catalog::table::StorageTable;
 use crate::catalog::SessionShared;
@@ -133,13 +132,7 @@ fn replace_scan(
             let Some(input) = replace_scan(&projection.input, &resolved, k, ef_search)? else {
                 return Ok(None);
             };
-            Ok(Some(LogicalPlan::Projection(
-                Projection::try_new_with_schema(
-                    projection.expr.clone(),
-                    Arc::new(input),
-                    projection.schema.clone(),
-                )?,
-            )))
+            Ok(Some(projection_over(projection, input)?))
         }
         LogicalPlan::Filter(filter) => match filter.input.as_ref() {
             LogicalPlan::TableScan(scan) => {

@@ -190,6 +190,18 @@ pub(crate) fn resolve_through(projection: &Projection, expr: &Expr) -> Expr {
     expr.clone()
 }
 
+/// `projection` over the input a method's planner rule rewrote beneath it.
+pub(crate) fn projection_over(
+    projection: &Projection,
+    input: LogicalPlan,
+) -> datafusion::common::Result<LogicalPlan> {
+    Ok(LogicalPlan::Projection(Projection::try_new_with_schema(
+        projection.expr.clone(),
+        Arc::new(input),
+        projection.schema.clone(),
+    )?))
+}
+
 /// `sort` over the input a method's planner rule made of its own (its
 /// scan replaced or told what the sort wants), or unchanged.
 pub(crate) fn sort_over(sort: Sort, input: Option<LogicalPlan>) -> Transformed<LogicalPlan> {

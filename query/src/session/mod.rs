@@ -271,7 +271,16 @@ impl QueryResult {
         schema: SchemaRef,
         batches: Vec<RecordBatch>,
     ) -> Self {
-        let stream = futures::stream::iter(batches.into_iter().map(Ok));
+        QueryResult::streamed(command, schema, batches.into_iter().map(Ok))
+    }
+
+    /// Rows produced as the client reads them.
+    pub(crate) fn streamed(
+        command: &'static str,
+        schema: SchemaRef,
+        batches: impl Iterator<Item = datafusion::common::Result<RecordBatch>> + Send + 'static,
+    ) -> Self {
+        let stream = futures::stream::iter(batches);
         QueryResult::Rows {
             command,
             schema: schema.clone(),

@@ -232,21 +232,24 @@ fn key_of(selection: &Expr, def: &TableDef, qualifier: &str) -> Option<Vec<u8>> 
 /// Where each key column's value comes from, when `selection` is nothing
 /// but one equality per key column against a literal or a placeholder.
 fn key_sources(selection: &Expr, def: &TableDef, qualifier: &str) -> Option<Vec<KeySource>> {
-    as_key(equalities(selection, def, qualifier)?, def)
+    as_key(equalities(selection, def, qualifier)?, def).ok()
 }
 
-/// `equalities` in key order, when they fix each key column and nothing else.
+/// `equalities` (of distinct columns) in key order when they fix each key
+/// column and nothing else; otherwise handed back.
 pub(crate) fn as_key(
-    equalities: Vec<(usize, KeySource)>,
+    mut equalities: Vec<(usize, KeySource)>,
     def: &TableDef,
-) -> Option<Vec<KeySource>> {
-    let mut sources: Vec<Option<KeySource>> = Vec::new();
-    sources.resize_with(def.key_columns.len(), || None);
-    for (column, source) in equalities {
-        let slot = def.key_columns.iter().position(|&k| k as usize == column)?;
-        sources[slot] = Some(source);
+) -> std::result::Result<Vec<KeySource>, Vec<(usize, KeySource)>> {
+    let slot = |column: usize| def.key_columns.iter().position(|&k| k as usize == column);
+    let is_key = !def.key_columns.is_empty()
+        && equalities.len() == def.key_columns.len()
+        && equalities.iter().all(|(column, _)| slot(*column).is_some());
+    if !is_key {
+        return Err(equalities);
     }
-    sources.into_iter().collect()
+    equalities.sort_by_key(|(column, _)| slot(*column));
+    Ok(equalities.into_iter().map(|(_, source)| source).collect())
 }
 
 /// The columns `selection` fixes and where each value comes from, when it

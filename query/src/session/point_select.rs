@@ -7,17 +7,15 @@
 
 use std::sync::Arc;
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::{Int64Type, UInt64Type};
-use arrow_array::{ArrayRef, RecordBatch};
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use basalt_storage::{Predicate, PredicateOp, Scalar, ScanOptions, ScanPlan, TableDef};
-use datafusion::arrow::compute::cast;
+use arrow_array::RecordBatch;
+use arrow_schema::{Field, Schema, SchemaRef};
+use basalt_storage::{Predicate, PredicateOp, ScanOptions, ScanPlan, TableDef};
+use datafusion::common::ScalarValue;
 use datafusion::error::DataFusionError;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::sql::sqlparser::ast;
 
 use crate::catalog::storage_name;
+use crate::catalog::table::storage_scalar;
 use crate::session::oltp::{
     as_key, encode_point_key, equalities, plain_select, plain_table, projection, source_value,
     KeySource, PreparedStatement,
@@ -48,7 +46,14 @@ enum Lookup {
     Key(Vec<KeySource>),
     /// Columns fixed by equalities, one of which a B-tree index leads
     /// with: a scan with those predicates.
-    Indexed(Vec<(usize, KeySource)>),
+    Indexed {
+        fixed: Vec<(usize, KeySource)>,
+        /// The table columns the scan returns: the output's, each once, in
+        /// table order (a lookup decodes no other column).
+        read: Vec<usize>,
+        /// Each output column's position among `read`.
+        picks: Vec<usize>,
+    },
 }
 
 impl Session {
@@ -99,7 +104,9 @@ impl Session {
     ) -> Result<Option<QueryResult>> {
         match &point.lookup {
             Lookup::Key(sources) => self.get_by_key(point, sources, params),
-            Lookup::Indexed(fixed) => self.scan_by_index(point, fixed, params),
+            Lookup::Indexed { fixed, read, picks } => {
+                self.scan_by_index(point, fixed, read, picks, params)
+            }
         }
     }
 
@@ -130,11 +137,16 @@ impl Session {
         &self,
         point: &PointSelect,
         fixed: &[(usize, KeySource)],
+        read: &[usize],
+        picks: &[usize],
         params: &[Param],
     ) -> Result<Option<QueryResult>> {
         let mut predicates = Vec::with_capacity(fixed.len());
         for (column, source) in fixed {
-            let Some(value) = source_value(source, params).and_then(|v| scalar_of(&v)) else {
+            let value = source_value(source, params)
+                .and_then(|v| ScalarValue::try_from_array(&v, 0).ok())
+                .and_then(|v| storage_scalar(&v));
+            let Some(value) = value else {
                 return Ok(None);
             };
             predicates.push(Predicate {
@@ -143,6 +155,8 @@ impl Session {
             });
         }
         let options = ScanOptions {
+            // A scan of no column would lose the row count.
+            projection: (!read.is_empty()).then(|| read.to_vec()),
             predicates,
             ..ScanOptions::default()
         };
@@ -152,15 +166,14 @@ impl Session {
         let batches = UnitBatches {
             plan,
             next: 0,
-            point: point.columns.clone(),
+            columns: picks.to_vec(),
             schema: point.schema.clone(),
         };
-        let stream = futures::stream::iter(batches);
-        Ok(Some(QueryResult::Rows {
-            command: "SELECT",
-            schema: point.schema.clone(),
-            stream: Box::pin(RecordBatchStreamAdapter::new(point.schema.clone(), stream)),
-        }))
+        Ok(Some(QueryResult::streamed(
+            "SELECT",
+            point.schema.clone(),
+            batches,
+        )))
     }
 
     pub(crate) fn recognise(&self, query: &ast::Query) -> Option<PointSelect> {
@@ -178,7 +191,7 @@ impl Session {
         let qualifier = alias.map(normalize).unwrap_or(table);
         let columns = projection(&select.projection, &def, &qualifier)?;
         let fixed = equalities(select.selection.as_ref()?, &def, &qualifier)?;
-        let lookup = lookup(fixed, &def)?;
+        let lookup = lookup(fixed, &columns, &def)?;
         let fields: Vec<Field> = columns
             .iter()
             .map(|(i, name)| def.schema.field(*i).clone().with_name(name))
@@ -211,52 +224,39 @@ fn project(
 
 /// How the fixed columns are read: by key when they are the key exactly,
 /// through an index when a B-tree index leads with one of them.
-fn lookup(fixed: Vec<(usize, KeySource)>, def: &TableDef) -> Option<Lookup> {
-    let is_key = !def.key_columns.is_empty()
-        && fixed.len() == def.key_columns.len()
-        && fixed
-            .iter()
-            .all(|(c, _)| def.key_columns.contains(&(*c as u32)));
-    if is_key {
-        return as_key(fixed, def).map(Lookup::Key);
-    }
+fn lookup(
+    fixed: Vec<(usize, KeySource)>,
+    output: &[(usize, String)],
+    def: &TableDef,
+) -> Option<Lookup> {
+    let fixed = match as_key(fixed, def) {
+        Ok(key) => return Some(Lookup::Key(key)),
+        Err(fixed) => fixed,
+    };
     let indexed = fixed.iter().any(|(column, _)| {
         def.indexes
             .iter()
             .any(|i| i.kind == "btree" && i.columns.first() == Some(&(*column as u32)))
     });
-    indexed.then_some(Lookup::Indexed(fixed))
-}
-
-/// A one-value array of an integer or text column as the storage's scalar.
-fn scalar_of(value: &ArrayRef) -> Option<Scalar> {
-    if value.len() != 1 || value.is_null(0) {
+    if !indexed {
         return None;
     }
-    match value.data_type() {
-        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => {
-            let wide = cast(value, &DataType::Int64).ok()?;
-            Some(Scalar::Int(wide.as_primitive::<Int64Type>().value(0)))
-        }
-        DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => {
-            let wide = cast(value, &DataType::UInt64).ok()?;
-            Some(Scalar::UInt(wide.as_primitive::<UInt64Type>().value(0)))
-        }
-        DataType::Utf8 => Some(Scalar::Bytes(
-            value.as_string::<i32>().value(0).as_bytes().to_vec(),
-        )),
-        DataType::LargeUtf8 => Some(Scalar::Bytes(
-            value.as_string::<i64>().value(0).as_bytes().to_vec(),
-        )),
-        _ => None,
-    }
+    let mut read: Vec<usize> = output.iter().map(|(column, _)| *column).collect();
+    read.sort_unstable();
+    read.dedup();
+    let picks = output
+        .iter()
+        .map(|(column, _)| read.binary_search(column).unwrap_or_default())
+        .collect();
+    Some(Lookup::Indexed { fixed, read, picks })
 }
 
 /// A scan's units run one at a time as the result is read.
 struct UnitBatches {
     plan: ScanPlan,
     next: usize,
-    point: Vec<usize>,
+    /// The output columns' positions in the scan's rows.
+    columns: Vec<usize>,
     schema: SchemaRef,
 }
 
@@ -269,7 +269,7 @@ impl Iterator for UnitBatches {
             self.next += 1;
             match self.plan.execute_unit(unit) {
                 Ok(Some(rows)) if rows.num_rows() > 0 => {
-                    return Some(project(&rows, &self.point, &self.schema))
+                    return Some(project(&rows, &self.columns, &self.schema))
                 }
                 Ok(_) => continue,
                 Err(e) => return Some(Err(DataFusionError::External(Box::new(e)))),
@@ -293,7 +293,7 @@ mod tests {
         };
         session.recognise(&query).map(|point| match point.lookup {
             super::Lookup::Key(_) => "key",
-            super::Lookup::Indexed(_) => "index",
+            super::Lookup::Indexed { .. } => "index",
         })
     }
 

@@ -227,24 +227,31 @@ fn matching_rows(index: &BTreeIndex, probe: &IndexProbe) -> Vec<u32> {
     rows
 }
 
+/// What a segment's index file says a probe needs read from it.
+pub(crate) enum SegmentRows {
+    /// The segment has no file of the index: read all of it.
+    Unindexed,
+    /// Nothing (most segments, for a point lookup): no run is built.
+    None,
+    /// The rows, as a run in key order.
+    Run(RecordBatch),
+}
+
 /// The segment's rows the probe selects that are the newest version of
-/// their key the snapshot sees, as a run (system columns, then `needed`),
-/// in key order, `Some(None)` when there are none (most segments, for a
-/// point lookup: no run is built for them); `None` when the segment has
-/// no file of the index.
+/// their key the snapshot sees, as a run (system columns, then `needed`).
 pub(crate) fn segment_run(
     view: &SnapshotView<'_>,
     segment: &SegmentFile,
     probe: &IndexProbe,
     needed: &[usize],
     run_schema: &SchemaRef,
-) -> Result<Option<Option<RecordBatch>>> {
+) -> Result<SegmentRows> {
     let Some(index) = file_of(segment, probe.index_id) else {
-        return Ok(None);
+        return Ok(SegmentRows::Unindexed);
     };
     let rows = matching_rows(&index, probe);
     if rows.is_empty() {
-        return Ok(Some(None));
+        return Ok(SegmentRows::None);
     }
     let cache = view.cache;
     let starts = segment.row_group_starts();
@@ -271,9 +278,9 @@ pub(crate) fn segment_run(
         at = end;
     }
     if picked.is_empty() {
-        return Ok(Some(None));
+        return Ok(SegmentRows::None);
     }
-    rows_as_run(view, segment, &starts, &picked, needed, run_schema).map(|run| Some(Some(run)))
+    rows_as_run(view, segment, &starts, &picked, needed, run_schema).map(SegmentRows::Run)
 }
 
 /// `ORDER BY column LIMIT limit`: a scan then needs from each segment only
