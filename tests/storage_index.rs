@@ -144,7 +144,8 @@ fn an_index_naming_rows_its_segment_lacks_is_corruption() {
     let mut key = Vec::new();
     let five: ArrayRef = Arc::new(Int64Array::from(vec![5]));
     basalt::storage::encode_key(&[five], 0, &mut key).unwrap();
-    basalt::formats::btree::write(&[(key, 1_000_000)], &mut bogus).unwrap();
+    let first_values = basalt::formats::bloom::BloomFilter::build([key.as_slice()].into_iter());
+    basalt::formats::btree::write(&[(key, 1_000_000)], &first_values, &mut bogus).unwrap();
     std::fs::write(dir.path().join("seg").join(name), bogus).unwrap();
     let db = Db::open(dir.path(), Options::default()).unwrap();
     let options = ScanOptions {

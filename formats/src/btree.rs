@@ -3,19 +3,31 @@
 //! encoding, so byte order is value order), each with its segment row. A
 //! sorted array rather than a tree of pages: the file is immutable and read
 //! in place, and a binary search over it is a B-tree search with one level.
+//! Version 2 adds a bloom filter of the first column's values, so that a
+//! lookup skips, without a search, the many segments of a table that do
+//! not hold the value.
 
 use std::io::Write;
 
 use arrow_buffer::Buffer;
 
+use crate::bloom::BloomFilter;
+use crate::codec::{Decoder, Encoder};
 use crate::error::{Error, Result};
 
 pub const MAGIC: &[u8; 8] = b"BSLTBTRE";
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
+/// Files without the bloom filter, still read.
+const VERSION_WITHOUT_BLOOM: u32 = 1;
 const HEADER: usize = 16;
 
-/// Writes entries (key, segment row), which must be sorted by key then row.
-pub fn write<W: Write>(entries: &[(Vec<u8>, u32)], mut out: W) -> Result<u64> {
+/// Writes entries (key, segment row), which must be sorted by key then row,
+/// and the bloom filter of the encoded first-column values of their keys.
+pub fn write<W: Write>(
+    entries: &[(Vec<u8>, u32)],
+    first_values: &BloomFilter,
+    mut out: W,
+) -> Result<u64> {
     let n = u32::try_from(entries.len()).map_err(|_| Error::corrupt(0, "too many entries"))?;
     let mut bytes = Vec::with_capacity(HEADER + entries.len() * 12);
     bytes.extend_from_slice(MAGIC);
@@ -36,6 +48,9 @@ pub fn write<W: Write>(entries: &[(Vec<u8>, u32)], mut out: W) -> Result<u64> {
     for (key, _) in entries {
         bytes.extend_from_slice(key);
     }
+    let mut bloom = Encoder::new();
+    first_values.encode(&mut bloom);
+    bytes.extend_from_slice(&bloom.into_inner());
     let crc = crc32fast::hash(&bytes);
     bytes.extend_from_slice(&crc.to_le_bytes());
     out.write_all(&bytes)?;
@@ -49,6 +64,8 @@ pub struct BTreeIndex {
     buffer: Buffer,
     n: usize,
     keys_at: usize,
+    /// None in version 1 files.
+    first_values: Option<BloomFilter>,
 }
 
 impl BTreeIndex {
@@ -62,7 +79,7 @@ impl BTreeIndex {
             return Err(Error::corrupt(0, "not a B-tree index file (bad magic)"));
         }
         let version = read_u32(bytes, 8);
-        if version != VERSION {
+        if version != VERSION && version != VERSION_WITHOUT_BLOOM {
             return Err(Error::corrupt(
                 8,
                 format!("unsupported B-tree index file version {version}"),
@@ -78,7 +95,12 @@ impl BTreeIndex {
         if keys_at > body {
             return Err(Error::corrupt(12, "entry count past the end of the file"));
         }
-        let index = BTreeIndex { buffer, n, keys_at };
+        let mut index = BTreeIndex {
+            buffer,
+            n,
+            keys_at,
+            first_values: None,
+        };
         let mut previous = 0;
         for i in 0..=n {
             let offset = index.offset(i);
@@ -87,10 +109,32 @@ impl BTreeIndex {
             }
             previous = offset;
         }
-        if keys_at + previous != body {
-            return Err(Error::corrupt(keys_at, "key bytes do not fill the file"));
+        let keys_end = keys_at + previous;
+        if version == VERSION_WITHOUT_BLOOM {
+            if keys_end != body {
+                return Err(Error::corrupt(keys_at, "key bytes do not fill the file"));
+            }
+            return Ok(index);
         }
+        let tail = &index.buffer.as_slice()[keys_end..body];
+        let mut d = Decoder::new(tail);
+        let bloom = BloomFilter::decode(&mut d).map_err(|e| e.at_base(keys_end as u64))?;
+        if !d.is_empty() {
+            return Err(Error::corrupt(
+                keys_end + d.position(),
+                "bloom filter does not fill the file",
+            ));
+        }
+        index.first_values = Some(bloom);
         Ok(index)
+    }
+
+    /// False when no entry's first column is the encoded `value`: a
+    /// version 1 file, which has no filter, always says true.
+    pub fn may_hold_first(&self, value: &[u8]) -> bool {
+        self.first_values
+            .as_ref()
+            .is_none_or(|bloom| bloom.may_contain(value))
     }
 
     pub fn len(&self) -> usize {
@@ -141,6 +185,30 @@ fn read_u32(bytes: &[u8], at: usize) -> u32 {
 mod tests {
     use super::*;
 
+    fn first_values(entries: &[(Vec<u8>, u32)]) -> BloomFilter {
+        BloomFilter::build(entries.iter().map(|(key, _)| key.as_slice()))
+    }
+
+    fn written(entries: &[(Vec<u8>, u32)]) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        write(entries, &first_values(entries), &mut bytes).unwrap();
+        bytes
+    }
+
+    /// The version 1 layout: the same bytes without the filter.
+    fn written_v1(entries: &[(Vec<u8>, u32)]) -> Vec<u8> {
+        let mut bytes = written(entries);
+        let keys_end = HEADER
+            + (entries.len() + 1) * 4
+            + entries.len() * 4
+            + entries.iter().map(|(k, _)| k.len()).sum::<usize>();
+        bytes.truncate(keys_end);
+        bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let crc = crc32fast::hash(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        bytes
+    }
+
     fn entries() -> Vec<(Vec<u8>, u32)> {
         vec![
             (b"apple".to_vec(), 3),
@@ -152,34 +220,39 @@ mod tests {
 
     #[test]
     fn entries_round_trip_and_search() {
-        let mut bytes = Vec::new();
-        write(&entries(), &mut bytes).unwrap();
-        let index = BTreeIndex::open(Buffer::from_vec(bytes)).unwrap();
+        let index = BTreeIndex::open(Buffer::from_vec(written(&entries()))).unwrap();
         assert_eq!(index.len(), 4);
         let read: Vec<_> = (0..4)
             .map(|i| (index.key(i).to_vec(), index.row(i)))
             .collect();
         assert_eq!(read, entries());
         assert_eq!(index.partition_point(|k| k < b"banana".as_slice()), 2);
-        let mut empty = Vec::new();
-        write(&[], &mut empty).unwrap();
-        assert!(BTreeIndex::open(Buffer::from_vec(empty))
-            .unwrap()
-            .is_empty());
+        assert!(index.may_hold_first(b"cherry"));
+        assert!(!index.may_hold_first(b"durian"));
+        let empty = BTreeIndex::open(Buffer::from_vec(written(&[]))).unwrap();
+        assert!(empty.is_empty() && !empty.may_hold_first(b"apple"));
+    }
+
+    #[test]
+    fn version_1_files_read_and_hold_every_value() {
+        let index = BTreeIndex::open(Buffer::from_vec(written_v1(&entries()))).unwrap();
+        assert_eq!(index.len(), 4);
+        assert_eq!(index.key(3), b"cherry");
+        assert!(index.may_hold_first(b"durian"));
     }
 
     #[test]
     fn damage_is_reported_never_a_panic() {
-        let mut bytes = Vec::new();
-        write(&entries(), &mut bytes).unwrap();
-        for i in 0..bytes.len() {
-            let mut damaged = bytes.clone();
-            damaged[i] ^= 0x41;
-            assert!(
-                BTreeIndex::open(Buffer::from_vec(damaged)).is_err(),
-                "byte {i}"
-            );
-            assert!(BTreeIndex::open(Buffer::from_vec(bytes[..i].to_vec())).is_err());
+        for bytes in [written(&entries()), written_v1(&entries())] {
+            for i in 0..bytes.len() {
+                let mut damaged = bytes.clone();
+                damaged[i] ^= 0x41;
+                assert!(
+                    BTreeIndex::open(Buffer::from_vec(damaged)).is_err(),
+                    "byte {i}"
+                );
+                assert!(BTreeIndex::open(Buffer::from_vec(bytes[..i].to_vec())).is_err());
+            }
         }
     }
 }

@@ -14,6 +14,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{UInt64Type, UInt8Type};
 use arrow_array::{Array, RecordBatch, UInt32Array};
 use arrow_schema::{DataType, SchemaRef};
+use basalt_formats::bloom::BloomFilter;
 use basalt_formats::btree::{self, BTreeIndex};
 use basalt_formats::key::{encode_key, is_key_type};
 use basalt_formats::manifest::{IndexDef, TableDef};
@@ -77,6 +78,7 @@ impl IndexKind for BTree {
     ) -> Result<()> {
         let ops = rows.ops.as_primitive::<UInt8Type>();
         let mut entries = Vec::with_capacity(ops.len());
+        let mut first_values = Vec::with_capacity(ops.len());
         for row in 0..ops.len() {
             // Tombstones are never found. A row is indexed by its columns
             // up to the first NULL: no predicate the index answers matches
@@ -87,11 +89,13 @@ impl IndexKind for BTree {
                 continue;
             }
             let mut key = Vec::with_capacity(16);
-            encode_key(&rows.columns[..present], row, &mut key)?;
+            encode_key(&rows.columns[..1], row, &mut key)?;
+            first_values.push(BloomFilter::hash(&key));
+            encode_key(&rows.columns[1..present], row, &mut key)?;
             entries.push((key, row as u32));
         }
         entries.sort_unstable();
-        btree::write(&entries, out)?;
+        btree::write(&entries, &BloomFilter::from_hashes(&first_values), out)?;
         Ok(())
     }
 
@@ -198,6 +202,11 @@ fn first_column_cmp(entry: &[u8], value: &[u8]) -> Ordering {
 fn matching_rows(index: &BTreeIndex, probe: &IndexProbe) -> Vec<u32> {
     let mut rows = Vec::new();
     for range in &probe.ranges {
+        if let (Some((low, true)), Some((high, true))) = (&range.lower, &range.upper) {
+            if low == high && !index.may_hold_first(low) {
+                continue;
+            }
+        }
         let from = range.lower.as_ref().map_or(0, |(value, inclusive)| {
             index.partition_point(|k| match first_column_cmp(k, value) {
                 Ordering::Less => true,
