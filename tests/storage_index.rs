@@ -258,3 +258,71 @@ fn a_scan_for_the_first_rows_reads_few_rows_per_segment() {
     assert!(descending.len() < 500);
     assert_eq!(descending[descending.len() - 3..], want[want.len() - 3..]);
 }
+
+fn where_a(a: i64) -> ScanOptions {
+    ScanOptions {
+        predicates: vec![Predicate {
+            column: 1,
+            op: PredicateOp::Eq(Scalar::Int(a)),
+        }],
+        ..ScanOptions::default()
+    }
+}
+
+/// DROP INDEX leaves the index to snapshots taken before it: they still
+/// read through it, and its files stay until the last of them goes; later
+/// snapshots scan without it. Files a close leaves behind go at the next
+/// open.
+#[test]
+fn a_dropped_index_stays_for_older_snapshots_then_its_files_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = Db::open(dir.path(), Options::default()).unwrap();
+    db.create_table("t", schema(), &["k"]).unwrap();
+    for part in [0..500, 500..1000] {
+        let mut txn = db.begin();
+        txn.put("t", &rows(part)).unwrap();
+        txn.commit().unwrap();
+        db.flush().unwrap();
+    }
+    // k % 97 == 5 for k = 5, 102, ..., 975.
+    let expected = 11;
+    db.add_index("t", "t_a", "btree", &["a"], Vec::new())
+        .unwrap();
+    let indexed = files(dir.path(), ".btree");
+    assert_eq!(indexed, 2);
+
+    let before = db.snapshot();
+    db.drop_index("t", "t_a").unwrap();
+    assert_eq!(files(dir.path(), ".btree"), indexed, "files went early");
+    let plan = before.scan("t", &where_a(5)).unwrap();
+    assert_eq!(plan.index(), Some("t_a"));
+    let found: usize = plan.execute(1).unwrap().iter().map(|b| b.num_rows()).sum();
+    assert_eq!(found, expected);
+    assert_eq!(count_where_a(&db, 5), (expected, None));
+    drop(plan);
+    drop(before);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while files(dir.path(), ".btree") > 0 {
+        assert!(std::time::Instant::now() < deadline, "files never went");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    // Without a background thread nobody deletes them after the drop: the
+    // next open does, and the index stays dropped.
+    db.close().unwrap();
+    let quiet = Options {
+        background_work: false,
+        ..Options::default()
+    };
+    db = Db::open(dir.path(), quiet).unwrap();
+    db.add_index("t", "t_a", "btree", &["a"], Vec::new())
+        .unwrap();
+    let before = db.snapshot();
+    db.drop_index("t", "t_a").unwrap();
+    drop(before);
+    assert_eq!(files(dir.path(), ".btree"), indexed);
+    db.close().unwrap();
+    db = Db::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(files(dir.path(), ".btree"), 0);
+    assert_eq!(count_where_a(&db, 5), (expected, None));
+}

@@ -381,9 +381,9 @@ fn graph_segments(db: &Db, metric: Metric) -> usize {
 }
 
 /// Two indexes on one column, each used by its own metric and named by its
-/// id on disk; DROP INDEX deletes its files and stays dropped after a
-/// reopen while the other index keeps answering; a new index never takes
-/// a dropped one's id.
+/// id on disk; DROP INDEX deletes its files (once nothing reads them) and
+/// stays dropped after a reopen while the other index keeps answering; a
+/// new index never takes a dropped one's id.
 #[test]
 fn indexes_are_kept_by_id_and_drop_index_removes_their_files() {
     let dir = tempfile::tempdir().unwrap();
@@ -409,7 +409,13 @@ fn indexes_are_kept_by_id_and_drop_index_removes_their_files() {
 
     let def = db.drop_index("items", "by_l2").unwrap();
     assert_eq!(def.indexes.len(), 1);
-    assert!(index_files(dir.path()).iter().all(|n| n.contains(".i2.")));
+    // The files go once no snapshot (nor the background thread's view of
+    // the database) from before the drop is left.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !index_files(dir.path()).iter().all(|n| n.contains(".i2.")) {
+        assert!(std::time::Instant::now() < deadline, "the files never went");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert!(db.drop_index("items", "by_l2").is_err());
     assert_eq!(graph_segments(&db, Metric::L2), 0);
     db.close().unwrap();

@@ -62,7 +62,8 @@ impl BackgroundFailure {
 impl Inner {
     pub(crate) fn background_loop(self: Arc<Self>) {
         loop {
-            let all_released = self.drop_released_memtables();
+            let all_released = self.drop_released_memtables()
+                & self.dropped_indexes.remove_released(&self.current());
             {
                 let mut work = self.work.lock();
                 if !work.requested && !work.shutdown {

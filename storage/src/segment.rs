@@ -120,9 +120,9 @@ impl SegmentFile {
         indexes.push((index_id, index, path));
     }
 
-    /// Forgets index `index_id` (DROP INDEX) and returns its file, for the
-    /// caller to delete once the drop is logged. A search already holding
-    /// the opened index keeps its mapping.
+    /// Forgets index `index_id`, dropped, and returns its file for the
+    /// caller to delete: once no snapshot plans with the index (a search
+    /// that holds the opened index keeps its mapping regardless).
     pub(crate) fn detach_index(&self, index_id: u32) -> Option<PathBuf> {
         let mut indexes = self.indexes.write();
         let at = indexes.iter().position(|(id, _, _)| *id == index_id)?;

@@ -293,12 +293,19 @@ impl Db {
                 .map(|e| Edit::DropTable { table_id: e.def.id }),
         );
         let def = self.publish_definition(&t.def, def, &edits, entries.as_slice())?;
-        for segment in t.segments() {
-            if let Some(path) = segment.detach_index(index.id) {
-                if let Err(e) = fs::remove_file(&path) {
-                    tracing::warn!(file = %path.display(), error = %e, "could not delete a dropped index's file");
-                }
-            }
+        // Held, the state read above would keep its epoch alive.
+        drop(state);
+        let ended = {
+            let mut guard = inner.state.write();
+            let mut next = (**guard).clone();
+            let ended = std::mem::take(&mut next.epoch);
+            *guard = Arc::new(next);
+            ended
+        };
+        inner.dropped_indexes.push(table_id, index.id, ended);
+        if !inner.dropped_indexes.remove_released(&inner.current()) {
+            // The background thread looks again until they go.
+            inner.work_cv.notify_all();
         }
         Ok(Some(def))
     }

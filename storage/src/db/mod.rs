@@ -110,6 +110,9 @@ impl TableState {
 pub(crate) struct DbState {
     pub tables: BTreeMap<u32, Arc<TableState>>,
     pub by_name: BTreeMap<String, u32>,
+    /// Ended by each DROP INDEX: the dropped index's files stay while a
+    /// state of its epoch or an earlier one is alive (`index::dropped`).
+    pub epoch: Arc<crate::index::dropped::Epoch>,
 }
 
 impl DbState {
@@ -186,6 +189,8 @@ pub(crate) struct Inner {
     /// memtable of single-row commits is a few milliseconds of deallocation
     /// that otherwise lands on whichever committer or reader lets go last.
     pub retired: Mutex<Vec<Arc<Memtable>>>,
+    /// Dropped indexes whose files snapshots may still read.
+    pub dropped_indexes: crate::index::dropped::DroppedIndexes,
 }
 
 /// An open database directory.
@@ -321,6 +326,7 @@ impl Db {
             wal_writer_cv: Condvar::new(),
             write_stalls: AtomicU64::new(0),
             retired: Mutex::new(Vec::new()),
+            dropped_indexes: Default::default(),
             options,
         });
         inner.freeze_oversized()?;

@@ -273,7 +273,18 @@ pub(crate) fn snapshot_edits(state: &DbState, last_seq: u64, next_file: u64) -> 
             next: t.next_row_id.load(Ordering::SeqCst),
         });
         edits.extend(t.segments().map(|s| Edit::AddSegment(segment_def(id, s))));
-        edits.extend(t.segments().flat_map(|s| crate::index::edits(id, s)));
+        // A dropped index's files may still be attached, for snapshots
+        // older than the drop: they are not the table's any more.
+        edits.extend(
+            t.segments()
+                .flat_map(|s| crate::index::edits(id, s))
+                .filter(|edit| match edit {
+                    Edit::AddIndexFile { index_id, .. } => {
+                        t.def.indexes.iter().any(|i| i.id == *index_id)
+                    }
+                    _ => true,
+                }),
+        );
     }
     edits
 }

@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::segment::{ChunkCache, SegmentFile};
 
 pub(crate) mod btree;
+pub(crate) mod dropped;
 pub mod hnsw;
 pub mod search;
 pub(crate) mod unique;
