@@ -326,3 +326,93 @@ fn a_dropped_index_stays_for_older_snapshots_then_its_files_go() {
     assert_eq!(files(dir.path(), ".btree"), 0);
     assert_eq!(count_where_a(&db, 5), (expected, None));
 }
+
+fn row(k: i64, a: Option<i64>) -> RecordBatch {
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(vec![k])),
+        Arc::new(Int64Array::from(vec![a])),
+    ];
+    RecordBatch::try_new(schema(), columns).unwrap()
+}
+
+fn key(k: i64) -> RecordBatch {
+    let key_schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)]));
+    RecordBatch::try_new(key_schema, vec![Arc::new(Int64Array::from(vec![k]))]).unwrap()
+}
+
+fn keys_where_a(db: &Db, a: i64) -> Vec<i64> {
+    let plan = db.snapshot().scan("t", &where_a(a)).unwrap();
+    assert_eq!(plan.index(), Some("t_a"));
+    let mut keys: Vec<i64> = plan
+        .execute(1)
+        .unwrap()
+        .iter()
+        .flat_map(|b| {
+            let column = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+            column.values().to_vec()
+        })
+        .collect();
+    keys.sort_unstable();
+    keys
+}
+
+/// Lookups through a B-tree index answer as a model while versions of a
+/// row sit in several memtables (no background thread: they freeze and
+/// wait), segments and bulk loads: the memtables' rows are narrowed by the
+/// index, and a version a newer one hides never comes back, whether the
+/// newer one matches or not.
+#[test]
+fn indexed_lookups_across_memtables_segments_and_loads_match_a_model() {
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        background_work: false,
+        flush_threshold_bytes: 4 << 10,
+        ..Options::default()
+    };
+    let db = Db::open(dir.path(), options).unwrap();
+    db.create_table("t", schema(), &["k"]).unwrap();
+    db.add_index("t", "t_a", "btree", &["a"], Vec::new())
+        .unwrap();
+    let mut model: std::collections::BTreeMap<i64, Option<i64>> = Default::default();
+    let mut rng = SmallRng::seed_from_u64(0x26);
+    for round in 0..80 {
+        let mut txn = db.begin();
+        for _ in 0..rng.gen_range(1..25) {
+            let k = rng.gen_range(0..150);
+            if rng.gen_bool(0.2) {
+                txn.delete("t", &key(k)).unwrap();
+                model.remove(&k);
+            } else {
+                let a = rng.gen_bool(0.9).then(|| rng.gen_range(0..6));
+                txn.put("t", &row(k, a)).unwrap();
+                model.insert(k, a);
+            }
+        }
+        txn.commit().unwrap();
+        match round % 12 {
+            4 => db.flush().unwrap(),
+            8 => db.compact().unwrap(),
+            11 => {
+                let mut load = db.bulk_load("t").unwrap();
+                let start = rng.gen_range(0..100);
+                for k in start..start + 40 {
+                    let a = Some(k % 6);
+                    load.write(&row(k, a)).unwrap();
+                    model.insert(k, a);
+                }
+                load.finish().unwrap();
+            }
+            _ => {}
+        }
+        for a in 0..6 {
+            let want: Vec<i64> = model
+                .iter()
+                .filter(|(_, v)| **v == Some(a))
+                .map(|(k, _)| *k)
+                .collect();
+            assert_eq!(keys_where_a(&db, a), want, "round {round}, a = {a}");
+        }
+    }
+}

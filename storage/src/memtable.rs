@@ -51,6 +51,9 @@ impl PartialOrd for MemKey {
     }
 }
 
+/// Where a WAL batch's table columns begin, after `_key` and `_op`.
+pub(crate) const TABLE_COLUMNS_AT: usize = 2;
+
 /// A row of a WAL batch (`_key`, `_op`, table columns).
 #[derive(Clone)]
 pub(crate) struct RowRef {
@@ -160,7 +163,32 @@ impl Memtable {
         columns: &[usize],
         storage_schema: &SchemaRef,
     ) -> Result<RecordBatch> {
-        self.entries_to_run(self.map.iter(), snapshot_seq, columns, storage_schema)
+        self.entries_to_run(
+            self.map.iter(),
+            snapshot_seq,
+            columns,
+            storage_schema,
+            |_, _, _| Ok(true),
+        )
+    }
+
+    /// The newest versions `snapshot_seq` sees that `keep` accepts, as a
+    /// run: every entry is still visited, but only the kept rows are
+    /// gathered.
+    pub fn to_run_where(
+        &self,
+        snapshot_seq: u64,
+        columns: &[usize],
+        storage_schema: &SchemaRef,
+        keep: impl FnMut(&[u8], u64, &RowRef) -> Result<bool>,
+    ) -> Result<RecordBatch> {
+        self.entries_to_run(
+            self.map.iter(),
+            Some(snapshot_seq),
+            columns,
+            storage_schema,
+            keep,
+        )
     }
 
     /// As [`Memtable::to_run`], for the versions of one key only: a point
@@ -179,6 +207,7 @@ impl Memtable {
             snapshot_seq,
             columns,
             storage_schema,
+            |_, _, _| Ok(true),
         )
     }
 
@@ -188,6 +217,7 @@ impl Memtable {
         snapshot_seq: Option<u64>,
         columns: &[usize],
         storage_schema: &SchemaRef,
+        mut keep: impl FnMut(&[u8], u64, &RowRef) -> Result<bool>,
     ) -> Result<RecordBatch> {
         let mut keys: Vec<&[u8]> = Vec::new();
         let mut seqs = Vec::new();
@@ -202,6 +232,9 @@ impl Memtable {
                 }
             }
             last_key = Some(k.key.as_slice());
+            if !keep(&k.key, k.seq, entry.value())? {
+                continue;
+            }
             keys.push(k.key.as_slice());
             seqs.push(k.seq);
             picks.push(entry.value().clone());
@@ -288,8 +321,7 @@ pub(crate) fn rows_to_run(
         Arc::new(UInt8Array::from(ops)),
     ];
     for &c in columns {
-        // WAL batch columns: _key, _op, then table columns.
-        out.push(picked.gather(c + 2)?);
+        out.push(picked.gather(c + TABLE_COLUMNS_AT)?);
     }
     Ok(RecordBatch::try_new(storage_schema.clone(), out)?)
 }

@@ -927,28 +927,13 @@ fn plan_scan(
         sources.push(Source::Memory(p.to_run(&needed, &run_schema)?));
     }
     let point = point_key(&table.def, &options.predicates);
-    for m in table.memtables() {
-        if m.min_seq().is_some_and(|min| min <= seq) {
-            let run = match &point {
-                Some(key) => m.to_run_for_key(key, Some(seq), &needed, &run_schema)?,
-                None => m.to_run(Some(seq), &needed, &run_schema)?,
-            };
-            sources.push(Source::Memory(run));
-        }
-    }
     // A primary-key point lookup is already narrow; otherwise a B-tree
-    // index on a predicate's column names the segment rows to read.
+    // index on a predicate's column names the segment rows to read, and
+    // the memtable rows too when every segment has its file.
     let probe = point
         .is_none()
         .then(|| crate::index::btree::choose(&table.def, &options.predicates))
         .flatten();
-    let ordered = options
-        .first_rows
-        .as_ref()
-        .filter(|_| probe.is_none() && point.is_none() && options.predicates.is_empty())
-        .and_then(|wanted| {
-            crate::index::btree::ordering_index(&table.def, wanted.column).map(|i| (wanted, i))
-        });
     let own = pending.map(|p| p.index());
     let hides = |key: &[u8]| own.as_ref().is_some_and(|rows| rows.contains_key(key));
     let view = SnapshotView {
@@ -957,6 +942,28 @@ fn plan_scan(
         seq,
         pending_keys: own.is_some().then_some(&hides as &dyn Fn(&[u8]) -> bool),
     };
+    let narrow_memtables = probe
+        .as_ref()
+        .filter(|probe| crate::index::btree::indexes_every_segment(table, seq, probe));
+    for m in table.memtables() {
+        if m.min_seq().is_some_and(|min| min <= seq) {
+            let run = match (&point, narrow_memtables) {
+                (Some(key), _) => m.to_run_for_key(key, Some(seq), &needed, &run_schema)?,
+                (None, Some(probe)) => {
+                    crate::index::btree::memtable_run(&view, m, probe, &needed, &run_schema)?
+                }
+                (None, None) => m.to_run(Some(seq), &needed, &run_schema)?,
+            };
+            sources.push(Source::Memory(run));
+        }
+    }
+    let ordered = options
+        .first_rows
+        .as_ref()
+        .filter(|_| probe.is_none() && point.is_none() && options.predicates.is_empty())
+        .and_then(|wanted| {
+            crate::index::btree::ordering_index(&table.def, wanted.column).map(|i| (wanted, i))
+        });
     let index_used = match (&probe, &ordered) {
         (Some(probe), _) => Some(probe.name.clone()),
         (None, Some((_, index))) => Some(index.name.clone()),
@@ -1067,7 +1074,11 @@ fn row_from_memory(table: &TableState, row: &RowRef) -> Result<Option<RecordBatc
         return Ok(None);
     }
     let columns = (0..table.def.schema.fields().len())
-        .map(|c| row.batch.column(c + 2).slice(row.row as usize, 1))
+        .map(|c| {
+            row.batch
+                .column(c + crate::memtable::TABLE_COLUMNS_AT)
+                .slice(row.row as usize, 1)
+        })
         .collect();
     Ok(Some(RecordBatch::try_new(
         table.def.schema.clone(),

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{UInt64Type, UInt8Type};
-use arrow_array::{Array, RecordBatch, UInt32Array};
+use arrow_array::{Array, ArrayRef, RecordBatch, UInt32Array};
 use arrow_schema::{DataType, SchemaRef};
 use basalt_formats::bloom::BloomFilter;
 use basalt_formats::btree::{self, BTreeIndex};
@@ -22,7 +22,9 @@ use basalt_formats::scalar::Scalar;
 use basalt_formats::segment::{OP_DELETE, SYSTEM_COLUMNS};
 
 use super::{IndexKind, IndexRows, OpenIndex};
+use crate::db::TableState;
 use crate::error::{Error, IoContext, Result};
+use crate::memtable::Memtable;
 use crate::scan::{Predicate, PredicateOp};
 use crate::segment::{locate, SegmentFile};
 use crate::visibility::SnapshotView;
@@ -112,6 +114,8 @@ impl IndexKind for BTree {
 pub(crate) struct IndexProbe {
     pub index_id: u32,
     pub name: String,
+    /// The table column the index starts with.
+    column: usize,
     ranges: Vec<KeyRange>,
 }
 
@@ -120,6 +124,63 @@ pub(crate) struct IndexProbe {
 struct KeyRange {
     lower: Option<(Vec<u8>, bool)>,
     upper: Option<(Vec<u8>, bool)>,
+}
+
+impl KeyRange {
+    /// Whether the encoded first-column value `value` lies in the range.
+    fn holds(&self, value: &[u8]) -> bool {
+        let above = self.lower.as_ref().is_none_or(|(low, inclusive)| {
+            value > low.as_slice() || (*inclusive && value == low.as_slice())
+        });
+        let below = self.upper.as_ref().is_none_or(|(high, inclusive)| {
+            value < high.as_slice() || (*inclusive && value == high.as_slice())
+        });
+        above && below
+    }
+}
+
+impl IndexProbe {
+    /// Whether row `row` of `column` (the index's first column) is one
+    /// the probe asks for: never a NULL, as in the index files.
+    fn holds(&self, column: &ArrayRef, row: usize, scratch: &mut Vec<u8>) -> bool {
+        scratch.clear();
+        !column.is_null(row)
+            && encode_key(std::slice::from_ref(column), row, scratch).is_ok()
+            && self.ranges.iter().any(|range| range.holds(scratch))
+    }
+}
+
+/// Whether every segment the snapshot sees has a file of the probe's
+/// index. Only then may memtable rows be narrowed by it: a segment read
+/// whole relies on the memtables' newer versions of its keys, matching or
+/// not, to hide its stale rows, where an indexed segment's rows are each
+/// checked to be the newest version.
+pub(crate) fn indexes_every_segment(table: &TableState, seq: u64, probe: &IndexProbe) -> bool {
+    table
+        .segments()
+        .filter(|s| s.summary().min_seq <= seq)
+        .all(|s| file_of(s, probe.index_id).is_some())
+}
+
+/// The memtable's rows that the probe asks for and that are the newest
+/// version of their key the snapshot sees, as a run. A version hidden by
+/// a newer one is left out even when the newer one does not match: the
+/// runs no longer hold every version, so the merge cannot hide it.
+pub(crate) fn memtable_run(
+    view: &SnapshotView<'_>,
+    memtable: &Memtable,
+    probe: &IndexProbe,
+    needed: &[usize],
+    run_schema: &SchemaRef,
+) -> Result<RecordBatch> {
+    let column = probe.column + crate::memtable::TABLE_COLUMNS_AT;
+    let mut scratch = Vec::with_capacity(16);
+    memtable.to_run_where(view.seq, needed, run_schema, |key, seq, row| {
+        Ok(
+            probe.holds(row.batch.column(column), row.row as usize, &mut scratch)
+                && view.is_newest(key, seq)?,
+        )
+    })
 }
 
 /// The B-tree index a scan with these predicates reads through, if any:
@@ -179,6 +240,7 @@ pub(crate) fn choose(def: &TableDef, predicates: &[Predicate]) -> Option<IndexPr
             let probe = IndexProbe {
                 index_id: index.id,
                 name: index.name.clone(),
+                column,
                 ranges,
             };
             best = Some((exact, probe));
