@@ -303,6 +303,9 @@ async fn indexed_lookups_answer_alike_on_both_paths() {
         "SELECT id FROM ev WHERE kind = 1.0",
         "SELECT id FROM ev WHERE kind = NULL",
         "SELECT id FROM ev WHERE tag = 'none'",
+        // Rows without columns, as PostgreSQL allows.
+        "SELECT FROM ev WHERE kind = 3",
+        "SELECT FROM ev WHERE id = 5",
     ];
     for sql in queries {
         pair.run_unordered(sql).await;

@@ -219,7 +219,13 @@ fn project(
     schema: &SchemaRef,
 ) -> std::result::Result<RecordBatch, DataFusionError> {
     let columns = columns.iter().map(|&i| rows.column(i).clone()).collect();
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+    // `SELECT FROM t WHERE ...` has rows but no columns.
+    let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(rows.num_rows()));
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        columns,
+        &options,
+    )?)
 }
 
 /// How the fixed columns are read: by key when they are the key exactly,
