@@ -489,9 +489,16 @@ fn rows_as_run(
             columns.push(segment.table_column(view.cache, group, c, data_type)?);
         }
         let batch = RecordBatch::try_new(run_schema.clone(), columns)?;
-        let take =
-            UInt32Array::from_iter_values(rows[at..end].iter().map(|&r| r - starts[group] as u32));
-        batches.push(arrow_select::take::take_record_batch(&batch, &take)?);
+        let (first, last) = (rows[at] as usize, rows[end - 1] as usize);
+        if last - first == end - at - 1 {
+            // Consecutive rows (one, for most lookups): a slice, no copy.
+            batches.push(batch.slice(first - starts[group], end - at));
+        } else {
+            let take = UInt32Array::from_iter_values(
+                rows[at..end].iter().map(|&r| r - starts[group] as u32),
+            );
+            batches.push(arrow_select::take::take_record_batch(&batch, &take)?);
+        }
         at = end;
     }
     match <[RecordBatch; 1]>::try_from(batches) {
