@@ -934,29 +934,6 @@ fn plan_scan(
         .is_none()
         .then(|| crate::index::btree::choose(&table.def, &options.predicates))
         .flatten();
-    let own = pending.map(|p| p.index());
-    let hides = |key: &[u8]| own.as_ref().is_some_and(|rows| rows.contains_key(key));
-    let view = SnapshotView {
-        cache,
-        table,
-        seq,
-        pending_keys: own.is_some().then_some(&hides as &dyn Fn(&[u8]) -> bool),
-    };
-    let narrow_memtables = probe
-        .as_ref()
-        .filter(|probe| crate::index::btree::indexes_every_segment(table, seq, probe));
-    for m in table.memtables() {
-        if m.min_seq().is_some_and(|min| min <= seq) {
-            let run = match (&point, narrow_memtables) {
-                (Some(key), _) => m.to_run_for_key(key, Some(seq), &needed, &run_schema)?,
-                (None, Some(probe)) => {
-                    crate::index::btree::memtable_run(&view, m, probe, &needed, &run_schema)?
-                }
-                (None, None) => m.to_run(Some(seq), &needed, &run_schema)?,
-            };
-            sources.push(Source::Memory(run));
-        }
-    }
     let ordered = options
         .first_rows
         .as_ref()
@@ -969,6 +946,16 @@ fn plan_scan(
         (None, Some((_, index))) => Some(index.name.clone()),
         (None, None) => None,
     };
+    let own = pending.map(|p| p.index());
+    let hides = |key: &[u8]| own.as_ref().is_some_and(|rows| rows.contains_key(key));
+    let view = SnapshotView {
+        cache,
+        table,
+        seq,
+        pending_keys: own.is_some().then_some(&hides as &dyn Fn(&[u8]) -> bool),
+    };
+    let mut segment_sources = Vec::new();
+    let mut every_segment_indexed = true;
     for segment in table.segments() {
         if segment.summary().min_seq > seq {
             continue;
@@ -980,7 +967,10 @@ fn plan_scan(
                 match read {
                     SegmentRows::None => continue,
                     SegmentRows::Run(run) => Some(run),
-                    SegmentRows::Unindexed => None,
+                    SegmentRows::Unindexed => {
+                        every_segment_indexed = false;
+                        None
+                    }
                 }
             }
             (None, Some((wanted, index))) => crate::index::btree::first_rows_run(
@@ -994,15 +984,32 @@ fn plan_scan(
             (None, None) => None,
         };
         match run {
-            Some(run) => sources.push(Source::Memory(run)),
-            None => sources.extend(
-                (0..segment.row_groups().len()).map(|group| Source::RowGroup {
+            Some(run) => segment_sources.push(Source::Memory(run)),
+            None => segment_sources.extend((0..segment.row_groups().len()).map(|group| {
+                Source::RowGroup {
                     segment: segment.clone(),
                     group,
-                }),
-            ),
+                }
+            })),
         }
     }
+    // A segment read whole relies on the memtables' newer versions of its
+    // keys, matching or not, to hide its stale rows; an indexed segment's
+    // rows were each checked to be the newest version.
+    let narrow_memtables = probe.as_ref().filter(|_| every_segment_indexed);
+    for m in table.memtables() {
+        if m.min_seq().is_some_and(|min| min <= seq) {
+            let run = match (&point, narrow_memtables) {
+                (Some(key), _) => m.to_run_for_key(key, Some(seq), &needed, &run_schema)?,
+                (None, Some(probe)) => {
+                    crate::index::btree::memtable_run(&view, m, probe, &needed, &run_schema)?
+                }
+                (None, None) => m.to_run(Some(seq), &needed, &run_schema)?,
+            };
+            sources.push(Source::Memory(run));
+        }
+    }
+    sources.extend(segment_sources);
     let ctx = ScanContext {
         snapshot_seq: seq,
         table_schema: schema.clone(),

@@ -22,7 +22,6 @@ use basalt_formats::scalar::Scalar;
 use basalt_formats::segment::{OP_DELETE, SYSTEM_COLUMNS};
 
 use super::{IndexKind, IndexRows, OpenIndex};
-use crate::db::TableState;
 use crate::error::{Error, IoContext, Result};
 use crate::memtable::Memtable;
 use crate::scan::{Predicate, PredicateOp};
@@ -127,6 +126,14 @@ struct KeyRange {
 }
 
 impl KeyRange {
+    /// The one value an equality's range holds.
+    fn point(&self) -> Option<&[u8]> {
+        match (&self.lower, &self.upper) {
+            (Some((low, true)), Some((high, true))) if low == high => Some(low),
+            _ => None,
+        }
+    }
+
     /// Whether the encoded first-column value `value` lies in the range.
     fn holds(&self, value: &[u8]) -> bool {
         let above = self.lower.as_ref().is_none_or(|(low, inclusive)| {
@@ -148,18 +155,6 @@ impl IndexProbe {
             && encode_key(std::slice::from_ref(column), row, scratch).is_ok()
             && self.ranges.iter().any(|range| range.holds(scratch))
     }
-}
-
-/// Whether every segment the snapshot sees has a file of the probe's
-/// index. Only then may memtable rows be narrowed by it: a segment read
-/// whole relies on the memtables' newer versions of its keys, matching or
-/// not, to hide its stale rows, where an indexed segment's rows are each
-/// checked to be the newest version.
-pub(crate) fn indexes_every_segment(table: &TableState, seq: u64, probe: &IndexProbe) -> bool {
-    table
-        .segments()
-        .filter(|s| s.summary().min_seq <= seq)
-        .all(|s| file_of(s, probe.index_id).is_some())
 }
 
 /// The memtable's rows that the probe asks for and that are the newest
@@ -264,10 +259,9 @@ fn first_column_cmp(entry: &[u8], value: &[u8]) -> Ordering {
 fn matching_rows(index: &BTreeIndex, probe: &IndexProbe) -> Vec<u32> {
     let mut rows = Vec::new();
     for range in &probe.ranges {
-        if let (Some((low, true)), Some((high, true))) = (&range.lower, &range.upper) {
-            if low == high && !index.may_hold_first(low) {
-                continue;
-            }
+        let point = range.point();
+        if point.is_some_and(|value| !index.may_hold_first(value)) {
+            continue;
         }
         let from = range.lower.as_ref().map_or(0, |(value, inclusive)| {
             index.partition_point(|k| match first_column_cmp(k, value) {
@@ -276,14 +270,14 @@ fn matching_rows(index: &BTreeIndex, probe: &IndexProbe) -> Vec<u32> {
                 Ordering::Greater => false,
             })
         });
-        let to = match (&range.lower, &range.upper) {
+        let to = match (point, &range.upper) {
             // An equality: its entries follow `from`, usually none or few,
             // so they are walked rather than searched for again.
-            (Some((low, true)), Some((high, true))) if low == high => (from..index.len())
-                .find(|&i| first_column_cmp(index.key(i), high) != Ordering::Equal)
+            (Some(value), _) => (from..index.len())
+                .find(|&i| first_column_cmp(index.key(i), value) != Ordering::Equal)
                 .unwrap_or(index.len()),
-            (_, None) => index.len(),
-            (_, Some((value, inclusive))) => {
+            (None, None) => index.len(),
+            (None, Some((value, inclusive))) => {
                 index.partition_point(|k| match first_column_cmp(k, value) {
                     Ordering::Less => true,
                     Ordering::Equal => *inclusive,
