@@ -152,6 +152,43 @@ async fn btree_indexed_queries_answer_as_a_full_scan() {
                 "SELECT id, b, a FROM {t} ORDER BY b DESC, a, id LIMIT 6 OFFSET 3",
             )
             .await,
+            // With a WHERE clause the scan answers, each segment's walk in
+            // index order keeps its first rows that match; a range on the
+            // ordered column bounds the walk.
+            same_answer(
+                &mut session,
+                "SELECT id, a FROM {t} WHERE c > 0 ORDER BY a, id LIMIT 7",
+            )
+            .await,
+            same_answer(
+                &mut session,
+                &format!("SELECT id, a FROM {{t}} WHERE a > {a} ORDER BY a, id LIMIT 4"),
+            )
+            .await,
+            same_answer(
+                &mut session,
+                &format!(
+                    "SELECT id, a FROM {{t}} WHERE a <= {a} AND c < 10 \
+                     ORDER BY a DESC, id LIMIT 3"
+                ),
+            )
+            .await,
+            same_answer(
+                &mut session,
+                "SELECT id, a FROM {t} WHERE a IS NULL ORDER BY a NULLS FIRST, id LIMIT 3",
+            )
+            .await,
+            same_answer(
+                &mut session,
+                "SELECT id, b FROM {t} WHERE b > 'x' ORDER BY b, id LIMIT 5",
+            )
+            .await,
+            // A filter the scan cannot answer keeps the full sort.
+            same_answer(
+                &mut session,
+                "SELECT id, a FROM {t} WHERE id % 3 = 1 ORDER BY a DESC, id LIMIT 5",
+            )
+            .await,
         ];
         used_index += plans.iter().filter(|p| p.contains("index=")).count();
         // A transaction sees its own writes through the index.
@@ -183,6 +220,12 @@ async fn btree_indexed_queries_answer_as_a_full_scan() {
     let plan = common::plan_text(
         &mut session,
         "EXPLAIN SELECT id FROM t ORDER BY a DESC LIMIT 3",
+    )
+    .await;
+    assert!(plan.contains("index=t_a_idx"), "{plan}");
+    let plan = common::plan_text(
+        &mut session,
+        "EXPLAIN SELECT id FROM t WHERE c > 0 ORDER BY a DESC LIMIT 3",
     )
     .await;
     assert!(plan.contains("index=t_a_idx"), "{plan}");

@@ -259,6 +259,95 @@ fn a_scan_for_the_first_rows_reads_few_rows_per_segment() {
     assert_eq!(descending[descending.len() - 3..], want[want.len() - 3..]);
 }
 
+/// `WHERE ... ORDER BY a LIMIT k` through the index: the walk keeps each
+/// segment's first rows that match, a range on `a` bounds it, and a filter
+/// that rejects nearly every row sends the walk back to a full read; the
+/// first k rows are the table's either way.
+#[test]
+fn a_filtered_scan_for_the_first_rows_keeps_the_matching_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        background_work: false,
+        ..Options::default()
+    };
+    let db = Db::open(dir.path(), options).unwrap();
+    db.create_table("t", schema(), &["k"]).unwrap();
+    db.add_index("t", "t_a", "btree", &["a"], Vec::new())
+        .unwrap();
+    let mut load = db.bulk_load("t").unwrap();
+    load.write(&rows(0..20_000)).unwrap();
+    load.finish().unwrap();
+    let first = |predicates: Vec<Predicate>, descending: bool, limit: usize| {
+        let options = ScanOptions {
+            predicates,
+            first_rows: Some(basalt::storage::FirstRows {
+                column: 1,
+                descending,
+                nulls_first: false,
+                limit,
+            }),
+            ..ScanOptions::default()
+        };
+        let plan = db.snapshot().scan("t", &options).unwrap();
+        assert_eq!(plan.index(), Some("t_a"));
+        let mut found: Vec<(i64, i64)> = Vec::new();
+        for batch in plan.execute(1).unwrap() {
+            let column = |i: usize| {
+                batch
+                    .column(i)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap()
+                    .clone()
+            };
+            let (k, a) = (column(0), column(1));
+            found.extend((0..batch.num_rows()).map(|i| (a.value(i), k.value(i))));
+        }
+        found.sort();
+        if descending {
+            found.reverse();
+        }
+        found
+    };
+    let int = |op: fn(Scalar) -> PredicateOp, column: usize, v: i64| Predicate {
+        column,
+        op: op(Scalar::Int(v)),
+    };
+    let all: Vec<(i64, i64)> = (0..20_000i64).map(|k| (k % 97, k)).collect();
+    let want = |keep: &dyn Fn(&(i64, i64)) -> bool, descending: bool, limit: usize| {
+        let mut rows: Vec<(i64, i64)> = all.iter().copied().filter(|r| keep(r)).collect();
+        rows.sort();
+        if descending {
+            rows.reverse();
+        }
+        rows.truncate(limit);
+        rows
+    };
+    // Half the keys match: a few rows past the first values are read.
+    let found = first(vec![int(PredicateOp::GtEq, 0, 10_000)], false, 5);
+    assert!(found.len() < 1_000, "{} rows read", found.len());
+    let tied_first = found.iter().filter(|(a, _)| *a == 0).count();
+    assert_eq!(tied_first, (10_000..20_000).filter(|k| k % 97 == 0).count());
+    assert_eq!(found[..5], want(&|&(_, k)| k >= 10_000, false, 5)[..]);
+    // A range on the ordered column: the walk starts at its bound.
+    let found = first(
+        vec![int(PredicateOp::Lt, 1, 50), int(PredicateOp::Lt, 0, 15_000)],
+        true,
+        4,
+    );
+    assert!(found.len() < 1_000, "{} rows read", found.len());
+    assert_eq!(
+        found[..4],
+        want(&|&(a, k)| a < 50 && k < 15_000, true, 4)[..]
+    );
+    // Ten matching rows, all near the end of the walk: a full read.
+    let found = first(vec![int(PredicateOp::Lt, 0, 10)], true, 3);
+    assert_eq!(found[..3], want(&|&(_, k)| k < 10, true, 3)[..]);
+    // Fewer matching rows than the limit.
+    let found = first(vec![int(PredicateOp::GtEq, 0, 19_997)], false, 5);
+    assert_eq!(found, want(&|&(_, k)| k >= 19_997, false, 5));
+}
+
 fn where_a(a: i64) -> ScanOptions {
     ScanOptions {
         predicates: vec![Predicate {

@@ -934,16 +934,17 @@ fn plan_scan(
         .is_none()
         .then(|| crate::index::btree::choose(&table.def, &options.predicates))
         .flatten();
+    // `ORDER BY col LIMIT k` walks an index on `col` in order, unless the
+    // predicates allow a narrower lookup.
     let ordered = options
         .first_rows
         .as_ref()
-        .filter(|_| probe.is_none() && point.is_none() && options.predicates.is_empty())
-        .and_then(|wanted| {
-            crate::index::btree::ordering_index(&table.def, wanted.column).map(|i| (wanted, i))
-        });
+        .filter(|_| point.is_none())
+        .and_then(|wanted| crate::index::btree::ordered_walk(&table.def, wanted, probe.as_ref()));
+    let probe = probe.filter(|_| ordered.is_none());
     let index_used = match (&probe, &ordered) {
         (Some(probe), _) => Some(probe.name.clone()),
-        (None, Some((_, index))) => Some(index.name.clone()),
+        (None, Some(walk)) => Some(walk.index.name.clone()),
         (None, None) => None,
     };
     let own = pending.map(|p| p.index());
@@ -973,11 +974,11 @@ fn plan_scan(
                     }
                 }
             }
-            (None, Some((wanted, index))) => crate::index::btree::first_rows_run(
+            (None, Some(walk)) => crate::index::btree::first_rows_run(
                 &view,
                 segment,
-                index,
-                wanted,
+                walk,
+                &options.predicates,
                 &needed,
                 &run_schema,
             )?,

@@ -70,10 +70,11 @@ pub(crate) fn plan_index(create: &ast::CreateIndex, target: &IndexTarget) -> Res
     })
 }
 
-/// `ORDER BY col [ASC|DESC] [NULLS ...] LIMIT k` with no WHERE clause, over
-/// a table with a B-tree index whose first column is `col`: the scan is
-/// told so ([`FirstRows`]) and reads from each segment only its first k
-/// rows in that order, which the Sort above (kept) orders and cuts.
+/// `ORDER BY col [ASC|DESC] [NULLS ...] LIMIT k` over a table with a B-tree
+/// index whose first column is `col`, with no WHERE clause or one the scan
+/// answers whole: the scan is told so ([`FirstRows`]) and reads from each
+/// segment only its first k matching rows in that order, which the Sort
+/// above (kept) orders and cuts.
 #[derive(Debug)]
 pub(crate) struct FirstRowsRule;
 
@@ -112,7 +113,7 @@ fn rewrite_sort(sort: Sort) -> DfResult<Transformed<LogicalPlan>> {
 }
 
 /// `plan` with its storage scan told which first rows are wanted, when the
-/// column (seen through projections) is an unfiltered table's indexed one.
+/// column (seen through projections) is a table scan's indexed one.
 fn first_rows_scan(
     plan: &LogicalPlan,
     column: &str,
@@ -133,7 +134,9 @@ fn first_rows_scan(
             };
             Ok(Some(projection_over(projection, input)?))
         }
-        LogicalPlan::TableScan(scan) if scan.filters.is_empty() => {
+        // Its filters are all the scan's exact predicates: storage applies
+        // them as it walks the index.
+        LogicalPlan::TableScan(scan) => {
             let Ok(provider) = source_as_provider(&scan.source) else {
                 return Ok(None);
             };

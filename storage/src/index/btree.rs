@@ -115,12 +115,14 @@ pub(crate) struct IndexProbe {
     pub name: String,
     /// The table column the index starts with.
     column: usize,
+    /// Whether the ranges are points (an equality or IN list).
+    exact: bool,
     ranges: Vec<KeyRange>,
 }
 
 /// Entries whose first column lies between two encoded values.
-#[derive(Debug, Default)]
-struct KeyRange {
+#[derive(Debug, Default, Clone)]
+pub(crate) struct KeyRange {
     lower: Option<(Vec<u8>, bool)>,
     upper: Option<(Vec<u8>, bool)>,
 }
@@ -236,6 +238,7 @@ pub(crate) fn choose(def: &TableDef, predicates: &[Predicate]) -> Option<IndexPr
                 index_id: index.id,
                 name: index.name.clone(),
                 column,
+                exact,
                 ranges,
             };
             best = Some((exact, probe));
@@ -259,37 +262,44 @@ fn first_column_cmp(entry: &[u8], value: &[u8]) -> Ordering {
 fn matching_rows(index: &BTreeIndex, probe: &IndexProbe) -> Vec<u32> {
     let mut rows = Vec::new();
     for range in &probe.ranges {
-        let point = range.point();
-        if point.is_some_and(|value| !index.may_hold_first(value)) {
+        if range
+            .point()
+            .is_some_and(|value| !index.may_hold_first(value))
+        {
             continue;
         }
-        let from = range.lower.as_ref().map_or(0, |(value, inclusive)| {
-            index.partition_point(|k| match first_column_cmp(k, value) {
-                Ordering::Less => true,
-                Ordering::Equal => !inclusive,
-                Ordering::Greater => false,
-            })
-        });
-        let to = match (point, &range.upper) {
-            // An equality: its entries follow `from`, usually none or few,
-            // so they are walked rather than searched for again.
-            (Some(value), _) => (from..index.len())
-                .find(|&i| first_column_cmp(index.key(i), value) != Ordering::Equal)
-                .unwrap_or(index.len()),
-            (None, None) => index.len(),
-            (None, Some((value, inclusive))) => {
-                index.partition_point(|k| match first_column_cmp(k, value) {
-                    Ordering::Less => true,
-                    Ordering::Equal => *inclusive,
-                    Ordering::Greater => false,
-                })
-            }
-        };
-        rows.extend((from..to.max(from)).map(|i| index.row(i)));
+        rows.extend(entries_in(index, range).map(|i| index.row(i)));
     }
     rows.sort_unstable();
     rows.dedup();
     rows
+}
+
+/// The positions of the entries whose first column lies in `range`.
+fn entries_in(index: &BTreeIndex, range: &KeyRange) -> std::ops::Range<usize> {
+    let from = range.lower.as_ref().map_or(0, |(value, inclusive)| {
+        index.partition_point(|k| match first_column_cmp(k, value) {
+            Ordering::Less => true,
+            Ordering::Equal => !inclusive,
+            Ordering::Greater => false,
+        })
+    });
+    let to = match (range.point(), &range.upper) {
+        // An equality: its entries follow `from`, usually none or few,
+        // so they are walked rather than searched for again.
+        (Some(value), _) => (from..index.len())
+            .find(|&i| first_column_cmp(index.key(i), value) != Ordering::Equal)
+            .unwrap_or(index.len()),
+        (None, None) => index.len(),
+        (None, Some((value, inclusive))) => {
+            index.partition_point(|k| match first_column_cmp(k, value) {
+                Ordering::Less => true,
+                Ordering::Equal => *inclusive,
+                Ordering::Greater => false,
+            })
+        }
+    };
+    from..to.max(from)
 }
 
 /// What a segment's index file says a probe needs read from it.
@@ -361,81 +371,229 @@ pub struct FirstRows {
     pub limit: usize,
 }
 
-/// The B-tree index that orders rows by `column` first, if any (floats
-/// excluded, as for lookups: `-0` and `0` sort apart when encoded).
-pub(crate) fn ordering_index(def: &TableDef, column: usize) -> Option<&IndexDef> {
-    def.indexes.iter().find(|i| {
+/// How a scan that wants [`FirstRows`] walks a B-tree index in order.
+pub(crate) struct OrderedWalk<'a> {
+    wanted: &'a FirstRows,
+    pub index: &'a IndexDef,
+    /// A range the predicates set on the ordered column: the walk starts
+    /// and ends at its bounds instead of reading every entry before them.
+    range: Option<KeyRange>,
+}
+
+/// The ordered walk for `wanted`, if a B-tree index orders rows by its
+/// column first (floats excluded, as for lookups: `-0` and `0` sort apart
+/// when encoded). `probe` is the index lookup the predicates allow: a walk
+/// replaces it only when it is a range on the ordered column, which the
+/// walk then honours; a lookup of points or of another column stays the
+/// narrower read.
+pub(crate) fn ordered_walk<'a>(
+    def: &'a TableDef,
+    wanted: &'a FirstRows,
+    probe: Option<&IndexProbe>,
+) -> Option<OrderedWalk<'a>> {
+    let range = match probe {
+        None => None,
+        Some(probe) if !probe.exact && probe.column == wanted.column => {
+            let [range] = probe.ranges.as_slice() else {
+                return None;
+            };
+            Some(range.clone())
+        }
+        Some(_) => return None,
+    };
+    let index = def.indexes.iter().find(|i| {
         i.kind == KIND
-            && i.columns[0] as usize == column
-            && !def.schema.field(column).data_type().is_floating()
+            && i.columns[0] as usize == wanted.column
+            && !def.schema.field(wanted.column).data_type().is_floating()
+    })?;
+    Some(OrderedWalk {
+        wanted,
+        index,
+        range,
     })
 }
 
-/// The segment's rows `wanted` asks for, as a run (system columns, then
-/// `needed`) in key order; `None` when the segment has no file of the index
-/// or the index cannot tell: NULLs, which it does not hold, would come
-/// first, or come last and the non-NULL rows are too few.
+/// The segment's rows the walk asks for, as a run (system columns, then
+/// `needed`) in key order: its first `limit` rows in the wanted order
+/// that are the newest visible version of their key and satisfy
+/// `predicates`, and the rows tied with the last of them (a later sort key
+/// may order ties). The scan checks the predicates again, so extra rows
+/// are harmless. `None` when the segment has no file of the index or the
+/// index cannot tell: NULLs, which it does not hold, would come first, or
+/// come last and the non-NULL rows are too few; or when the predicates
+/// reject so many rows that reading the segment whole is cheaper.
 pub(crate) fn first_rows_run(
     view: &SnapshotView<'_>,
     segment: &SegmentFile,
-    index: &IndexDef,
-    wanted: &FirstRows,
+    walk: &OrderedWalk<'_>,
+    predicates: &[Predicate],
     needed: &[usize],
     run_schema: &SchemaRef,
 ) -> Result<Option<RecordBatch>> {
-    let Some(file) = file_of(segment, index.id) else {
+    let wanted = walk.wanted;
+    let Some(file) = file_of(segment, walk.index.id) else {
         return Ok(None);
     };
-    let has_nulls = segment.row_groups().iter().any(|g| {
-        g.columns
-            .get(SYSTEM_COLUMNS + wanted.column)
-            .is_none_or(|chunk| chunk.null_count > 0)
-    });
+    // A range on the column rejects its NULLs.
+    let has_nulls = walk.range.is_none()
+        && segment.row_groups().iter().any(|g| {
+            g.columns
+                .get(SYSTEM_COLUMNS + wanted.column)
+                .is_none_or(|chunk| chunk.null_count > 0)
+        });
     if has_nulls && wanted.nulls_first {
         return Ok(None);
     }
-    let starts = segment.row_group_starts();
-    let data_type = view.table.def.schema.field(wanted.column).data_type();
-    let mut picked: Vec<u32> = Vec::new();
-    // The first column's encoding in the last picked entry, once `limit` are.
-    let mut boundary: Option<Vec<u8>> = None;
-    let n = file.len();
-    for step in 0..n {
-        let entry = if wanted.descending {
-            n - 1 - step
-        } else {
-            step
-        };
-        if let Some(boundary) = &boundary {
+    let entries = walk
+        .range
+        .as_ref()
+        .map_or(0..file.len(), |range| entries_in(&file, range));
+    let order: Box<dyn Iterator<Item = usize>> = match wanted.descending {
+        true => Box::new(entries.rev()),
+        false => Box::new(entries),
+    };
+    let mut first = FirstRowsOf {
+        view,
+        segment,
+        starts: segment.row_group_starts(),
+        wanted,
+        predicates,
+        picked: Vec::new(),
+        unchecked: Vec::new(),
+        boundary: None,
+    };
+    // Rows the predicates reject cost a random read each: past this many,
+    // a sequential read of the segment is the cheaper way.
+    let give_up = wanted.limit.saturating_mul(64).saturating_add(4096);
+    for (walked, entry) in order.enumerate() {
+        if let Some(boundary) = &first.boundary {
             if !file.key(entry).starts_with(boundary) {
                 break;
             }
+        } else if walked >= give_up && !predicates.is_empty() {
+            return Ok(None);
         }
         let row = file.row(entry) as usize;
-        check_row(segment, &starts, &index.name, row)?;
-        let (group, _) = locate(&starts, row);
-        let local = row - starts[group];
-        let keys = segment.column(view.cache, group, 0)?;
-        let seqs = segment.column(view.cache, group, 1)?;
-        if !view.is_newest(
+        check_row(segment, &first.starts, &walk.index.name, row)?;
+        first.offer(row)?;
+    }
+    first.check_unchecked()?;
+    if first.boundary.is_none() && has_nulls {
+        return Ok(None);
+    }
+    let FirstRowsOf {
+        starts, mut picked, ..
+    } = first;
+    picked.sort_unstable();
+    rows_as_run(view, segment, &starts, &picked, needed, run_schema).map(Some)
+}
+
+/// One segment's walk for its first rows, as the entries come.
+struct FirstRowsOf<'a> {
+    view: &'a SnapshotView<'a>,
+    segment: &'a SegmentFile,
+    starts: Vec<usize>,
+    wanted: &'a FirstRows,
+    predicates: &'a [Predicate],
+    /// Rows kept, in walk order.
+    picked: Vec<u32>,
+    /// Newest rows not yet checked against the predicates, in walk order:
+    /// checked a batch at a time.
+    unchecked: Vec<u32>,
+    /// The ordered column's encoding in the `limit`-th kept row, once found:
+    /// from then on only ties are kept.
+    boundary: Option<Vec<u8>>,
+}
+
+impl FirstRowsOf<'_> {
+    fn offer(&mut self, row: usize) -> Result<()> {
+        let (group, _) = locate(&self.starts, row);
+        let local = row - self.starts[group];
+        let cache = self.view.cache;
+        let keys = self.segment.column(cache, group, 0)?;
+        let seqs = self.segment.column(cache, group, 1)?;
+        if !self.view.is_newest(
             keys.as_binary::<i32>().value(local),
             seqs.as_primitive::<UInt64Type>().value(local),
         )? {
-            continue;
+            return Ok(());
         }
-        picked.push(row as u32);
-        if boundary.is_none() && picked.len() >= wanted.limit {
-            let column = segment.table_column(view.cache, group, wanted.column, data_type)?;
+        if self.boundary.is_some() || self.predicates.is_empty() {
+            return self.keep(row as u32);
+        }
+        self.unchecked.push(row as u32);
+        if self.unchecked.len() >= self.wanted.limit.clamp(32, 1024) {
+            self.check_unchecked()?;
+        }
+        Ok(())
+    }
+
+    fn keep(&mut self, row: u32) -> Result<()> {
+        self.picked.push(row);
+        if self.boundary.is_none() && self.picked.len() >= self.wanted.limit {
+            let row = row as usize;
+            let (group, _) = locate(&self.starts, row);
+            let data_type = self
+                .view
+                .table
+                .def
+                .schema
+                .field(self.wanted.column)
+                .data_type();
+            let column =
+                self.segment
+                    .table_column(self.view.cache, group, self.wanted.column, data_type)?;
             let mut first = Vec::new();
-            encode_key(&[column], local, &mut first)?;
-            boundary = Some(first);
+            encode_key(&[column], row - self.starts[group], &mut first)?;
+            self.boundary = Some(first);
         }
+        Ok(())
     }
-    if boundary.is_none() && has_nulls {
-        return Ok(None);
+
+    /// Keeps the unchecked rows the predicates admit, and once the boundary
+    /// is found every one after it (ties among them).
+    fn check_unchecked(&mut self) -> Result<()> {
+        if self.unchecked.is_empty() {
+            return Ok(());
+        }
+        let rows = std::mem::take(&mut self.unchecked);
+        let admitted = self.admitted(&rows)?;
+        for row in rows {
+            if self.boundary.is_some() || admitted.binary_search(&row).is_ok() {
+                self.keep(row)?;
+            }
+        }
+        Ok(())
     }
-    picked.sort_unstable();
-    rows_as_run(view, segment, &starts, &picked, needed, run_schema).map(Some)
+
+    /// Which of `rows` satisfy the predicates, ascending.
+    fn admitted(&self, rows: &[u32]) -> Result<Vec<u32>> {
+        let mut sorted = rows.to_vec();
+        sorted.sort_unstable();
+        let mut columns: Vec<usize> = self.predicates.iter().map(|p| p.column).collect();
+        columns.sort_unstable();
+        columns.dedup();
+        let schema = crate::scan::run_schema_for(&self.view.table.def.schema, &columns);
+        let run = rows_as_run(
+            self.view,
+            self.segment,
+            &self.starts,
+            &sorted,
+            &columns,
+            &schema,
+        )?;
+        let column = |i: usize| Ok(run.column(SYSTEM_COLUMNS + i).clone());
+        let mask = crate::predicate::predicate_mask(self.predicates, &columns, &column)?;
+        Ok(match mask {
+            Some(mask) => sorted
+                .into_iter()
+                .enumerate()
+                .filter(|&(i, _)| mask.value(i))
+                .map(|(_, row)| row)
+                .collect(),
+            None => sorted,
+        })
+    }
 }
 
 /// The segment's file of B-tree index `index_id`, if it has one.
