@@ -66,6 +66,47 @@ pub struct BTreeIndex {
     keys_at: usize,
     /// None in version 1 files.
     first_values: Option<BloomFilter>,
+    /// Every [`FENCE_STRIDE`]th key, packed together in memory: a search
+    /// narrows to one stride among them, in cache, before it touches the
+    /// file's scattered offsets and keys.
+    fences: Fences,
+}
+
+/// Entries per fence key.
+const FENCE_STRIDE: usize = 64;
+
+#[derive(Debug, Default)]
+struct Fences {
+    bytes: Vec<u8>,
+    /// Where each fence key starts in `bytes`, then its end.
+    offsets: Vec<u32>,
+}
+
+impl Fences {
+    fn of(index: &BTreeIndex) -> Fences {
+        let mut fences = Fences {
+            bytes: Vec::new(),
+            offsets: vec![0],
+        };
+        for i in (0..index.n).step_by(FENCE_STRIDE) {
+            fences.bytes.extend_from_slice(index.key(i));
+            // A key section past 4 GiB keeps no fences: searches go to the
+            // file directly.
+            let Ok(end) = u32::try_from(fences.bytes.len()) else {
+                return Fences::default();
+            };
+            fences.offsets.push(end);
+        }
+        fences
+    }
+
+    fn len(&self) -> usize {
+        self.offsets.len().saturating_sub(1)
+    }
+
+    fn key(&self, i: usize) -> &[u8] {
+        &self.bytes[self.offsets[i] as usize..self.offsets[i + 1] as usize]
+    }
 }
 
 impl BTreeIndex {
@@ -100,6 +141,7 @@ impl BTreeIndex {
             n,
             keys_at,
             first_values: None,
+            fences: Fences::default(),
         };
         let mut previous = 0;
         for i in 0..=n {
@@ -110,6 +152,7 @@ impl BTreeIndex {
             previous = offset;
         }
         let keys_end = keys_at + previous;
+        index.fences = Fences::of(&index);
         if version == VERSION_WITHOUT_BLOOM {
             if keys_end != body {
                 return Err(Error::corrupt(keys_at, "key bytes do not fill the file"));
@@ -163,6 +206,26 @@ impl BTreeIndex {
     /// The first entry for which `pred` is false (`pred` true on a prefix).
     pub fn partition_point(&self, pred: impl Fn(&[u8]) -> bool) -> usize {
         let (mut lo, mut hi) = (0, self.n);
+        if self.fences.len() > 0 {
+            // Fence f is entry f * FENCE_STRIDE; `pred` holds on the first
+            // `true_fences` of them, so the answer lies after the last of
+            // those and at or before the next.
+            let (mut f_lo, mut f_hi) = (0, self.fences.len());
+            while f_lo < f_hi {
+                let mid = f_lo + (f_hi - f_lo) / 2;
+                if pred(self.fences.key(mid)) {
+                    f_lo = mid + 1;
+                } else {
+                    f_hi = mid;
+                }
+            }
+            let true_fences = f_lo;
+            if true_fences == 0 {
+                return 0;
+            }
+            lo = (true_fences - 1) * FENCE_STRIDE + 1;
+            hi = (true_fences * FENCE_STRIDE).min(self.n);
+        }
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             if pred(self.key(mid)) {
@@ -231,6 +294,29 @@ mod tests {
         assert!(!index.may_hold_first(b"durian"));
         let empty = BTreeIndex::open(Buffer::from_vec(written(&[]))).unwrap();
         assert!(empty.is_empty() && !empty.may_hold_first(b"apple"));
+    }
+
+    /// Searches narrowed by the fence keys land where a scan of every entry
+    /// does, at stride edges, between duplicates and past either end.
+    #[test]
+    fn fenced_searches_agree_with_a_linear_scan() {
+        for n in [1usize, 63, 64, 65, 128, 129, 1000] {
+            let entries: Vec<(Vec<u8>, u32)> = (0..n)
+                .map(|i| ((i as u32 / 3).to_be_bytes().to_vec(), i as u32))
+                .collect();
+            let index = BTreeIndex::open(Buffer::from_vec(written(&entries))).unwrap();
+            for probe in 0..(n as u32 / 3 + 2) {
+                let value = probe.to_be_bytes();
+                for below in [true, false] {
+                    let pred = |k: &[u8]| match below {
+                        true => k < value.as_slice(),
+                        false => k <= value.as_slice(),
+                    };
+                    let want = entries.iter().take_while(|(k, _)| pred(k)).count();
+                    assert_eq!(index.partition_point(pred), want, "n {n} probe {probe}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -308,8 +308,15 @@ async fn until_client_gone<T>(
     let Some(fd) = watch else {
         return work.await;
     };
+    // Most messages are answered on their first poll: arming a timer for
+    // them would cost a wake-up of the I/O driver each.
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(work.as_mut().poll(cx))).await;
+    if let std::task::Poll::Ready(output) = first {
+        return output;
+    }
     loop {
         tokio::select! {
+            biased;
             output = &mut work => return output,
             () = tokio::time::sleep(CLIENT_CHECK_INTERVAL) => {
                 if client_gone(fd) {

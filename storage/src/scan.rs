@@ -87,6 +87,8 @@ pub(crate) struct ScanContext {
     pub table_schema: SchemaRef,
     /// Table columns decoded: the projection, then predicate-only columns.
     pub needed: Vec<usize>,
+    /// System columns, then `needed`.
+    pub run_schema: SchemaRef,
     pub projected: usize,
     pub predicates: Vec<Predicate>,
     pub with_key: bool,
@@ -205,6 +207,10 @@ impl ScanPlan {
 /// key ranges, so a few buffered rows join only the units they fall into
 /// instead of chaining every row group into one unit.
 fn group_overlapping(sources: Vec<Source>) -> Vec<Vec<Source>> {
+    if sources.len() == 1 {
+        // An index lookup's one run, say: nothing to group it with.
+        return vec![sources];
+    }
     let (memory, row_groups): (Vec<Source>, Vec<Source>) = sources
         .into_iter()
         .partition(|s| matches!(s, Source::Memory(_)));
@@ -290,6 +296,10 @@ fn execute_unit(ctx: &ScanContext, sources: &[Source]) -> Result<Option<MaskedBa
     if let Some((segment, group, memory)) = clean_group_and_memory(ctx, sources) {
         return unmasked(clean_group_with_memory(ctx, segment, group, &memory));
     }
+    if let [Source::Memory(run)] = sources {
+        // One run is already one version per key: only its deletes go.
+        return unmasked(finish_run(ctx, without_deletes(run)?));
+    }
     let mut runs = Vec::with_capacity(sources.len());
     let mut prefiltered = Vec::with_capacity(sources.len());
     for source in sources {
@@ -305,6 +315,21 @@ fn execute_unit(ctx: &ScanContext, sources: &[Source]) -> Result<Option<MaskedBa
         }
     }
     unmasked(finish_run(ctx, merge_runs(ctx, &runs, &prefiltered)?))
+}
+
+/// A run's rows other than deletes; the run itself when it has none (an
+/// index lookup's run never does).
+fn without_deletes(run: &RecordBatch) -> Result<RecordBatch> {
+    let ops = run.column(2).as_primitive::<UInt8Type>();
+    if !ops.values().contains(&OP_DELETE) {
+        return Ok(run.clone());
+    }
+    let live: BooleanArray = ops
+        .values()
+        .iter()
+        .map(|&op| Some(op != OP_DELETE))
+        .collect();
+    Ok(filter_record_batch(run, &live)?)
 }
 
 fn unmasked(batch: Result<Option<RecordBatch>>) -> Result<Option<MaskedBatch>> {
@@ -380,8 +405,9 @@ fn decode_row_group(ctx: &ScanContext, segment: &SegmentFile, group: usize) -> R
     Ok(RecordBatch::try_new(run_schema(ctx), columns)?)
 }
 
-pub(crate) fn run_schema_for(table_schema: &Schema, needed: &[usize]) -> SchemaRef {
-    let full = basalt_formats::segment::storage_schema(table_schema);
+/// The schema of a run holding `needed` of a table whose storage schema
+/// (system columns, then the table's) is `full`.
+pub(crate) fn run_schema_for(full: &Schema, needed: &[usize]) -> SchemaRef {
     let mut fields: Vec<Arc<Field>> = full.fields()[..SYSTEM_COLUMNS].to_vec();
     fields.extend(
         needed
@@ -392,7 +418,7 @@ pub(crate) fn run_schema_for(table_schema: &Schema, needed: &[usize]) -> SchemaR
 }
 
 fn run_schema(ctx: &ScanContext) -> SchemaRef {
-    run_schema_for(&ctx.table_schema, &ctx.needed)
+    ctx.run_schema.clone()
 }
 
 struct HeapEntry<'a> {

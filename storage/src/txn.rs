@@ -921,7 +921,7 @@ fn plan_scan(
             needed.push(p.column);
         }
     }
-    let run_schema = run_schema_for(schema, &needed);
+    let run_schema = run_schema_for(&table.storage_schema, &needed);
     let mut sources = Vec::new();
     if let Some(p) = pending {
         sources.push(Source::Memory(p.to_run(&needed, &run_schema)?));
@@ -1017,6 +1017,7 @@ fn plan_scan(
         projected: projection.len(),
         output_schema: output_schema(schema, &projection, options.with_key),
         needed,
+        run_schema,
         predicates: options.predicates.clone(),
         with_key: options.with_key,
         cache: cache.clone(),

@@ -573,7 +573,7 @@ impl FirstRowsOf<'_> {
         let mut columns: Vec<usize> = self.predicates.iter().map(|p| p.column).collect();
         columns.sort_unstable();
         columns.dedup();
-        let schema = crate::scan::run_schema_for(&self.view.table.def.schema, &columns);
+        let schema = crate::scan::run_schema_for(&self.view.table.storage_schema, &columns);
         let run = rows_as_run(
             self.view,
             self.segment,

@@ -84,7 +84,7 @@ pub(crate) fn search_in<Q: IndexSearch>(
     let mut memory = Vec::new();
     let own = pending.map(|p| p.index());
     if pending.is_some() || !memtables.is_empty() {
-        let run_schema = run_schema_for(&table.def.schema, &all);
+        let run_schema = run_schema_for(&table.storage_schema, &all);
         if let Some(p) = pending {
             memory.push(p.to_run(&all, &run_schema)?);
         }
