@@ -2,10 +2,10 @@
 //!
 //! Sums run over independent lanes so the compiler can keep them in SIMD
 //! registers without reassociating a single floating-point chain (which it
-//! may not do on its own). On x86-64 processors with AVX2 and FMA the same
-//! loops are compiled a second time for those instructions and chosen at
-//! run time, so one binary runs everywhere and uses the wide registers
-//! where they exist.
+//! may not do on its own). On x86-64 processors with AVX2 and FMA, and
+//! again with AVX-512, the same loops are compiled once more for those
+//! instructions and the widest the processor has is chosen at run time, so
+//! one binary runs everywhere and uses the wide registers where they exist.
 
 const LANES: usize = 16;
 
@@ -117,18 +117,47 @@ mod wide {
         super::lanes(a, b, |acc, x, y| x.mul_add(y, acc))
     }
 
-    pub fn available() -> bool {
+    /// # Safety
+    /// The processor must support AVX-512F, AVX2 and FMA.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub unsafe fn l2_512(a: &[f32], b: &[f32]) -> f32 {
+        super::lanes(a, b, |acc, x, y| (x - y).mul_add(x - y, acc))
+    }
+
+    /// # Safety
+    /// The processor must support AVX-512F, AVX2 and FMA.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub unsafe fn dot_512(a: &[f32], b: &[f32]) -> f32 {
+        super::lanes(a, b, |acc, x, y| x.mul_add(y, acc))
+    }
+
+    /// The widest kernels this processor runs.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    pub enum Width {
+        Portable = 1,
+        Avx2 = 2,
+        Avx512 = 3,
+    }
+
+    pub fn width() -> Width {
         use std::sync::atomic::{AtomicU8, Ordering};
-        // 0 = not yet checked, 1 = no, 2 = yes.
+        // 0 = not yet checked, else a `Width`.
         static CHECKED: AtomicU8 = AtomicU8::new(0);
         match CHECKED.load(Ordering::Relaxed) {
             0 => {
-                let yes = std::arch::is_x86_feature_detected!("avx2")
+                let avx2 = std::arch::is_x86_feature_detected!("avx2")
                     && std::arch::is_x86_feature_detected!("fma");
-                CHECKED.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
-                yes
+                let width = match (avx2, std::arch::is_x86_feature_detected!("avx512f")) {
+                    (true, true) => Width::Avx512,
+                    (true, false) => Width::Avx2,
+                    (false, _) => Width::Portable,
+                };
+                CHECKED.store(width as u8, Ordering::Relaxed);
+                width
             }
-            v => v == 2,
+            3 => Width::Avx512,
+            2 => Width::Avx2,
+            _ => Width::Portable,
         }
     }
 }
@@ -137,9 +166,11 @@ mod wide {
 #[inline]
 pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if wide::available() {
-        // SAFETY: the processor was checked for AVX2 and FMA.
-        return unsafe { wide::l2(a, b) };
+    match wide::width() {
+        // SAFETY: the processor was checked for each kernel's features.
+        wide::Width::Avx512 => return unsafe { wide::l2_512(a, b) },
+        wide::Width::Avx2 => return unsafe { wide::l2(a, b) },
+        wide::Width::Portable => {}
     }
     l2_portable(a, b)
 }
@@ -147,9 +178,11 @@ pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if wide::available() {
-        // SAFETY: the processor was checked for AVX2 and FMA.
-        return unsafe { wide::dot(a, b) };
+    match wide::width() {
+        // SAFETY: the processor was checked for each kernel's features.
+        wide::Width::Avx512 => return unsafe { wide::dot_512(a, b) },
+        wide::Width::Avx2 => return unsafe { wide::dot(a, b) },
+        wide::Width::Portable => {}
     }
     dot_portable(a, b)
 }
@@ -191,9 +224,23 @@ mod tests {
         let cos = 1.0 - dot_naive / (norm(&a) * norm(&b));
         assert!((Metric::Cosine.distance(&a, &b) - cos).abs() < 1e-6);
         assert_eq!(l1(&[1.0, -2.0], &[0.0, 2.0]), 5.0);
-        // Both code paths agree (the wide one is taken where available).
+        // Every code path agrees (the widest is taken where available).
         assert!((l2_squared(&a, &b) - l2_portable(&a, &b)).abs() < 1e-3);
         assert!((dot(&a, &b) - dot_portable(&a, &b)).abs() < 1e-3);
+        #[cfg(target_arch = "x86_64")]
+        for width in [wide::Width::Avx2, wide::Width::Avx512] {
+            if wide::width() as u8 >= width as u8 {
+                // SAFETY: the processor supports the kernel's features.
+                let (l2, dot) = unsafe {
+                    match width {
+                        wide::Width::Avx512 => (wide::l2_512(&a, &b), wide::dot_512(&a, &b)),
+                        _ => (wide::l2(&a, &b), wide::dot(&a, &b)),
+                    }
+                };
+                assert!((l2 - l2_portable(&a, &b)).abs() < 1e-3);
+                assert!((dot - dot_portable(&a, &b)).abs() < 1e-3);
+            }
+        }
     }
 
     #[test]
