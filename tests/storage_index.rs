@@ -164,24 +164,31 @@ fn an_index_naming_rows_its_segment_lacks_is_corruption() {
     assert!(text.contains(".bseg") && text.contains("t_a"), "{text}");
 }
 
+/// Table `t` with B-tree index `t_a` on `a`, bulk loaded with keys
+/// `0..rows` in segments of `segment_max_rows`; no background work.
+fn loaded_with_index_on_a(dir: &std::path::Path, segment_max_rows: usize, rows_loaded: i64) -> Db {
+    let options = Options {
+        segment_max_rows,
+        background_work: false,
+        ..Options::default()
+    };
+    let db = Db::open(dir, options).unwrap();
+    db.create_table("t", schema(), &["k"]).unwrap();
+    db.add_index("t", "t_a", "btree", &["a"], Vec::new())
+        .unwrap();
+    let mut load = db.bulk_load("t").unwrap();
+    load.write(&rows(0..rows_loaded)).unwrap();
+    load.finish().unwrap();
+    db
+}
+
 /// `ORDER BY a LIMIT k` through a B-tree index: each segment gives its
 /// first k visible rows in `a` order (and ties), not all its rows, and the
 /// first k of the union are the table's first k.
 #[test]
 fn a_scan_for_the_first_rows_reads_few_rows_per_segment() {
     let dir = tempfile::tempdir().unwrap();
-    let options = Options {
-        segment_max_rows: 2_000,
-        background_work: false,
-        ..Options::default()
-    };
-    let db = Db::open(dir.path(), options).unwrap();
-    db.create_table("t", schema(), &["k"]).unwrap();
-    db.add_index("t", "t_a", "btree", &["a"], Vec::new())
-        .unwrap();
-    let mut load = db.bulk_load("t").unwrap();
-    load.write(&rows(0..10_000)).unwrap();
-    load.finish().unwrap();
+    let db = loaded_with_index_on_a(dir.path(), 2_000, 10_000);
     // Newer versions in memory move some rows; a few rows are deleted.
     let mut txn = db.begin();
     let moved = RecordBatch::try_new(
@@ -266,17 +273,7 @@ fn a_scan_for_the_first_rows_reads_few_rows_per_segment() {
 #[test]
 fn a_filtered_scan_for_the_first_rows_keeps_the_matching_ones() {
     let dir = tempfile::tempdir().unwrap();
-    let options = Options {
-        background_work: false,
-        ..Options::default()
-    };
-    let db = Db::open(dir.path(), options).unwrap();
-    db.create_table("t", schema(), &["k"]).unwrap();
-    db.add_index("t", "t_a", "btree", &["a"], Vec::new())
-        .unwrap();
-    let mut load = db.bulk_load("t").unwrap();
-    load.write(&rows(0..20_000)).unwrap();
-    load.finish().unwrap();
+    let db = loaded_with_index_on_a(dir.path(), Options::default().segment_max_rows, 20_000);
     let first = |predicates: Vec<Predicate>, descending: bool, limit: usize| {
         let options = ScanOptions {
             predicates,
