@@ -14,6 +14,7 @@ use arrow_buffer::Buffer;
 use crate::bloom::BloomFilter;
 use crate::codec::{Decoder, Encoder};
 use crate::error::{Error, Result};
+use crate::key::partition_point;
 
 pub const MAGIC: &[u8; 8] = b"BSLTBTRE";
 pub const VERSION: u32 = 2;
@@ -210,31 +211,14 @@ impl BTreeIndex {
             // Fence f is entry f * FENCE_STRIDE; `pred` holds on the first
             // `true_fences` of them, so the answer lies after the last of
             // those and at or before the next.
-            let (mut f_lo, mut f_hi) = (0, self.fences.len());
-            while f_lo < f_hi {
-                let mid = f_lo + (f_hi - f_lo) / 2;
-                if pred(self.fences.key(mid)) {
-                    f_lo = mid + 1;
-                } else {
-                    f_hi = mid;
-                }
-            }
-            let true_fences = f_lo;
+            let true_fences = partition_point(0..self.fences.len(), |f| pred(self.fences.key(f)));
             if true_fences == 0 {
                 return 0;
             }
             lo = (true_fences - 1) * FENCE_STRIDE + 1;
             hi = (true_fences * FENCE_STRIDE).min(self.n);
         }
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if pred(self.key(mid)) {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        lo
+        partition_point(lo..hi, |i| pred(self.key(i)))
     }
 }
 

@@ -185,6 +185,22 @@ fn encode_value(array: &dyn Array, row: usize, out: &mut Vec<u8>) -> Result<()> 
     Ok(())
 }
 
+/// The first position in `range` at which `holds` is false (`holds` must be
+/// true on a prefix of it), by binary search: for searches over sorted keys
+/// that are reached by position rather than held in a slice.
+pub fn partition_point(range: std::ops::Range<usize>, holds: impl Fn(usize) -> bool) -> usize {
+    let (mut lo, mut hi) = (range.start, range.end);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if holds(mid) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

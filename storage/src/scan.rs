@@ -17,7 +17,8 @@ use basalt_formats::scalar::Scalar;
 use basalt_formats::segment::{RowGroupMeta, OP_DELETE, SYSTEM_COLUMNS};
 
 use crate::error::Result;
-use crate::segment::{partition_point, ChunkCache, SegmentFile};
+use crate::segment::{ChunkCache, SegmentFile};
+use basalt_formats::key::partition_point;
 
 /// A comparison on one table column, used to prune row groups by zone map and
 /// then applied exactly to the rows.
@@ -223,7 +224,7 @@ fn group_overlapping(sources: Vec<Source>) -> Vec<Vec<Source>> {
         };
         let keys = run.column(0).as_binary::<i32>();
         let position =
-            |pred: &dyn Fn(&[u8]) -> bool| partition_point(keys.len(), |i| pred(keys.value(i)));
+            |pred: &dyn Fn(&[u8]) -> bool| partition_point(0..keys.len(), |i| pred(keys.value(i)));
         let mut taken = 0;
         for (unit, (lo, hi)) in ranges.iter().enumerate() {
             let start = position(&|k| k < lo.as_slice());
@@ -622,7 +623,7 @@ fn clean_group_with_memory(
     let mut shadowed = vec![false; rows];
     for i in 0..memory.num_rows() {
         let key = memory_keys.value(i);
-        let at = partition_point(rows, |r| group_keys.value(r) < key);
+        let at = partition_point(0..rows, |r| group_keys.value(r) < key);
         if at < rows && group_keys.value(at) == key {
             shadowed[at] = true;
         }

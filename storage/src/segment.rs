@@ -12,6 +12,7 @@ use arrow_array::types::UInt64Type;
 use arrow_array::{new_null_array, Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, SchemaRef};
 use basalt_formats::array::Codec;
+use basalt_formats::key::partition_point;
 use basalt_formats::segment::{
     RowGroupMeta, SegmentReader, SegmentSummary, SegmentWriter, SYSTEM_COLUMNS,
 };
@@ -242,7 +243,7 @@ impl SegmentFile {
             let keys = keys_array.as_binary::<i32>();
             let seqs_array = self.column(cache, g, 1)?;
             let seqs = seqs_array.as_primitive::<UInt64Type>();
-            let mut row = partition_point(keys.len(), |i| keys.value(i) < key);
+            let mut row = partition_point(0..keys.len(), |i| keys.value(i) < key);
             while row < keys.len() && keys.value(row) == key {
                 if seqs.value(row) <= snapshot_seq {
                     return Ok(Some((g, row)));
@@ -259,21 +260,6 @@ impl SegmentFile {
 pub(crate) fn locate(starts: &[usize], row: usize) -> (usize, usize) {
     let group = starts.partition_point(|&s| s <= row).saturating_sub(1);
     (group, row - starts[group])
-}
-
-/// The first index in `0..len` for which `pred` is false (`pred` must be
-/// true on a prefix).
-pub(crate) fn partition_point(len: usize, pred: impl Fn(usize) -> bool) -> usize {
-    let (mut lo, mut hi) = (0, len);
-    while lo < hi {
-        let mid = (lo + hi) / 2;
-        if pred(mid) {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    lo
 }
 
 impl Drop for SegmentFile {
