@@ -452,12 +452,17 @@ pub(crate) fn first_rows_run(
         true => Box::new(entries.rev()),
         false => Box::new(entries),
     };
+    let mut checked_columns: Vec<usize> = predicates.iter().map(|p| p.column).collect();
+    checked_columns.sort_unstable();
+    checked_columns.dedup();
     let mut first = FirstRowsOf {
         view,
         segment,
         starts: segment.row_group_starts(),
         wanted,
         predicates,
+        checked_schema: crate::scan::run_schema_for(&view.table.storage_schema, &checked_columns),
+        checked_columns,
         picked: Vec::new(),
         unchecked: Vec::new(),
         boundary: None,
@@ -495,6 +500,9 @@ struct FirstRowsOf<'a> {
     starts: Vec<usize>,
     wanted: &'a FirstRows,
     predicates: &'a [Predicate],
+    /// The columns the predicates read, and the run schema they are read in.
+    checked_columns: Vec<usize>,
+    checked_schema: SchemaRef,
     /// Rows kept, in walk order.
     picked: Vec<u32>,
     /// Newest rows not yet checked against the predicates, in walk order:
@@ -570,20 +578,17 @@ impl FirstRowsOf<'_> {
     fn admitted(&self, rows: &[u32]) -> Result<Vec<u32>> {
         let mut sorted = rows.to_vec();
         sorted.sort_unstable();
-        let mut columns: Vec<usize> = self.predicates.iter().map(|p| p.column).collect();
-        columns.sort_unstable();
-        columns.dedup();
-        let schema = crate::scan::run_schema_for(&self.view.table.storage_schema, &columns);
         let run = rows_as_run(
             self.view,
             self.segment,
             &self.starts,
             &sorted,
-            &columns,
-            &schema,
+            &self.checked_columns,
+            &self.checked_schema,
         )?;
         let column = |i: usize| Ok(run.column(SYSTEM_COLUMNS + i).clone());
-        let mask = crate::predicate::predicate_mask(self.predicates, &columns, &column)?;
+        let mask =
+            crate::predicate::predicate_mask(self.predicates, &self.checked_columns, &column)?;
         Ok(match mask {
             Some(mask) => sorted
                 .into_iter()
